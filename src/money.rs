@@ -1,0 +1,199 @@
+//! Exact money: currencies with their precision, and amounts that respect it.
+//!
+//! Invariant 8: amounts are `rust_decimal::Decimal` in memory and decimal strings on the
+//! wire. Nothing here does IO.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// An upper-case currency code such as `NGN` or `USDT` (1–10 ASCII letters or digits).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency(String);
+
+/// What is known about a currency: its display name, kind and decimal places.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CurrencyInfo {
+    pub code: &'static str,
+    pub name: &'static str,
+    pub fiat: bool,
+    /// Decimal places Busha accepts for amounts in this currency.
+    pub precision: u32,
+}
+
+/// Currencies whose precision we know. Others default to [`DEFAULT_PRECISION`].
+pub const KNOWN_CURRENCIES: &[CurrencyInfo] = &[
+    CurrencyInfo { code: "NGN", name: "Nigerian Naira", fiat: true, precision: 2 },
+    CurrencyInfo { code: "KES", name: "Kenyan Shilling", fiat: true, precision: 2 },
+    CurrencyInfo { code: "GHS", name: "Ghanaian Cedi", fiat: true, precision: 2 },
+    CurrencyInfo { code: "USD", name: "US Dollar", fiat: true, precision: 2 },
+    CurrencyInfo { code: "GBP", name: "British Pound", fiat: true, precision: 2 },
+    CurrencyInfo { code: "USDT", name: "Tether", fiat: false, precision: 6 },
+    CurrencyInfo { code: "USDC", name: "USD Coin", fiat: false, precision: 6 },
+    CurrencyInfo { code: "BTC", name: "Bitcoin", fiat: false, precision: 8 },
+    CurrencyInfo { code: "ETH", name: "Ethereum", fiat: false, precision: 8 },
+];
+
+/// Precision assumed for a currency we have no entry for.
+pub const DEFAULT_PRECISION: u32 = 8;
+
+/// Why a currency code or an amount was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("`{0}` is not a currency code (expected 1–10 upper-case letters or digits)")]
+    BadCurrency(String),
+    #[error("`{0}` is not a decimal amount")]
+    NotADecimal(String),
+    #[error("amount must be positive, got {0}")]
+    NotPositive(Decimal),
+    #[error("{amount} has more than {precision} decimal places allowed for {currency}")]
+    TooPrecise {
+        amount: Decimal,
+        currency: Currency,
+        precision: u32,
+    },
+}
+
+impl Currency {
+    /// Parses a code, accepting lower case input.
+    pub fn new(code: &str) -> Result<Self, MoneyError> {
+        let upper = code.trim().to_ascii_uppercase();
+        let ok = !upper.is_empty()
+            && upper.len() <= 10
+            && upper.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        if ok {
+            Ok(Self(upper))
+        } else {
+            Err(MoneyError::BadCurrency(code.to_string()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What we know of this currency, if anything.
+    pub fn info(&self) -> Option<&'static CurrencyInfo> {
+        KNOWN_CURRENCIES.iter().find(|c| c.code == self.0)
+    }
+
+    /// Decimal places allowed for amounts in this currency.
+    pub fn precision(&self) -> u32 {
+        self.info().map_or(DEFAULT_PRECISION, |c| c.precision)
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Currency {
+    type Err = MoneyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = MoneyError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(&s)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(c: Currency) -> Self {
+        c.0
+    }
+}
+
+/// A positive amount in a currency, within that currency's precision.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Money {
+    amount: Decimal,
+    currency: Currency,
+}
+
+impl Money {
+    /// Checks that `amount` is positive and fits the currency's precision.
+    pub fn new(amount: Decimal, currency: Currency) -> Result<Self, MoneyError> {
+        if amount <= Decimal::ZERO {
+            return Err(MoneyError::NotPositive(amount));
+        }
+        check_precision(amount, &currency)?;
+        Ok(Self {
+            amount: amount.normalize(),
+            currency,
+        })
+    }
+
+    /// Parses a decimal string such as `"150000.50"`.
+    pub fn parse(amount: &str, currency: Currency) -> Result<Self, MoneyError> {
+        let amount = Decimal::from_str(amount.trim())
+            .map_err(|_| MoneyError::NotADecimal(amount.to_string()))?;
+        Self::new(amount, currency)
+    }
+
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+
+    pub fn currency(&self) -> &Currency {
+        &self.currency
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.amount, self.currency)
+    }
+}
+
+/// Fails if `amount` carries more decimal places than `currency` allows.
+pub fn check_precision(amount: Decimal, currency: &Currency) -> Result<(), MoneyError> {
+    let precision = currency.precision();
+    if amount.normalize().scale() > precision {
+        return Err(MoneyError::TooPrecise {
+            amount,
+            currency: currency.clone(),
+            precision,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::dec;
+
+    #[test]
+    fn currency_codes_are_normalised_and_checked() {
+        assert_eq!(Currency::new("usdt").unwrap().as_str(), "USDT");
+        assert!(Currency::new("").is_err());
+        assert!(Currency::new("N G N").is_err());
+        assert!(Currency::new("ABCDEFGHIJK").is_err());
+    }
+
+    #[test]
+    fn money_refuses_non_positive_and_over_precise_amounts() {
+        let ngn = Currency::new("NGN").unwrap();
+        assert!(Money::new(dec!(100.25), ngn.clone()).is_ok());
+        assert_eq!(Money::new(dec!(100.250), ngn.clone()).unwrap().amount(), dec!(100.25));
+        assert!(matches!(
+            Money::new(dec!(100.255), ngn.clone()),
+            Err(MoneyError::TooPrecise { precision: 2, .. })
+        ));
+        assert!(matches!(Money::new(dec!(0), ngn.clone()), Err(MoneyError::NotPositive(_))));
+        assert!(matches!(Money::parse("-5", ngn.clone()), Err(MoneyError::NotPositive(_))));
+        assert!(matches!(Money::parse("1e5x", ngn), Err(MoneyError::NotADecimal(_))));
+        let usdt = Currency::new("USDT").unwrap();
+        assert!(Money::parse("0.000001", usdt.clone()).is_ok());
+        assert!(Money::parse("0.0000001", usdt).is_err());
+    }
+}
