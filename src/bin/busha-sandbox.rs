@@ -82,9 +82,15 @@ struct ClientsFile {
     client: Vec<OAuthClientConfig>,
 }
 
-fn parse_args(
-    args: &Args,
-) -> Result<(SandboxConfig, Vec<NewUser>, Vec<(String, String, String)>), String> {
+/// What the flags ask for: the server's config, users to create and bank accounts.
+struct Setup {
+    config: SandboxConfig,
+    users: Vec<NewUser>,
+    /// (bank code, account number, account name)
+    accounts: Vec<(String, String, String)>,
+}
+
+fn parse_args(args: &Args) -> Result<Setup, String> {
     let mut config = SandboxConfig {
         listen: args.listen,
         public_url: args.public_url.clone(),
@@ -150,7 +156,11 @@ fn parse_args(
             }
         })
         .collect::<Result<_, _>>()?;
-    Ok((config, users, accounts))
+    Ok(Setup {
+        config,
+        users,
+        accounts,
+    })
 }
 
 #[tokio::main]
@@ -161,7 +171,11 @@ async fn main() -> std::process::ExitCode {
         )
         .init();
     let args = Args::parse();
-    let (config, users, accounts) = match parse_args(&args) {
+    let Setup {
+        config,
+        users,
+        accounts,
+    } = match parse_args(&args) {
         Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("busha-sandbox: {e}");
