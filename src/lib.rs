@@ -9,7 +9,9 @@
 //! - [`sandbox`]: a faithful Busha emulator (OAuth issuer + resource API + control
 //!   surface) for tests, benchmarks and the demo. Production code never calls it.
 
+pub mod audit;
 pub mod clock;
 pub mod money;
 pub mod provider;
 pub mod sandbox;
+pub mod store;

@@ -1,0 +1,332 @@
+//! The audit log's domain: entries, their canonical encoding and hash chain, and the
+//! verification that detects any edit, deletion or reorder (invariant 9).
+//!
+//! No IO here: the store appends and reads rows; this module says what a valid chain is.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An entry to append. The payload holds amounts, rates and ids: never secrets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAuditEntry {
+    /// Worker id (`worker:<host>-<pid>`) or operator name (`operator:<name>`).
+    pub actor: String,
+    /// What happened, dotted: `grant.connected`, `run.quote.intent`, ...
+    pub action: String,
+    pub run_id: Option<String>,
+    pub job_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub payload: Value,
+}
+
+impl NewAuditEntry {
+    pub fn new(actor: impl Into<String>, action: impl Into<String>, payload: Value) -> Self {
+        Self {
+            actor: actor.into(),
+            action: action.into(),
+            run_id: None,
+            job_id: None,
+            grant_id: None,
+            payload,
+        }
+    }
+    pub fn run(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+    pub fn job(mut self, job_id: impl Into<String>) -> Self {
+        self.job_id = Some(job_id.into());
+        self
+    }
+    pub fn grant(mut self, grant_id: impl Into<String>) -> Self {
+        self.grant_id = Some(grant_id.into());
+        self
+    }
+}
+
+/// A stored entry, as it sits in the chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub run_id: Option<String>,
+    pub job_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub payload: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditEntry {
+    /// Builds the entry that follows `prev_hash` at `seq`, computing its hash.
+    pub fn chain(seq: i64, at: DateTime<Utc>, new: NewAuditEntry, prev_hash: &str) -> Self {
+        let mut entry = AuditEntry {
+            seq,
+            // The chain hashes milliseconds; keep exactly what is hashed.
+            at: DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at),
+            actor: new.actor,
+            action: new.action,
+            run_id: new.run_id,
+            job_id: new.job_id,
+            grant_id: new.grant_id,
+            payload: canonical_value(&new.payload),
+            prev_hash: prev_hash.to_string(),
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        entry
+    }
+
+    /// SHA-256 (hex) over the canonical encoding of every field but `hash`.
+    pub fn compute_hash(&self) -> String {
+        let body = serde_json::json!({
+            "seq": self.seq,
+            "at_ms": self.at.timestamp_millis(),
+            "actor": self.actor,
+            "action": self.action,
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "grant_id": self.grant_id,
+            "payload": self.payload,
+            "prev_hash": self.prev_hash,
+        });
+        let mut hasher = Sha256::new();
+        hasher.update(canonical_json(&body).as_bytes());
+        hex(&hasher.finalize())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// JSON with object keys sorted at every level and no insignificant whitespace, so
+/// that the hash does not depend on how a map happened to be built.
+pub fn canonical_json(value: &Value) -> String {
+    serde_json::to_string(&canonical_value(value)).unwrap_or_default()
+}
+
+fn canonical_value(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let mut out = serde_json::Map::new();
+            for k in keys {
+                out.insert(k.clone(), canonical_value(&map[k]));
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical_value).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The first place a chain goes wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    #[error("entry {expected} is missing (the next entry found is {found})")]
+    Missing { expected: i64, found: i64 },
+    #[error(
+        "entry {seq} does not follow entry {prev}: its prev_hash does not match (deleted, inserted or reordered)"
+    )]
+    Link { seq: i64, prev: i64 },
+    #[error("entry {seq} was altered: its hash does not match its contents")]
+    Altered { seq: i64 },
+    #[error(
+        "the expected head {expected} is not in the chain (the chain was rewritten or truncated)"
+    )]
+    HeadNotFound { expected: String },
+}
+
+impl ChainBreak {
+    /// The first bad sequence number, where there is one.
+    pub fn seq(&self) -> Option<i64> {
+        match self {
+            ChainBreak::Missing { expected, .. } => Some(*expected),
+            ChainBreak::Link { seq, .. } | ChainBreak::Altered { seq } => Some(*seq),
+            ChainBreak::HeadNotFound { .. } => None,
+        }
+    }
+}
+
+/// Checks entries streamed in `seq` order. Feed every entry to [`ChainVerifier::push`],
+/// then call [`ChainVerifier::finish`].
+#[derive(Debug)]
+pub struct ChainVerifier {
+    next_seq: i64,
+    prev_hash: String,
+    expect_head: Option<String>,
+    head_seen: bool,
+    count: u64,
+}
+
+/// A verified chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifiedChain {
+    pub entries: u64,
+    pub head_seq: i64,
+    pub head_hash: String,
+}
+
+impl ChainVerifier {
+    /// `expect_head`: a hash an operator recorded earlier; it must appear in the chain.
+    pub fn new(expect_head: Option<String>) -> Self {
+        Self {
+            next_seq: 1,
+            prev_hash: GENESIS.to_string(),
+            expect_head,
+            head_seen: false,
+            count: 0,
+        }
+    }
+
+    pub fn push(&mut self, entry: &AuditEntry) -> Result<(), ChainBreak> {
+        if entry.seq != self.next_seq {
+            if entry.seq > self.next_seq {
+                return Err(ChainBreak::Missing {
+                    expected: self.next_seq,
+                    found: entry.seq,
+                });
+            }
+            return Err(ChainBreak::Link {
+                seq: entry.seq,
+                prev: self.next_seq - 1,
+            });
+        }
+        if entry.prev_hash != self.prev_hash {
+            return Err(ChainBreak::Link {
+                seq: entry.seq,
+                prev: entry.seq - 1,
+            });
+        }
+        if entry.compute_hash() != entry.hash {
+            return Err(ChainBreak::Altered { seq: entry.seq });
+        }
+        if self.expect_head.as_deref() == Some(entry.hash.as_str()) {
+            self.head_seen = true;
+        }
+        self.prev_hash = entry.hash.clone();
+        self.next_seq += 1;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<VerifiedChain, ChainBreak> {
+        if let Some(expected) = self.expect_head {
+            if !self.head_seen {
+                return Err(ChainBreak::HeadNotFound { expected });
+            }
+        }
+        Ok(VerifiedChain {
+            entries: self.count,
+            head_seq: self.next_seq - 1,
+            head_hash: self.prev_hash,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chain(n: i64) -> Vec<AuditEntry> {
+        chain_by("worker:test", n)
+    }
+
+    fn chain_by(actor: &str, n: i64) -> Vec<AuditEntry> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|seq| {
+                let e = AuditEntry::chain(
+                    seq,
+                    Utc::now(),
+                    NewAuditEntry::new(actor, "run.step", json!({"amount": "10.50", "n": seq}))
+                        .run("run-1"),
+                    &prev,
+                );
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    fn verify(entries: &[AuditEntry]) -> Result<VerifiedChain, ChainBreak> {
+        let mut v = ChainVerifier::new(None);
+        for e in entries {
+            v.push(e)?;
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let c = chain(5);
+        let ok = verify(&c).unwrap();
+        assert_eq!(ok.entries, 5);
+        assert_eq!(ok.head_hash, c[4].hash);
+    }
+
+    #[test]
+    fn an_edited_payload_is_named_by_its_sequence_number() {
+        let mut c = chain(5);
+        c[2].payload = json!({"amount": "1000.50", "n": 3});
+        assert_eq!(verify(&c).unwrap_err().seq(), Some(3));
+    }
+
+    #[test]
+    fn a_deleted_entry_is_named() {
+        let mut c = chain(5);
+        c.remove(1);
+        assert_eq!(
+            verify(&c).unwrap_err(),
+            ChainBreak::Missing {
+                expected: 2,
+                found: 3
+            }
+        );
+    }
+
+    #[test]
+    fn swapped_entries_are_detected_at_the_first_swapped_position() {
+        let mut c = chain(5);
+        // Swap the contents of entries 2 and 3 but keep the sequence numbers in order.
+        let (a, b) = (c[1].clone(), c[2].clone());
+        c[1] = AuditEntry { seq: 2, ..b };
+        c[2] = AuditEntry { seq: 3, ..a };
+        assert_eq!(verify(&c).unwrap_err().seq(), Some(2));
+    }
+
+    #[test]
+    fn canonical_json_ignores_key_order() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":3}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":3,"y":2},"b":1}"#).unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(canonical_json(&a), r#"{"a":{"x":3,"y":2},"b":1}"#);
+    }
+
+    #[test]
+    fn a_rewritten_chain_misses_the_recorded_head() {
+        let c = chain(3);
+        let recorded = c[1].hash.clone();
+        let rewritten = chain_by("operator:mallory", 3);
+        let mut v = ChainVerifier::new(Some(recorded.clone()));
+        for e in &rewritten {
+            v.push(e).unwrap();
+        }
+        assert!(matches!(v.finish(), Err(ChainBreak::HeadNotFound { .. })));
+        let mut v = ChainVerifier::new(Some(recorded));
+        for e in &c {
+            v.push(e).unwrap();
+        }
+        assert!(v.finish().is_ok());
+    }
+}
