@@ -15,7 +15,7 @@ use std::fmt;
 ///
 /// The value is private and never printed: `Debug` shows `AccessToken(***)` and there is
 /// no `Display`. Read it with [`AccessToken::secret`] only to put it on the wire.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct AccessToken(String);
 
 impl AccessToken {

@@ -120,8 +120,12 @@ impl fmt::Display for Repr {
             (None, Some(id)) => write!(f, " (request {id})")?,
             (None, None) => {}
         }
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        // The whole cause chain goes into the text (reqwest's own message is only "error
+        // sending request"); `source()` stays empty so reporters do not print it twice.
+        let mut cause = self.source.as_deref().map(|e| e as &dyn std::error::Error);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
         }
         Ok(())
     }

@@ -743,6 +743,10 @@ mod tests {
         let err = c.create_quote(&token, &ok).await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::Transient, "{err}");
         assert!(!err.outcome_unknown());
-        assert!(!format!("{err} {err:?}").contains("tok-never-shown"));
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("tok-never-shown"), "{shown}");
+        // The cause is in the text, the URL is not.
+        assert!(shown.to_lowercase().contains("refused"), "{shown}");
+        assert!(!err.to_string().contains("127.0.0.1"), "{err}");
     }
 }
