@@ -204,8 +204,8 @@ string_enum! {
 }
 
 string_enum! {
-    /// A recipient's `type` (2025-07-11 names). The legacy `ngn_bank_transfer` is read as
-    /// [`RecipientType::NgnBank`].
+    /// A recipient's `type` (2025-07-11 names). Legacy `{currency}_bank_transfer` types are
+    /// read as `{currency}_bank`, e.g. `ngn_bank_transfer` as [`RecipientType::NgnBank`].
     pub enum RecipientType {
         NgnBank = "ngn_bank",
         KesBank = "kes_bank",
@@ -673,7 +673,7 @@ pub struct Recipient {
     pub id: String,
     pub shape: RecipientShape,
     pub active: bool,
-    /// The wire's `type`. Legacy `ngn_bank_transfer` is read as `ngn_bank`.
+    /// The wire's `type`. Legacy `ngn_bank_transfer` is read as `ngn_bank`, and so on.
     pub kind: RecipientType,
     /// Only the flat shape has one.
     pub category: Option<RecipientCategory>,
@@ -772,9 +772,10 @@ impl<'de> Deserialize<'de> for Recipient {
                 .and_then(|f| f.value.clone())
                 .filter(|v| !v.is_empty())
         };
-        let kind = match raw.kind.as_str() {
-            "ngn_bank_transfer" => RecipientType::NgnBank,
-            other => RecipientType::from(other),
+        // Legacy bank types are `{currency}_bank_transfer`; today's are `{currency}_bank`.
+        let kind = match raw.kind.strip_suffix("_bank_transfer") {
+            Some(currency) => RecipientType::from(format!("{currency}_bank").as_str()),
+            None => RecipientType::from(raw.kind.as_str()),
         };
         let currency = match raw.currency.or(raw.currency_id) {
             Some(c) => Some(c),
@@ -1341,6 +1342,9 @@ mod tests {
             ]
         );
         assert_eq!(list[2].kind, RecipientType::MpesaMobileMoney);
+        let mut kes_legacy = legacy_recipient();
+        kes_legacy["type"] = json!("kes_bank_transfer");
+        assert_eq!(parse::<Recipient>(kes_legacy).kind, RecipientType::KesBank);
         assert_eq!(
             list[2].category,
             Some(RecipientCategory::Other("mpesa_mobile_money".into()))
