@@ -26,15 +26,60 @@ pub struct CurrencyInfo {
 
 /// Currencies whose precision we know. Others default to [`DEFAULT_PRECISION`].
 pub const KNOWN_CURRENCIES: &[CurrencyInfo] = &[
-    CurrencyInfo { code: "NGN", name: "Nigerian Naira", fiat: true, precision: 2 },
-    CurrencyInfo { code: "KES", name: "Kenyan Shilling", fiat: true, precision: 2 },
-    CurrencyInfo { code: "GHS", name: "Ghanaian Cedi", fiat: true, precision: 2 },
-    CurrencyInfo { code: "USD", name: "US Dollar", fiat: true, precision: 2 },
-    CurrencyInfo { code: "GBP", name: "British Pound", fiat: true, precision: 2 },
-    CurrencyInfo { code: "USDT", name: "Tether", fiat: false, precision: 6 },
-    CurrencyInfo { code: "USDC", name: "USD Coin", fiat: false, precision: 6 },
-    CurrencyInfo { code: "BTC", name: "Bitcoin", fiat: false, precision: 8 },
-    CurrencyInfo { code: "ETH", name: "Ethereum", fiat: false, precision: 8 },
+    CurrencyInfo {
+        code: "NGN",
+        name: "Nigerian Naira",
+        fiat: true,
+        precision: 2,
+    },
+    CurrencyInfo {
+        code: "KES",
+        name: "Kenyan Shilling",
+        fiat: true,
+        precision: 2,
+    },
+    CurrencyInfo {
+        code: "GHS",
+        name: "Ghanaian Cedi",
+        fiat: true,
+        precision: 2,
+    },
+    CurrencyInfo {
+        code: "USD",
+        name: "US Dollar",
+        fiat: true,
+        precision: 2,
+    },
+    CurrencyInfo {
+        code: "GBP",
+        name: "British Pound",
+        fiat: true,
+        precision: 2,
+    },
+    CurrencyInfo {
+        code: "USDT",
+        name: "Tether",
+        fiat: false,
+        precision: 6,
+    },
+    CurrencyInfo {
+        code: "USDC",
+        name: "USD Coin",
+        fiat: false,
+        precision: 6,
+    },
+    CurrencyInfo {
+        code: "BTC",
+        name: "Bitcoin",
+        fiat: false,
+        precision: 8,
+    },
+    CurrencyInfo {
+        code: "ETH",
+        name: "Ethereum",
+        fiat: false,
+        precision: 8,
+    },
 ];
 
 /// Precision assumed for a currency we have no entry for.
@@ -63,7 +108,9 @@ impl Currency {
         let upper = code.trim().to_ascii_uppercase();
         let ok = !upper.is_empty()
             && upper.len() <= 10
-            && upper.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            && upper
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
         if ok {
             Ok(Self(upper))
         } else {
@@ -184,14 +231,26 @@ mod tests {
     fn money_refuses_non_positive_and_over_precise_amounts() {
         let ngn = Currency::new("NGN").unwrap();
         assert!(Money::new(dec!(100.25), ngn.clone()).is_ok());
-        assert_eq!(Money::new(dec!(100.250), ngn.clone()).unwrap().amount(), dec!(100.25));
+        assert_eq!(
+            Money::new(dec!(100.250), ngn.clone()).unwrap().amount(),
+            dec!(100.25)
+        );
         assert!(matches!(
             Money::new(dec!(100.255), ngn.clone()),
             Err(MoneyError::TooPrecise { precision: 2, .. })
         ));
-        assert!(matches!(Money::new(dec!(0), ngn.clone()), Err(MoneyError::NotPositive(_))));
-        assert!(matches!(Money::parse("-5", ngn.clone()), Err(MoneyError::NotPositive(_))));
-        assert!(matches!(Money::parse("1e5x", ngn), Err(MoneyError::NotADecimal(_))));
+        assert!(matches!(
+            Money::new(dec!(0), ngn.clone()),
+            Err(MoneyError::NotPositive(_))
+        ));
+        assert!(matches!(
+            Money::parse("-5", ngn.clone()),
+            Err(MoneyError::NotPositive(_))
+        ));
+        assert!(matches!(
+            Money::parse("1e5x", ngn),
+            Err(MoneyError::NotADecimal(_))
+        ));
         let usdt = Currency::new("USDT").unwrap();
         assert!(Money::parse("0.000001", usdt.clone()).is_ok());
         assert!(Money::parse("0.0000001", usdt).is_err());

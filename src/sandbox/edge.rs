@@ -1,0 +1,239 @@
+//! What every public request passes through: an `X-Request-Id`, injected faults, and
+//! Busha's per-client, per-endpoint limit over any rolling 60 s.
+//!
+//! The limit is enforced with an exact sliding log (every accepted request time in the
+//! last minute), because the sandbox must *detect* any rolling minute that goes over;
+//! the client paces itself with `governor`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+
+use super::config::FaultKind;
+use super::oauth::{AccessClaims, verify_access_token};
+use super::reply::ApiError;
+use super::state::{LedgerEvent, RequestRecord};
+use super::{ALPHANUMERIC, Sandbox};
+
+/// The request id given to this request, also sent as `X-Request-Id`.
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+/// Verified bearer claims, put in the request's extensions by [`edge`].
+#[derive(Clone)]
+pub struct Authenticated(pub Arc<AccessClaims>);
+
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = format!("req_{}", nanoid::nanoid!(12, &ALPHANUMERIC));
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+pub async fn edge(
+    State(sb): State<Sandbox>,
+    matched: MatchedPath,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let endpoint = format!("{} {}", req.method(), matched.as_str());
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let claims = bearer(req.headers()).and_then(|t| verify_access_token(&sb, t).ok());
+    let client_id = claims
+        .as_ref()
+        .map(|c| c.client_id.clone())
+        .or_else(|| basic_client_id(req.headers()));
+    if let Some(claims) = claims {
+        req.extensions_mut().insert(Authenticated(Arc::new(claims)));
+    }
+
+    let faults = pick_faults(&sb, &endpoint);
+    let mut drop_after = false;
+    for fault in faults {
+        match fault {
+            FaultKind::Latency(d) => tokio::time::sleep(d).await,
+            FaultKind::ServerError(status) => {
+                let res = ApiError::server(status).into_response();
+                return finish(&sb, &endpoint, client_id, &request_id, res, false);
+            }
+            FaultKind::RateLimited => {
+                let limit = sb.inner.state.lock().rate_limits.limit_for(&endpoint);
+                let res = ApiError::too_many_requests(limit, Some(1)).into_response();
+                return finish(&sb, &endpoint, client_id, &request_id, res, false);
+            }
+            FaultKind::DropBeforeCommit => {
+                return finish(&sb, &endpoint, client_id, &request_id, dropped(), true);
+            }
+            FaultKind::DropAfterCommit => drop_after = true,
+        }
+    }
+
+    let key = client_id.clone().unwrap_or_else(|| "anonymous".into());
+    if let Err(refused) = take_rate(&sb, &key, &endpoint) {
+        let res = refused.into_response();
+        return finish(&sb, &endpoint, client_id, &request_id, res, false);
+    }
+
+    let res = next.run(req).await;
+    if drop_after {
+        let now = sb.now();
+        sb.inner.state.lock().record(
+            now,
+            LedgerEvent::ResponseDropped {
+                endpoint: endpoint.clone(),
+                request_id: request_id.clone(),
+            },
+        );
+        return finish(&sb, &endpoint, client_id, &request_id, dropped(), true);
+    }
+    finish(&sb, &endpoint, client_id, &request_id, res, false)
+}
+
+fn finish(
+    sb: &Sandbox,
+    endpoint: &str,
+    client_id: Option<String>,
+    request_id: &str,
+    res: Response,
+    dropped: bool,
+) -> Response {
+    let record = RequestRecord {
+        at: sb.now(),
+        client_id,
+        endpoint: endpoint.to_string(),
+        status: res.status().as_u16(),
+        request_id: request_id.to_string(),
+        dropped,
+    };
+    sb.inner.state.lock().requests.push(record);
+    res
+}
+
+/// A response whose body fails at once: hyper closes the connection, so the caller
+/// gets no usable answer, exactly as when a response is lost on the way back.
+fn dropped() -> Response {
+    let stream = futures_util::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("response dropped by sandbox fault"))
+    });
+    Response::new(Body::from_stream(stream))
+}
+
+/// Faults that fire for this request, consuming their `times`.
+fn pick_faults(sb: &Sandbox, endpoint: &str) -> Vec<FaultKind> {
+    let mut st = sb.inner.state.lock();
+    if st.faults.is_empty() {
+        return Vec::new();
+    }
+    let mut rng = rand::thread_rng();
+    let mut fired = Vec::new();
+    for fault in st.faults.iter_mut() {
+        if fault.endpoint != "*" && fault.endpoint != endpoint {
+            continue;
+        }
+        if fault.times == Some(0) {
+            continue;
+        }
+        if let Some(p) = fault.permille {
+            if rng.gen_range(0..1000) >= p {
+                continue;
+            }
+        }
+        if let Some(n) = fault.times.as_mut() {
+            *n -= 1;
+        }
+        fired.push(fault.kind.clone());
+    }
+    st.faults.retain(|f| f.times != Some(0));
+    fired
+}
+
+/// Counts this request against the rolling minute, or answers 429.
+fn take_rate(sb: &Sandbox, key: &str, endpoint: &str) -> Result<(), ApiError> {
+    let now = sb.now();
+    let mut st = sb.inner.state.lock();
+    if !st.rate_limits.enabled {
+        return Ok(());
+    }
+    let limit = st.rate_limits.limit_for(endpoint);
+    let retry_after_header = st.behaviour.retry_after_header;
+    let window = st
+        .windows
+        .entry((key.to_string(), endpoint.to_string()))
+        .or_default();
+    match admit(window, now, limit) {
+        Ok(()) => Ok(()),
+        Err(wait) => {
+            let secs = (wait.num_milliseconds() + 999) / 1000;
+            let retry = retry_after_header.then_some(secs.max(1) as u64);
+            Err(ApiError::too_many_requests(limit, retry))
+        }
+    }
+}
+
+/// Sliding-log admission: at most `limit` accepted requests in any (now − 60 s, now].
+/// Returns how long until a slot frees when full.
+pub(crate) fn admit(
+    window: &mut VecDeque<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<(), Duration> {
+    let horizon = now - Duration::seconds(60);
+    while window.front().is_some_and(|t| *t <= horizon) {
+        window.pop_front();
+    }
+    if window.len() >= limit as usize {
+        let oldest = window.front().copied().unwrap_or(now);
+        return Err(oldest + Duration::seconds(60) - now);
+    }
+    window.push_back(now);
+    Ok(())
+}
+
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// `client_id:client_secret` from an HTTP Basic header, each part URL-decoded
+/// (RFC 6749 §2.3.1).
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
+    Some((unescape(id)?, unescape(secret)?))
+}
+
+fn basic_client_id(headers: &HeaderMap) -> Option<String> {
+    basic_credentials(headers).map(|(id, _)| id)
+}
