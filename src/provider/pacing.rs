@@ -137,18 +137,30 @@ impl Pacer {
 
     /// Waits until `endpoint` may be called again, then takes its cell.
     pub async fn acquire(&self, endpoint: &str) {
+        self.limiter(endpoint).until_ready().await;
+    }
+
+    /// Like [`Self::acquire`], but gives up after `max_wait` and returns `false` without
+    /// taking a cell, for callers that must not sleep long (a worker handler records a
+    /// `next_attempt_at` instead). The waiting is governor's own `until_ready`.
+    pub async fn acquire_within(&self, endpoint: &str, max_wait: std::time::Duration) -> bool {
         let limiter = self.limiter(endpoint);
-        limiter.until_ready().await;
+        tokio::time::timeout(max_wait, limiter.until_ready())
+            .await
+            .is_ok()
     }
 
     fn limiter(&self, endpoint: &str) -> Arc<DefaultDirectRateLimiter> {
-        // A std-style lock held only to look up or insert; never across an await.
+        // A lock held only to look up or insert; never across an await.
         let mut limiters = self.limiters.lock();
-        Arc::clone(limiters.entry(endpoint.to_string()).or_insert_with(|| {
-            Arc::new(RateLimiter::direct(quota_for(
-                self.limits.limit_for(endpoint),
-            )))
-        }))
+        if let Some(limiter) = limiters.get(endpoint) {
+            return Arc::clone(limiter);
+        }
+        let limiter = Arc::new(RateLimiter::direct(quota_for(
+            self.limits.limit_for(endpoint),
+        )));
+        limiters.insert(endpoint.to_string(), Arc::clone(&limiter));
+        limiter
     }
 }
 
@@ -236,5 +248,41 @@ mod tests {
         let start = Instant::now();
         pacer.acquire("GET /other").await;
         assert!(start.elapsed() < Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn acquire_within_gives_up_without_taking_the_cell() {
+        // 1 a minute: after the first call the next cell is 61.2 s away.
+        let pacer = Pacer::new(EndpointLimits::uniform(1));
+        assert!(
+            pacer
+                .acquire_within("POST /v1/quotes", Duration::ZERO)
+                .await
+        );
+        let start = Instant::now();
+        assert!(
+            !pacer
+                .acquire_within("POST /v1/quotes", Duration::from_millis(50))
+                .await
+        );
+        assert!(start.elapsed() < Duration::from_secs(1));
+
+        // A 10-a-second endpoint has its next cell 102 ms away: a 1 s bound waits for it.
+        let pacer = Pacer::new(EndpointLimits::uniform(600));
+        assert!(pacer.acquire_within("GET /x", Duration::ZERO).await);
+        assert!(pacer.acquire_within("GET /x", Duration::from_secs(1)).await);
+        // Giving up took nothing: the third cell is still one interval after the second.
+        let start = Instant::now();
+        assert!(
+            !pacer
+                .acquire_within("GET /x", Duration::from_millis(10))
+                .await
+        );
+        assert!(pacer.acquire_within("GET /x", Duration::from_secs(1)).await);
+        assert!(
+            start.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

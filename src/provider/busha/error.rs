@@ -30,7 +30,8 @@ pub enum ErrorKind {
     /// Any other 4xx: Busha understood and refused (e.g. insufficient balance, quote
     /// already used or expired). `name` is Busha's `error.name`, or `http_<status>`.
     Rejected { name: String },
-    /// 429. Wait at least `retry_after` when Busha said how long.
+    /// 429, or our own pacer had no slot within `max_pacing_wait` (then nothing was
+    /// sent and there is no status). Wait at least `retry_after` when Busha said how long.
     RateLimited { retry_after: Option<Duration> },
     /// A read failed on the way (5xx, network, timeout), or a mutation failed to connect
     /// so nothing was sent. Safe to retry after a backoff.

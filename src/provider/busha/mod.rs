@@ -39,6 +39,11 @@ pub struct BushaConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub limits: EndpointLimits,
+    /// The longest a call waits for its pacer before failing as
+    /// [`ErrorKind::RateLimited`] with nothing sent. `None` waits as long as it takes.
+    /// A worker that must not sleep for pacing (`design.md`) sets a short bound and
+    /// schedules the retry itself.
+    pub max_pacing_wait: Option<Duration>,
 }
 
 impl BushaConfig {
@@ -49,6 +54,7 @@ impl BushaConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             limits: EndpointLimits::busha(),
+            max_pacing_wait: None,
         }
     }
 }
@@ -86,6 +92,7 @@ struct Inner {
     http: reqwest::Client,
     api_base: Url,
     pacer: Pacer,
+    max_pacing_wait: Option<Duration>,
 }
 
 impl std::fmt::Debug for BushaClient {
@@ -250,6 +257,7 @@ impl BushaClient {
                 http,
                 api_base: config.api_base,
                 pacer: Pacer::new(config.limits),
+                max_pacing_wait: config.max_pacing_wait,
             }),
         })
     }
@@ -533,7 +541,7 @@ impl BushaClient {
                 .body(body);
         }
 
-        self.inner.pacer.acquire(endpoint.key).await;
+        self.pace(endpoint).await?;
         let started = Instant::now();
         let result = request.send().await;
 
@@ -602,6 +610,28 @@ impl BushaClient {
                     .with_source(e.without_url()))
             }
         }
+    }
+
+    /// Waits for the endpoint's pacer, within `max_pacing_wait` if one is set.
+    async fn pace(&self, endpoint: Endpoint) -> Result<(), ProviderError> {
+        let pacer = &self.inner.pacer;
+        let Some(max_wait) = self.inner.max_pacing_wait else {
+            pacer.acquire(endpoint.key).await;
+            return Ok(());
+        };
+        if pacer.acquire_within(endpoint.key, max_wait).await {
+            return Ok(());
+        }
+        tracing::debug!(endpoint = endpoint.key, "busha call held back by the pacer");
+        Err(ProviderError::new(
+            endpoint.key,
+            // We do not know when a cell frees under contention; the caller backs off.
+            ErrorKind::RateLimited { retry_after: None },
+        )
+        .with_message(format!(
+            "paced locally: no slot within {} ms; nothing was sent",
+            max_wait.as_millis()
+        )))
     }
 
     fn url(&self, endpoint: Endpoint, call: &Call<'_>) -> Result<Url, ProviderError> {
@@ -681,6 +711,7 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_secs(30));
         assert_eq!(config.connect_timeout, Duration::from_secs(10));
         assert_eq!(config.limits, EndpointLimits::busha());
+        assert_eq!(config.max_pacing_wait, None);
     }
 
     #[test]
@@ -697,6 +728,26 @@ mod tests {
             .url(LIST_BANKS, &Call::new(None, &["v1", "banks"]))
             .unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:9/v1/banks");
+    }
+
+    #[tokio::test]
+    async fn a_call_held_back_too_long_by_the_pacer_is_rate_limited_and_not_sent() {
+        let mut config = BushaConfig::new(Url::parse("http://127.0.0.1:9").unwrap());
+        config.limits = EndpointLimits::uniform(1);
+        config.max_pacing_wait = Some(Duration::from_millis(20));
+        let c = BushaClient::new(config).unwrap();
+        let token = AccessToken::new("t");
+        // The first call takes the minute's only cell (and fails to connect).
+        let first = c.get_transfer(&token, "TRF_1").await.unwrap_err();
+        assert_eq!(first.kind(), &ErrorKind::Transient);
+        let second = c.get_transfer(&token, "TRF_1").await.unwrap_err();
+        assert_eq!(
+            second.kind(),
+            &ErrorKind::RateLimited { retry_after: None },
+            "{second}"
+        );
+        assert_eq!(second.status(), None);
+        assert!(second.to_string().contains("nothing was sent"), "{second}");
     }
 
     #[test]
