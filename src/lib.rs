@@ -12,6 +12,8 @@
 pub mod audit;
 pub mod clock;
 pub mod money;
+pub mod pipeline;
 pub mod provider;
+pub mod runs;
 pub mod sandbox;
 pub mod store;

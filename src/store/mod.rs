@@ -10,6 +10,7 @@
 //! instead of failing on a lock upgrade.
 
 mod audit;
+mod runs;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
 pub use audit::AuditExport;
+pub use runs::{RunFilter, RunLease};
 
 /// A write transaction on the store.
 pub type Tx = sqlx::Transaction<'static, Any>;
@@ -39,6 +41,8 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("the lease on {0} was lost to another executor; nothing was written")]
+    LeaseLost(String),
     #[error("store data is not valid: {0}")]
     Corrupt(String),
     #[error("migrating the store failed: {0}")]

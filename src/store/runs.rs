@@ -1,0 +1,287 @@
+//! SQL for runs: idempotent creation, a fenced lease per run, fenced saves that carry
+//! their audit entries, and the dispatcher's "what is due" query.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, from_millis, millis};
+use crate::audit::NewAuditEntry;
+use crate::runs::{LockedQuote, PendingOp, Run, RunId, RunState};
+
+/// The right to write a run, until `until`. Every write checks `fence`.
+#[derive(Clone, Debug)]
+pub struct RunLease {
+    pub run_id: RunId,
+    pub owner: String,
+    pub fence: i64,
+    pub until: DateTime<Utc>,
+}
+
+macro_rules! run_columns {
+    () => {
+        "id, job_id, occurrence_key, job_version, spec, state, reason, recipient_id, quote_attempt, \
+         quote, transfer_id, transfer_status, pending_op, attempts, next_attempt_at, created_at, updated_at"
+    };
+}
+
+/// A filter for `treasury runs list`.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub job_id: Option<String>,
+    pub state: Option<RunState>,
+    pub limit: Option<i64>,
+}
+
+impl Store {
+    /// Creates `run` unless its occurrence already has one (invariant 2). Returns
+    /// whether this call created it; the `run.created` audit entry commits with it.
+    pub async fn create_run(&self, run: &Run, audit: NewAuditEntry) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO runs (id, job_id, occurrence_key, job_version, grant_alias, spec, state, reason, \
+             quote_attempt, attempts, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, $10) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(run.id.as_str())
+        .bind(&run.job_id)
+        .bind(&run.occurrence_key)
+        .bind(&run.job_version)
+        .bind(&run.spec.grant)
+        .bind(spec_json(run)?)
+        .bind(run.state.as_str())
+        .bind(&run.reason)
+        .bind(millis(run.next_attempt_at))
+        .bind(millis(run.created_at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            self.append_audit_in(&mut tx, run.created_at, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub async fn get_run(&self, id: &RunId) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// Takes the run's lease if it is free or lapsed, bumping the fence. `None` means
+    /// another executor holds it (or the run is final or unknown).
+    pub async fn acquire_run(
+        &self,
+        id: &RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<(RunLease, Run)>, StoreError> {
+        let until = now + lease;
+        let row = sqlx::query(
+            "UPDATE runs SET lease_owner = $1, lease_until = $2, fence = fence + 1 \
+             WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4) \
+             AND state NOT IN ('settled', 'failed', 'cancelled', 'needs_human') \
+             RETURNING fence",
+        )
+        .bind(owner)
+        .bind(millis(until))
+        .bind(id.as_str())
+        .bind(millis(now))
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let fence: i64 = row.try_get(0)?;
+        let run = self
+            .get_run(id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished under its lease")))?;
+        Ok(Some((
+            RunLease {
+                run_id: id.clone(),
+                owner: owner.into(),
+                fence,
+                until,
+            },
+            run,
+        )))
+    }
+
+    /// Writes `run` and its audit entries in one transaction, and extends the lease,
+    /// if and only if `lease` still holds the fence. Otherwise writes nothing and
+    /// returns [`StoreError::LeaseLost`].
+    pub async fn save_run(
+        &self,
+        lease: &mut RunLease,
+        run: &Run,
+        audit: Vec<NewAuditEntry>,
+        now: DateTime<Utc>,
+        extend: Duration,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let until = now + extend;
+        let quote = run
+            .quote
+            .as_ref()
+            .map(|q| serde_json::to_string(q).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()?;
+        let updated = sqlx::query(
+            "UPDATE runs SET state = $1, reason = $2, recipient_id = $3, quote_attempt = $4, quote = $5, \
+             transfer_id = $6, transfer_status = $7, pending_op = $8, attempts = $9, next_attempt_at = $10, \
+             updated_at = $11, lease_until = $12 \
+             WHERE id = $13 AND fence = $14 AND lease_owner = $15",
+        )
+        .bind(run.state.as_str())
+        .bind(&run.reason)
+        .bind(&run.recipient_id)
+        .bind(i64::from(run.quote_attempt))
+        .bind(quote)
+        .bind(&run.transfer_id)
+        .bind(&run.transfer_status)
+        .bind(run.pending.map(PendingOp::as_str))
+        .bind(i64::from(run.attempts))
+        .bind(millis(run.next_attempt_at))
+        .bind(millis(now))
+        .bind(millis(until))
+        .bind(run.id.as_str())
+        .bind(lease.fence)
+        .bind(&lease.owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(StoreError::LeaseLost(run.id.to_string()));
+        }
+        for entry in audit {
+            self.append_audit_in(&mut tx, now, entry).await?;
+        }
+        tx.commit().await?;
+        lease.until = until;
+        Ok(())
+    }
+
+    /// Gives the lease back so that the next dispatch need not wait for it to lapse.
+    pub async fn release_run(&self, lease: &RunLease) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND fence = $2")
+            .bind(lease.run_id.as_str())
+            .bind(lease.fence)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Unfinished runs that are due and not leased, oldest first.
+    pub async fn due_runs(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<RunId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM runs WHERE state NOT IN ('settled', 'failed', 'cancelled', 'needs_human', 'awaiting_approval') \
+             AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1) \
+             ORDER BY next_attempt_at LIMIT $2",
+        )
+        .bind(millis(now))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(RunId::parse(&r.try_get::<String, _>(0)?).ok_or_else(|| StoreError::Corrupt("run id".into()))?))
+            .collect()
+    }
+
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE ($1 IS NULL OR job_id = $1) AND ($2 IS NULL OR state = $2) \
+             ORDER BY created_at DESC, id LIMIT $3"
+        ))
+        .bind(&filter.job_id)
+        .bind(filter.state.map(RunState::as_str))
+        .bind(filter.limit.unwrap_or(1000))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// The recipient earlier runs resolved for this bank account, if any.
+    pub async fn known_recipient(
+        &self,
+        grant: &str,
+        bank_code: &str,
+        account_number: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT recipient_id FROM known_recipients WHERE grant_alias = $1 AND bank_code = $2 AND account_number = $3",
+        )
+        .bind(grant)
+        .bind(bank_code)
+        .bind(account_number)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
+    }
+
+    pub async fn remember_recipient(
+        &self,
+        grant: &str,
+        bank_code: &str,
+        account_number: &str,
+        recipient_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO known_recipients (grant_alias, bank_code, account_number, recipient_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (grant_alias, bank_code, account_number) DO UPDATE SET recipient_id = excluded.recipient_id",
+        )
+        .bind(grant)
+        .bind(bank_code)
+        .bind(account_number)
+        .bind(recipient_id)
+        .bind(millis(now))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+fn spec_json(run: &Run) -> Result<String, StoreError> {
+    serde_json::to_string(&run.spec).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("run {what}: {e}"));
+    let id: String = row.try_get(0)?;
+    let spec: String = row.try_get(4)?;
+    let state: String = row.try_get(5)?;
+    let quote: Option<String> = row.try_get(9)?;
+    let pending: Option<String> = row.try_get(12)?;
+    let quote: Option<LockedQuote> = quote
+        .map(|q| serde_json::from_str(&q))
+        .transpose()
+        .map_err(|e| corrupt("quote", &e))?;
+    Ok(Run {
+        id: RunId::parse(&id).ok_or_else(|| corrupt("id", &id))?,
+        job_id: row.try_get(1)?,
+        occurrence_key: row.try_get(2)?,
+        job_version: row.try_get(3)?,
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt("spec", &e))?,
+        state: state.parse().map_err(|e: String| corrupt("state", &e))?,
+        reason: row.try_get(6)?,
+        recipient_id: row.try_get(7)?,
+        quote_attempt: u32::try_from(row.try_get::<i64, _>(8)?).map_err(|e| corrupt("quote_attempt", &e))?,
+        quote,
+        transfer_id: row.try_get(10)?,
+        transfer_status: row.try_get(11)?,
+        pending: pending
+            .map(|p| PendingOp::parse(&p).ok_or_else(|| corrupt("pending_op", &p)))
+            .transpose()?,
+        attempts: u32::try_from(row.try_get::<i64, _>(13)?).map_err(|e| corrupt("attempts", &e))?,
+        next_attempt_at: from_millis(row.try_get(14)?)?,
+        created_at: from_millis(row.try_get(15)?)?,
+        updated_at: from_millis(row.try_get(16)?)?,
+    })
+}
