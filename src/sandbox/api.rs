@@ -894,6 +894,8 @@ async fn create_quote(
 
     let now = sb.now();
     let mut st = sb.inner.state.lock();
+    // Refunds due by now must be spendable before the balance check below.
+    st.advance_transfers(now, sb.inner.config.transfer_step);
     let behaviour = st.behaviour.clone();
     if let Some(r) = &reference {
         let existing = st
@@ -1209,6 +1211,8 @@ async fn create_transfer(
     let now = sb.now();
     let step = sb.inner.config.transfer_step;
     let mut st = sb.inner.state.lock();
+    // Refunds due by now must be spendable before the balance check below.
+    st.advance_transfers(now, step);
     let behaviour = st.behaviour.clone();
     let mut quote = {
         let q = st
