@@ -868,3 +868,37 @@ async fn the_worker_recipe_runs_end_to_end_on_the_sandbox() {
         recipient.as_str()
     );
 }
+
+#[tokio::test]
+async fn a_refunded_balance_is_spendable_without_polling_the_transfer_first() {
+    let (ts, token, recipient) = payout_setup().await;
+    ts.sb.push_transfer_outcome(TransferOutcome::Cancelled);
+    let quote = ts.payout_quote(&token, &recipient, "1000").await;
+    let created = ts.transfer(&token, quote["id"].as_str().expect("id")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+
+    // The cancellation happened a minute ago; nobody has looked at the transfer since.
+    ts.advance(Duration::minutes(1));
+    let again = ts.quote(&token, payout_body(&recipient, "1000")).await;
+
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+}
+
+#[tokio::test]
+async fn the_ledger_is_up_to_date_with_the_clock() {
+    let (ts, token, recipient) = payout_setup().await;
+    let quote = ts.payout_quote(&token, &recipient, "100").await;
+    let created = ts.transfer(&token, quote["id"].as_str().expect("id")).await;
+
+    ts.advance(Duration::minutes(1));
+    let ledger = ts.sb.ledger();
+
+    assert!(
+        ledger.iter().any(|e| matches!(
+            &e.event,
+            LedgerEvent::TransferFinal { transfer_id, status }
+                if *transfer_id == created.id() && status == "funds_delivered"
+        )),
+        "the ledger reports the delivery without a GET first: {ledger:?}"
+    );
+}

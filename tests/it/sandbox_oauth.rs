@@ -858,3 +858,21 @@ async fn a_pkce_verifier_that_does_not_match_the_challenge_is_invalid_grant() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(oauth_error(&reply), "invalid_grant");
 }
+
+#[tokio::test]
+async fn a_client_that_is_not_approved_gets_unauthorized_client() {
+    let ts = auto_consent_sandbox().await;
+    let mut client = OAuthClientConfig::new(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI);
+    client.status = "suspended".into();
+    ts.sb.register_client(client);
+    let request = AuthRequest::new("balances:read");
+
+    let query = redirect_query(&request.get(&ts).await);
+
+    assert_eq!(
+        query.get("error").map(String::as_str),
+        Some("unauthorized_client")
+    );
+    assert_eq!(query.get("state"), request.params.get("state"));
+    assert!(!query.contains_key("code"));
+}
