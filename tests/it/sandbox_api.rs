@@ -152,6 +152,24 @@ async fn the_rate_limit_counts_per_client_and_endpoint_over_a_rolling_minute() {
     assert_eq!(still_full.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
+#[tokio::test]
+async fn with_the_retry_after_switch_off_no_429_carries_retry_after() {
+    let ts = TestSandbox::start_with(|c| c.behaviour.retry_after_header = false).await;
+    ts.sb.set_rate_limits(limits("GET /v1/balances", 1));
+    ts.sb
+        .add_fault(Fault::new("GET /v1/quotes", FaultKind::RateLimited).times(1));
+    let token = ts.token(&["balances:read", "quotes:read"]);
+
+    assert_eq!(ts.get("/v1/balances", &token).await.status, StatusCode::OK);
+    let counted = ts.get("/v1/balances", &token).await;
+    let injected = ts.get("/v1/quotes", &token).await;
+
+    for reply in [&counted, &injected] {
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(reply.header("retry-after"), None, "{:?}", reply.headers);
+    }
+}
+
 // ------------------------------------------------------------------ quotes
 
 #[tokio::test]
@@ -901,4 +919,219 @@ async fn the_ledger_is_up_to_date_with_the_clock() {
         )),
         "the ledger reports the delivery without a GET first: {ledger:?}"
     );
+}
+
+// ------------------------------------------------------------------ the standalone binary
+
+/// A `busha-sandbox` child process, killed when the test ends (even by a panic).
+struct SandboxProcess {
+    child: std::process::Child,
+    base: url::Url,
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SandboxProcess {
+    /// Starts the binary on a free port and waits for its readiness line.
+    async fn start(args: &[&str]) -> SandboxProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_busha-sandbox"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn busha-sandbox");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut process = SandboxProcess {
+            child,
+            base: url::Url::parse("http://unset/").expect("a URL"),
+        };
+        // Reading stdout blocks; the readiness line is the synchronisation point.
+        let ready = tokio::task::spawn_blocking(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            lines.find_map(|line| {
+                line.ok()?
+                    .strip_prefix("busha-sandbox listening on ")
+                    .map(str::to_string)
+            })
+        });
+        let url = tokio::time::timeout(std::time::Duration::from_secs(30), ready)
+            .await
+            .expect("busha-sandbox printed its readiness line within 30 s")
+            .expect("the reader thread finished")
+            .expect("busha-sandbox printed its readiness line before exiting");
+        process.base = url::Url::parse(url.trim()).expect("the readiness line ends in a URL");
+        assert_ne!(process.base.port(), Some(0), "the URL names the bound port");
+        process
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.base
+            .join(path.trim_start_matches('/'))
+            .expect("a path")
+            .to_string()
+    }
+}
+
+#[tokio::test]
+async fn the_standalone_binary_serves_the_issuer_the_api_and_the_control_surface() {
+    use crate::support::{CLIENT_ID, CLIENT_SECRET, no_redirects, pkce_pair};
+    let sandbox = SandboxProcess::start(&[
+        "--client-id",
+        CLIENT_ID,
+        "--client-secret",
+        CLIENT_SECRET,
+        "--redirect-uri",
+        REDIRECT_URI,
+        "--auto-consent",
+        "ada",
+        "--user",
+        "ada",
+        "--balance",
+        "ada:USDT=1000",
+    ])
+    .await;
+    let http = no_redirects();
+
+    // One token exchange through the issuer.
+    let (verifier, challenge) = pkce_pair();
+    let mut auth = url::Url::parse(&sandbox.url("/oauth2/auth")).expect("URL");
+    auth.query_pairs_mut().extend_pairs([
+        ("response_type", "code"),
+        ("client_id", CLIENT_ID),
+        ("redirect_uri", REDIRECT_URI),
+        ("scope", "balances:read quotes:read quotes:write"),
+        ("state", "binary-state-0123456789"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ]);
+    let redirect = http.get(auth).send().await.expect("GET /oauth2/auth");
+    assert_eq!(redirect.status(), StatusCode::FOUND);
+    let location = url::Url::parse(
+        redirect.headers()["location"]
+            .to_str()
+            .expect("ASCII Location"),
+    )
+    .expect("Location is a URL");
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("a code");
+    let tokens: Value = http
+        .post(sandbox.url("/oauth2/token"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .expect("POST /oauth2/token")
+        .json()
+        .await
+        .expect("a token response");
+    let access = tokens["access_token"].as_str().expect("an access token");
+
+    // The flags' opening balance, and a quote whose expiry the control surface drives.
+    let balance: Value = http
+        .get(sandbox.url("/v1/balances/USDT"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("GET balance")
+        .json()
+        .await
+        .expect("JSON");
+    let quote: Value = http
+        .post(sandbox.url("/v1/quotes"))
+        .bearer_auth(access)
+        .json(
+            &json!({ "source_currency": "USDT", "target_currency": "NGN", "source_amount": "10" }),
+        )
+        .send()
+        .await
+        .expect("POST quote")
+        .json()
+        .await
+        .expect("JSON");
+    let quote_id = quote["data"]["id"].as_str().expect("a quote id");
+    let before: Value = http
+        .get(sandbox.url("/_sandbox/clock"))
+        .send()
+        .await
+        .expect("GET clock")
+        .json()
+        .await
+        .expect("JSON");
+    let advanced = http
+        .post(sandbox.url("/_sandbox/clock/advance"))
+        .json(&json!({ "seconds": 31 * 60 }))
+        .send()
+        .await
+        .expect("POST clock/advance");
+    assert_eq!(advanced.status(), StatusCode::OK);
+    let after: Value = advanced.json().await.expect("JSON");
+    let expired: Value = http
+        .get(sandbox.url(&format!("/v1/quotes/{quote_id}")))
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("GET quote")
+        .json()
+        .await
+        .expect("JSON");
+    let ledger: Vec<Value> = http
+        .get(sandbox.url("/_sandbox/ledger"))
+        .send()
+        .await
+        .expect("GET ledger")
+        .json()
+        .await
+        .expect("JSON");
+
+    assert_eq!(balance["data"]["available"]["amount"], "1000");
+    let instant = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["now"].as_str().expect("now")).expect("RFC 3339")
+    };
+    assert!(instant(&after) - instant(&before) >= Duration::minutes(31));
+    assert_eq!(expired["data"]["status"], "expired");
+    let kinds: Vec<&str> = ledger
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["code_issued", "token_issued", "quote_created"]);
+    assert_eq!(ledger[1]["grant"], "authorization_code");
+}
+
+#[test]
+fn the_standalone_binary_prints_help_and_exits_0() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_busha-sandbox"))
+        .arg("--help")
+        .output()
+        .expect("run busha-sandbox --help");
+
+    assert!(output.status.success(), "{:?}", output.status);
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--client-id",
+        "--auto-consent",
+        "--user",
+        "--balance",
+        "--listen",
+    ] {
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
+    }
 }
