@@ -109,7 +109,36 @@ fn list_param(q: &HashMap<String, String>, key: &str) -> Option<Vec<String>> {
     })
 }
 
+/// Where a cursor points: the page after a row, or the page before one (in listing order).
+#[derive(Clone, Copy)]
+enum Cursor {
+    After(usize),
+    Before(usize),
+}
+
+impl Cursor {
+    fn encode(self) -> String {
+        match self {
+            Cursor::After(p) => STANDARD.encode(format!("pos:{p}")),
+            Cursor::Before(p) => STANDARD.encode(format!("before:{p}")),
+        }
+    }
+
+    fn decode(raw: &str) -> Option<Cursor> {
+        let text = String::from_utf8(STANDARD.decode(raw).ok()?).ok()?;
+        if let Some(n) = text.strip_prefix("pos:") {
+            return n.parse().ok().map(Cursor::After);
+        }
+        text.strip_prefix("before:")?
+            .parse()
+            .ok()
+            .map(Cursor::Before)
+    }
+}
+
 /// Cursor pagination over row positions (ascending). Busha sorts newest first by default.
+/// `next_cursor` leads to the following page and `previous_cursor` back to the one
+/// before, each passed back as `cursor`.
 fn paginate(positions: Vec<usize>, q: &HashMap<String, String>) -> Result<PageOf, ApiError> {
     let limit = match q.get("limit") {
         None => 20,
@@ -127,34 +156,37 @@ fn paginate(positions: Vec<usize>, q: &HashMap<String, String>) -> Result<PageOf
     let cursor = match q.get("cursor").filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => Some(
-            STANDARD
-                .decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.strip_prefix("pos:").and_then(|n| n.parse::<usize>().ok()))
+            Cursor::decode(c)
                 .ok_or_else(|| ApiError::field("cursor", "the cursor is not valid"))?,
         ),
     };
-    let ordered: Box<dyn Iterator<Item = usize>> = if desc {
-        Box::new(
-            positions
-                .into_iter()
-                .rev()
-                .filter(move |p| cursor.is_none_or(|c| *p < c)),
-        )
-    } else {
-        Box::new(
-            positions
-                .into_iter()
-                .filter(move |p| cursor.is_none_or(|c| *p > c)),
-        )
+    let mut ordered = positions;
+    if desc {
+        ordered.reverse();
+    }
+    // Whether row `x` comes after row `p` in listing order.
+    let listed_after = |x: usize, p: usize| if desc { x < p } else { x > p };
+    let n = ordered.len();
+    let (lo, hi) = match cursor {
+        None => (0, limit.min(n)),
+        Some(Cursor::After(p)) => {
+            let lo = ordered
+                .iter()
+                .position(|&x| listed_after(x, p))
+                .unwrap_or(n);
+            (lo, (lo + limit).min(n))
+        }
+        Some(Cursor::Before(p)) => {
+            let hi = ordered
+                .iter()
+                .position(|&x| !listed_after(p, x))
+                .unwrap_or(n);
+            (hi.saturating_sub(limit), hi)
+        }
     };
-    let mut page: Vec<usize> = ordered.take(limit + 1).collect();
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let encode = |p: usize| STANDARD.encode(format!("pos:{p}"));
-    let next = more.then(|| page.last().map(|p| encode(*p))).flatten();
-    let prev = cursor.and(page.first().map(|p| encode(*p)));
+    let page = ordered[lo..hi].to_vec();
+    let next = (hi < n && hi > lo).then(|| Cursor::After(ordered[hi - 1]).encode());
+    let prev = (lo > 0 && lo < n).then(|| Cursor::Before(ordered[lo]).encode());
     Ok((page, next, prev))
 }
 
@@ -862,6 +894,8 @@ async fn create_quote(
 
     let now = sb.now();
     let mut st = sb.inner.state.lock();
+    // Refunds due by now must be spendable before the balance check below.
+    st.advance_transfers(now, sb.inner.config.transfer_step);
     let behaviour = st.behaviour.clone();
     if let Some(r) = &reference {
         let existing = st
@@ -1177,6 +1211,8 @@ async fn create_transfer(
     let now = sb.now();
     let step = sb.inner.config.transfer_step;
     let mut st = sb.inner.state.lock();
+    // Refunds due by now must be spendable before the balance check below.
+    st.advance_transfers(now, step);
     let behaviour = st.behaviour.clone();
     let mut quote = {
         let q = st

@@ -72,8 +72,14 @@ pub async fn edge(
                 return finish(&sb, &endpoint, client_id, &request_id, res, false);
             }
             FaultKind::RateLimited => {
-                let limit = sb.inner.state.lock().rate_limits.limit_for(&endpoint);
-                let res = ApiError::too_many_requests(limit, Some(1)).into_response();
+                let (limit, retry_after) = {
+                    let st = sb.inner.state.lock();
+                    (
+                        st.rate_limits.limit_for(&endpoint),
+                        st.behaviour.retry_after_header.then_some(1),
+                    )
+                };
+                let res = ApiError::too_many_requests(limit, retry_after).into_response();
                 return finish(&sb, &endpoint, client_id, &request_id, res, false);
             }
             FaultKind::DropBeforeCommit => {

@@ -271,9 +271,13 @@ impl Sandbox {
         self.inner.keys.write().rotate(retire_old)
     }
 
-    /// Everything that happened, oldest first.
+    /// Everything that happened up to now, oldest first (transfers brought up to date
+    /// with the clock, so that their final statuses appear without polling).
     pub fn ledger(&self) -> Vec<LedgerEntry> {
-        self.inner.state.lock().ledger.clone()
+        let now = self.now();
+        let mut st = self.inner.state.lock();
+        st.advance_transfers(now, self.inner.config.transfer_step);
+        st.ledger.clone()
     }
 
     /// Every request the sandbox answered (or dropped), oldest first.

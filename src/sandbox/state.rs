@@ -285,7 +285,8 @@ pub struct RequestRecord {
     pub endpoint: String,
     pub status: u16,
     pub request_id: String,
-    /// The effect was committed but the response never reached the caller.
+    /// The response never reached the caller (a `DropBeforeCommit` or `DropAfterCommit`
+    /// fault). Whether the effect was committed shows in the ledger.
     pub dropped: bool,
 }
 

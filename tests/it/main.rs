@@ -2,4 +2,8 @@
 
 mod backends;
 mod client;
+mod conformance;
+mod sandbox_api;
+mod sandbox_oauth;
 mod store_audit;
+mod support;
