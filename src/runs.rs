@@ -113,7 +113,10 @@ impl RunState {
 
     /// True once a transfer may exist: from here on money may have moved.
     pub fn money_may_have_moved(self) -> bool {
-        matches!(self, RunState::QuoteLocked | RunState::TransferSubmitted | RunState::Settled)
+        matches!(
+            self,
+            RunState::QuoteLocked | RunState::TransferSubmitted | RunState::Settled
+        )
     }
 }
 
@@ -151,9 +154,13 @@ impl PendingOp {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [PendingOp::CreateRecipient, PendingOp::CreateQuote, PendingOp::CreateTransfer]
-            .into_iter()
-            .find(|op| op.as_str() == s)
+        [
+            PendingOp::CreateRecipient,
+            PendingOp::CreateQuote,
+            PendingOp::CreateTransfer,
+        ]
+        .into_iter()
+        .find(|op| op.as_str() == s)
     }
 }
 
@@ -193,22 +200,40 @@ pub enum RecipientSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateGuard {
-    #[serde(with = "rust_decimal::serde::str_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_rate: Option<Decimal>,
-    #[serde(with = "rust_decimal::serde::str_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_rate: Option<Decimal>,
     /// Largest distance, in percent, from the reference price (`GET /v1/pairs`).
-    #[serde(with = "rust_decimal::serde::str_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_drift_pct: Option<Decimal>,
     /// Largest total fee, in the source currency (the quote's `fees`, converted).
-    #[serde(with = "rust_decimal::serde::str_option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_fees: Option<Decimal>,
 }
 
 impl RateGuard {
     /// Checks a quote's rate (as Busha reports it: counter units per base unit) and its
     /// total fees against the bounds. The error names the rate and the bound.
-    pub fn check(&self, rate: Decimal, reference: Option<Decimal>, fees: Decimal, fee_currency: &Currency) -> Result<(), String> {
+    pub fn check(
+        &self,
+        rate: Decimal,
+        reference: Option<Decimal>,
+        fees: Decimal,
+        fee_currency: &Currency,
+    ) -> Result<(), String> {
         if let Some(min) = self.min_rate {
             if rate < min {
                 return Err(format!("rate {rate} is below the minimum rate {min}"));
@@ -234,7 +259,9 @@ impl RateGuard {
         }
         if let Some(max_fees) = self.max_fees {
             if fees > max_fees {
-                return Err(format!("fees {fees} {fee_currency} exceed the maximum fees {max_fees} {fee_currency}"));
+                return Err(format!(
+                    "fees {fees} {fee_currency} exceed the maximum fees {max_fees} {fee_currency}"
+                ));
             }
         }
         Ok(())
@@ -429,14 +456,26 @@ mod tests {
             max_drift_pct: Some(dec!(2)),
             max_fees: Some(dec!(1)),
         };
-        assert!(guard.check(dec!(1600), Some(dec!(1600)), dec!(0.06), &usdt).is_ok());
-        let low = guard.check(dec!(1500), Some(dec!(1500)), dec!(0), &usdt).unwrap_err();
+        assert!(
+            guard
+                .check(dec!(1600), Some(dec!(1600)), dec!(0.06), &usdt)
+                .is_ok()
+        );
+        let low = guard
+            .check(dec!(1500), Some(dec!(1500)), dec!(0), &usdt)
+            .unwrap_err();
         assert!(low.contains("1500") && low.contains("1550"), "{low}");
-        let high = guard.check(dec!(1750), Some(dec!(1750)), dec!(0), &usdt).unwrap_err();
+        let high = guard
+            .check(dec!(1750), Some(dec!(1750)), dec!(0), &usdt)
+            .unwrap_err();
         assert!(high.contains("1750") && high.contains("1700"), "{high}");
-        let drift = guard.check(dec!(1600), Some(dec!(1650)), dec!(0), &usdt).unwrap_err();
+        let drift = guard
+            .check(dec!(1600), Some(dec!(1650)), dec!(0), &usdt)
+            .unwrap_err();
         assert!(drift.contains("1650") && drift.contains("2%"), "{drift}");
-        let fees = guard.check(dec!(1600), Some(dec!(1600)), dec!(2), &usdt).unwrap_err();
+        let fees = guard
+            .check(dec!(1600), Some(dec!(1600)), dec!(2), &usdt)
+            .unwrap_err();
         assert!(fees.contains("2 USDT") && fees.contains("1 USDT"), "{fees}");
     }
 

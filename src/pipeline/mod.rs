@@ -32,7 +32,9 @@ use crate::provider::busha::{
     PayOut, ProviderError, Quote, QuoteAmount, QuoteStatus, RecipientFilter, RecipientType,
     ResolveBankAccount, Settlement, SortOrder, Transfer, TransferFilter,
 };
-use crate::runs::{Amount, LockedQuote, PendingOp, RecipientSpec, Run, RunId, RunState, mask_account, names_match};
+use crate::runs::{
+    Amount, LockedQuote, PendingOp, RecipientSpec, Run, RunId, RunState, mask_account, names_match,
+};
 use crate::store::{RunLease, Store, StoreError};
 
 /// Knobs of the executor.
@@ -137,7 +139,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(store: Store, busha: BushaClient, tokens: Arc<dyn TokenSource>, clock: Clock, cfg: PipelineConfig) -> Self {
+    pub fn new(
+        store: Store,
+        busha: BushaClient,
+        tokens: Arc<dyn TokenSource>,
+        clock: Clock,
+        cfg: PipelineConfig,
+    ) -> Self {
         Self {
             store,
             busha,
@@ -166,7 +174,11 @@ impl Pipeline {
     pub async fn execute(&self, run_id: &RunId) -> Result<Executed, PipelineError> {
         let owner = format!("{}/{}", self.cfg.worker_id, nanoid::nanoid!(8));
         let now = self.clock.now();
-        let Some((mut lease, mut run)) = self.store.acquire_run(run_id, &owner, now, self.cfg.lease).await? else {
+        let Some((mut lease, mut run)) = self
+            .store
+            .acquire_run(run_id, &owner, now, self.cfg.lease)
+            .await?
+        else {
             return Ok(Executed::Busy);
         };
         let outcome = self.drive(&mut lease, &mut run).await;
@@ -206,7 +218,10 @@ impl Pipeline {
                 Err(e) => {
                     let until = now + self.backoff(run.attempts);
                     let note = format!("waiting for grant {}: {e}", run.spec.grant);
-                    return self.wait(lease, run, until, note, "run.grant_unavailable").await.map(|w| w.unwrap_or(Executed::Waiting(until)));
+                    return self
+                        .wait(lease, run, until, note, "run.grant_unavailable")
+                        .await
+                        .map(|w| w.unwrap_or(Executed::Waiting(until)));
                 }
             };
             let step = match run.state {
@@ -224,10 +239,17 @@ impl Pipeline {
 
     // ------------------------------------------------------------------ recipient
 
-    async fn step_recipient(&self, lease: &mut RunLease, run: &mut Run, token: &mut AccessToken) -> Step {
+    async fn step_recipient(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+    ) -> Step {
         let target = run.spec.target_currency.clone();
         let (bank_code, account_number, expected_name) = match run.spec.recipient.clone() {
-            RecipientSpec::Id { id } => return self.use_given_recipient(lease, run, token, &id).await,
+            RecipientSpec::Id { id } => {
+                return self.use_given_recipient(lease, run, token, &id).await;
+            }
             RecipientSpec::Bank {
                 bank_code,
                 account_number,
@@ -238,11 +260,21 @@ impl Pipeline {
         let grant = run.spec.grant.clone();
 
         // 1. A recipient an earlier run of ours resolved for this account.
-        if let Some(id) = self.store.known_recipient(&grant, &bank_code, &account_number).await? {
-            let got = self.call(run, token, "GET /v1/recipients/{id}", async |t| self.busha.get_recipient(t, &id).await).await?;
+        if let Some(id) = self
+            .store
+            .known_recipient(&grant, &bank_code, &account_number)
+            .await?
+        {
+            let got = self
+                .call(run, token, "GET /v1/recipients/{id}", async |t| {
+                    self.busha.get_recipient(t, &id).await
+                })
+                .await?;
             match got {
                 Ok(c) if c.value.active => {
-                    return self.recipient_resolved(lease, run, &id, "known", c.request_id).await;
+                    return self
+                        .recipient_resolved(lease, run, &id, "known", c.request_id)
+                        .await;
                 }
                 Ok(_) | Err(_) => {} // gone or inactive: look again below
             }
@@ -257,20 +289,34 @@ impl Pipeline {
             cursor: None,
             limit: Some(100),
         };
-        let found = self.call(run, token, "GET /v1/recipients", async |t| self.busha.list_recipients(t, &filter).await).await?;
+        let found = self
+            .call(run, token, "GET /v1/recipients", async |t| {
+                self.busha.list_recipients(t, &filter).await
+            })
+            .await?;
         let found = match found {
             Ok(c) => c,
             Err(e) => return self.wait_or_fail(lease, run, e).await,
         };
         if let Some(r) = found.value.items.iter().find(|r| {
             r.active
-                && r.account_number.as_ref().is_some_and(|a| a.as_str() == account_number)
+                && r.account_number
+                    .as_ref()
+                    .is_some_and(|a| a.as_str() == account_number)
                 && r.bank_code.as_deref().is_none_or(|b| b == bank_code)
         }) {
             let id = r.id.clone();
-            self.store.remember_recipient(&grant, &bank_code, &account_number, &id, self.clock.now()).await?;
-            let how = if run.pending == Some(PendingOp::CreateRecipient) { "adopted" } else { "found" };
-            return self.recipient_resolved(lease, run, &id, how, found.request_id).await;
+            self.store
+                .remember_recipient(&grant, &bank_code, &account_number, &id, self.clock.now())
+                .await?;
+            let how = if run.pending == Some(PendingOp::CreateRecipient) {
+                "adopted"
+            } else {
+                "found"
+            };
+            return self
+                .recipient_resolved(lease, run, &id, how, found.request_id)
+                .await;
         }
 
         // 3. Name enquiry: the account must carry the expected name.
@@ -282,12 +328,25 @@ impl Pipeline {
             account_number: AccountNumber::new(account_number.clone()),
         };
         let resolved = self
-            .call(run, token, "POST /v1/recipients/resolve-bank-account", async |t| self.busha.resolve_bank_account(t, &enquiry).await)
+            .call(
+                run,
+                token,
+                "POST /v1/recipients/resolve-bank-account",
+                async |t| self.busha.resolve_bank_account(t, &enquiry).await,
+            )
             .await?;
         let resolved = match resolved {
             Ok(c) => c,
-            Err(e) if matches!(e.kind(), ErrorKind::Rejected { .. } | ErrorKind::NotFound | ErrorKind::Validation { .. }) => {
-                let reason = format!("name enquiry for account {masked} at bank {bank_code} failed: {}", describe(&e));
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Rejected { .. } | ErrorKind::NotFound | ErrorKind::Validation { .. }
+                ) =>
+            {
+                let reason = format!(
+                    "name enquiry for account {masked} at bank {bank_code} failed: {}",
+                    describe(&e)
+                );
                 return self.fail(lease, run, reason).await;
             }
             Err(e) => return self.wait_or_fail(lease, run, e).await,
@@ -305,7 +364,9 @@ impl Pipeline {
         let intent = self.entry(run, "run.recipient.intent", json!({ "bank_code": bank_code, "account": masked, "name": resolved.value.account_name }));
         self.save(lease, run, vec![intent]).await?;
         let new = NewRecipient {
-            kind: RecipientType::from(format!("{}_bank", target.as_str().to_ascii_lowercase()).as_str()),
+            kind: RecipientType::from(
+                format!("{}_bank", target.as_str().to_ascii_lowercase()).as_str(),
+            ),
             currency: Some(target.clone()),
             country_code: Some(country_of(&target)),
             bank_name: resolved.value.bank_name.clone(),
@@ -318,60 +379,116 @@ impl Pipeline {
             address: None,
             memo: None,
         };
-        let created = self.call(run, token, "POST /v1/recipients", async |t| self.busha.create_recipient(t, &new).await).await?;
+        let created = self
+            .call(run, token, "POST /v1/recipients", async |t| {
+                self.busha.create_recipient(t, &new).await
+            })
+            .await?;
         match created {
             Ok(c) => {
-                self.store.remember_recipient(&grant, &bank_code, &account_number, &c.value.id, self.clock.now()).await?;
-                self.recipient_resolved(lease, run, &c.value.id.clone(), "created", c.request_id).await
+                self.store
+                    .remember_recipient(
+                        &grant,
+                        &bank_code,
+                        &account_number,
+                        &c.value.id,
+                        self.clock.now(),
+                    )
+                    .await?;
+                self.recipient_resolved(lease, run, &c.value.id.clone(), "created", c.request_id)
+                    .await
             }
             Err(e) => self.wait_or_fail(lease, run, e).await,
         }
     }
 
-    async fn use_given_recipient(&self, lease: &mut RunLease, run: &mut Run, token: &mut AccessToken, id: &str) -> Step {
-        let got = self.call(run, token, "GET /v1/recipients/{id}", async |t| self.busha.get_recipient(t, id).await).await?;
+    async fn use_given_recipient(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+        id: &str,
+    ) -> Step {
+        let got = self
+            .call(run, token, "GET /v1/recipients/{id}", async |t| {
+                self.busha.get_recipient(t, id).await
+            })
+            .await?;
         match got {
             Ok(c) => {
                 let r = &c.value;
                 if !r.active {
-                    return self.fail(lease, run, format!("recipient {id} is not active")).await;
+                    return self
+                        .fail(lease, run, format!("recipient {id} is not active"))
+                        .await;
                 }
                 if let Some(cur) = &r.currency {
                     if cur != &run.spec.target_currency {
-                        let reason = format!("recipient {id} receives {cur}, the job pays {}", run.spec.target_currency);
+                        let reason = format!(
+                            "recipient {id} receives {cur}, the job pays {}",
+                            run.spec.target_currency
+                        );
                         return self.fail(lease, run, reason).await;
                     }
                 }
-                self.recipient_resolved(lease, run, id, "given", c.request_id).await
+                self.recipient_resolved(lease, run, id, "given", c.request_id)
+                    .await
             }
-            Err(e) if *e.kind() == ErrorKind::NotFound => self.fail(lease, run, format!("recipient {id} does not exist")).await,
+            Err(e) if *e.kind() == ErrorKind::NotFound => {
+                self.fail(lease, run, format!("recipient {id} does not exist"))
+                    .await
+            }
             Err(e) => self.wait_or_fail(lease, run, e).await,
         }
     }
 
-    async fn recipient_resolved(&self, lease: &mut RunLease, run: &mut Run, id: &str, how: &str, request_id: Option<String>) -> Step {
+    async fn recipient_resolved(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        id: &str,
+        how: &str,
+        request_id: Option<String>,
+    ) -> Step {
         run.recipient_id = Some(id.to_string());
         run.pending = None;
         self.advance(run, RunState::RecipientResolved);
-        let e = self.entry(run, "run.recipient.resolved", json!({ "recipient_id": id, "how": how, "request_id": request_id }));
+        let e = self.entry(
+            run,
+            "run.recipient.resolved",
+            json!({ "recipient_id": id, "how": how, "request_id": request_id }),
+        );
         self.save(lease, run, vec![e]).await?;
         Ok(None)
     }
 
     // ------------------------------------------------------------------ quote
 
-    async fn step_quote(&self, lease: &mut RunLease, run: &mut Run, token: &mut AccessToken) -> Step {
+    async fn step_quote(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+    ) -> Step {
         let spec = run.spec.clone();
         // Reconcile: the last attempt may have created a quote we never heard about.
         if run.pending == Some(PendingOp::CreateQuote) {
             let reference = run.id.quote_reference(run.quote_attempt);
             match self.find_quote(run, token, &reference).await? {
                 Ok(Some(q)) => {
-                    let fresh = q.expires_at.is_some_and(|e| e - self.cfg.quote_margin > self.clock.now());
+                    let fresh = q
+                        .expires_at
+                        .is_some_and(|e| e - self.cfg.quote_margin > self.clock.now());
                     match q.status {
                         // A transfer was made from it: the transfer step adopts it.
-                        QuoteStatus::Accepted => return self.quote_locked(lease, run, &q, None, "adopted").await,
-                        QuoteStatus::Pending if fresh => return self.check_quote(lease, run, token, q, None, "adopted").await,
+                        QuoteStatus::Accepted => {
+                            return self.quote_locked(lease, run, &q, None, "adopted").await;
+                        }
+                        QuoteStatus::Pending if fresh => {
+                            return self
+                                .check_quote(lease, run, token, q, None, "adopted")
+                                .await;
+                        }
                         _ => {
                             run.pending = None;
                             let e = self.entry(run, "run.quote.abandoned", json!({ "quote_id": q.id, "reference": reference, "status": q.status.as_str() }));
@@ -381,7 +498,11 @@ impl Pipeline {
                 }
                 Ok(None) => {
                     run.pending = None;
-                    let e = self.entry(run, "run.quote.reconciled", json!({ "reference": reference, "found": false }));
+                    let e = self.entry(
+                        run,
+                        "run.quote.reconciled",
+                        json!({ "reference": reference, "found": false }),
+                    );
                     self.save(lease, run, vec![e]).await?;
                 }
                 Err(e) => return self.wait_or_fail(lease, run, e).await,
@@ -389,7 +510,10 @@ impl Pipeline {
         }
 
         if run.quote_attempt > spec.max_requotes {
-            let last = run.reason.clone().unwrap_or_else(|| "no acceptable quote".into());
+            let last = run
+                .reason
+                .clone()
+                .unwrap_or_else(|| "no acceptable quote".into());
             let reason = format!("gave up after {} quote attempts: {last}", run.quote_attempt);
             return self.fail(lease, run, reason).await;
         }
@@ -400,7 +524,11 @@ impl Pipeline {
             Err(e) => return self.wait_or_fail(lease, run, e).await,
         };
         let balance = self
-            .call(run, token, "GET /v1/balances/{id_or_code}", async |t| self.busha.get_balance(t, spec.source_currency.as_str()).await)
+            .call(run, token, "GET /v1/balances/{id_or_code}", async |t| {
+                self.busha
+                    .get_balance(t, spec.source_currency.as_str())
+                    .await
+            })
             .await?;
         let available = match balance {
             Ok(c) => c.value.available.amount,
@@ -409,9 +537,14 @@ impl Pipeline {
         };
         let needed = match (&spec.amount, reference_price) {
             (Amount::Source { amount }, _) => Some(*amount),
-            (Amount::Target { amount }, Some((price, sell))) if !price.is_zero() => {
-                Some(if sell { *amount / price } else { *amount * price }.round_dp(spec.source_currency.precision()))
-            }
+            (Amount::Target { amount }, Some((price, sell))) if !price.is_zero() => Some(
+                if sell {
+                    *amount / price
+                } else {
+                    *amount * price
+                }
+                .round_dp(spec.source_currency.precision()),
+            ),
             _ => None,
         };
         if let Some(needed) = needed {
@@ -445,21 +578,43 @@ impl Pipeline {
             reference: Some(reference),
             pay_out: Some(PayOut::BankTransfer { recipient_id }),
         };
-        let created = self.call(run, token, "POST /v1/quotes", async |t| self.busha.create_quote(t, &new).await).await?;
+        let created = self
+            .call(run, token, "POST /v1/quotes", async |t| {
+                self.busha.create_quote(t, &new).await
+            })
+            .await?;
         match created {
-            Ok(c) => self.check_quote(lease, run, token, c.value, c.request_id, "locked").await,
+            Ok(c) => {
+                self.check_quote(lease, run, token, c.value, c.request_id, "locked")
+                    .await
+            }
             Err(e) => self.wait_or_fail(lease, run, e).await,
         }
     }
 
     /// Applies `two_step`, freshness and the rate guard to a quote we hold.
-    async fn check_quote(&self, lease: &mut RunLease, run: &mut Run, token: &mut AccessToken, q: Quote, request_id: Option<String>, how: &str) -> Step {
+    async fn check_quote(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+        q: Quote,
+        request_id: Option<String>,
+        how: &str,
+    ) -> Step {
         let now = self.clock.now();
         if q.two_step.is_some() {
             run.pending = None;
-            run.reason = Some(format!("quote {} requires two-step verification; a person must act (`treasury runs retry` re-quotes)", q.id));
+            run.reason = Some(format!(
+                "quote {} requires two-step verification; a person must act (`treasury runs retry` re-quotes)",
+                q.id
+            ));
             self.advance(run, RunState::NeedsHuman);
-            let e = self.entry(run, "run.needs_human", json!({ "quote_id": q.id, "request_id": request_id }));
+            let e = self.entry(
+                run,
+                "run.needs_human",
+                json!({ "quote_id": q.id, "request_id": request_id }),
+            );
             self.save(lease, run, vec![e]).await?;
             return Ok(Some(Executed::Finished(RunState::NeedsHuman)));
         }
@@ -468,11 +623,19 @@ impl Pipeline {
             Ok(p) => p.map(|(price, _)| price),
             Err(_) => None,
         };
-        let verdict = run.spec.guard.check(q.rate.rate, reference, fees, &run.spec.source_currency);
-        let stale = q.expires_at.is_none_or(|e| e - self.cfg.quote_margin <= now);
+        let verdict = run
+            .spec
+            .guard
+            .check(q.rate.rate, reference, fees, &run.spec.source_currency);
+        let stale = q
+            .expires_at
+            .is_none_or(|e| e - self.cfg.quote_margin <= now);
         let problem = match (verdict, stale) {
             (Err(reason), _) => Some(reason),
-            (Ok(()), true) => Some(format!("quote {} expires at {:?}, within the safety margin", q.id, q.expires_at)),
+            (Ok(()), true) => Some(format!(
+                "quote {} expires at {:?}, within the safety margin",
+                q.id, q.expires_at
+            )),
             (Ok(()), false) => None,
         };
         if let Some(reason) = problem {
@@ -485,7 +648,10 @@ impl Pipeline {
             );
             if run.quote_attempt > run.spec.max_requotes {
                 self.save(lease, run, vec![e]).await?;
-                let reason = format!("no transfer: {reason} (after {} quote attempts)", run.quote_attempt);
+                let reason = format!(
+                    "no transfer: {reason} (after {} quote attempts)",
+                    run.quote_attempt
+                );
                 return self.fail(lease, run, reason).await;
             }
             run.next_attempt_at = now + self.cfg.requote_delay;
@@ -495,7 +661,14 @@ impl Pipeline {
         self.quote_locked(lease, run, &q, request_id, how).await
     }
 
-    async fn quote_locked(&self, lease: &mut RunLease, run: &mut Run, q: &Quote, request_id: Option<String>, how: &str) -> Step {
+    async fn quote_locked(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        q: &Quote,
+        request_id: Option<String>,
+        how: &str,
+    ) -> Step {
         let fees = fees_in(q, &run.spec.source_currency);
         let locked = LockedQuote {
             id: q.id.clone(),
@@ -526,7 +699,12 @@ impl Pipeline {
     }
 
     /// Looks for our quote by reference among recent quotes (newest first).
-    async fn find_quote(&self, run: &Run, token: &mut AccessToken, reference: &str) -> Result<Result<Option<Quote>, ProviderError>, Stop> {
+    async fn find_quote(
+        &self,
+        run: &Run,
+        token: &mut AccessToken,
+        reference: &str,
+    ) -> Result<Result<Option<Quote>, ProviderError>, Stop> {
         let mut cursor = None;
         for _ in 0..self.cfg.quote_search_pages {
             let page = PageRequest {
@@ -534,7 +712,11 @@ impl Pipeline {
                 limit: Some(100),
                 sort: Some(SortOrder::Desc),
             };
-            let got = self.call(run, token, "GET /v1/quotes", async |t| self.busha.list_quotes(t, &page).await).await?;
+            let got = self
+                .call(run, token, "GET /v1/quotes", async |t| {
+                    self.busha.list_quotes(t, &page).await
+                })
+                .await?;
             let page = match got {
                 Ok(c) => c.value,
                 Err(e) => return Ok(Err(e)),
@@ -543,7 +725,10 @@ impl Pipeline {
                 return Ok(Ok(Some(q.clone())));
             }
             // Quotes older than the run cannot be ours.
-            let older = page.items.last().is_some_and(|q| q.created_at < run.created_at - Duration::minutes(1));
+            let older = page
+                .items
+                .last()
+                .is_some_and(|q| q.created_at < run.created_at - Duration::minutes(1));
             match page.next_cursor {
                 Some(next) if !older => cursor = Some(next),
                 _ => break,
@@ -554,12 +739,23 @@ impl Pipeline {
 
     /// Busha's reference price for the pair (`GET /v1/pairs`), with whether the
     /// source is the base (`sell`).
-    async fn reference_price(&self, run: &Run, token: &mut AccessToken) -> Result<Result<Option<(Decimal, bool)>, ProviderError>, Stop> {
-        let (src, tgt) = (run.spec.source_currency.clone(), run.spec.target_currency.clone());
+    async fn reference_price(
+        &self,
+        run: &Run,
+        token: &mut AccessToken,
+    ) -> Result<Result<Option<(Decimal, bool)>, ProviderError>, Stop> {
+        let (src, tgt) = (
+            run.spec.source_currency.clone(),
+            run.spec.target_currency.clone(),
+        );
         if src == tgt {
             return Ok(Ok(Some((Decimal::ONE, true))));
         }
-        let pairs = self.call(run, token, "GET /v1/pairs", async |t| self.busha.list_pairs(Some(t), None, None).await).await?;
+        let pairs = self
+            .call(run, token, "GET /v1/pairs", async |t| {
+                self.busha.list_pairs(Some(t), None, None).await
+            })
+            .await?;
         let pairs = match pairs {
             Ok(c) => c.value,
             Err(e) => return Ok(Err(e)),
@@ -578,7 +774,12 @@ impl Pipeline {
 
     // ------------------------------------------------------------------ transfer
 
-    async fn step_transfer(&self, lease: &mut RunLease, run: &mut Run, token: &mut AccessToken) -> Step {
+    async fn step_transfer(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+    ) -> Step {
         let Some(quote) = run.quote.clone() else {
             self.advance(run, RunState::RecipientResolved);
             let e = self.entry(run, "run.quote.missing", json!({}));
@@ -587,67 +788,148 @@ impl Pipeline {
         };
         // Reconcile first, always: a transfer for our quote may already exist.
         match self.transfers_for(run, token, &quote.id).await? {
-            Ok(Some(t)) => return self.transfer_submitted(lease, run, &t, None, "adopted").await,
+            Ok(Some(t)) => {
+                return self
+                    .transfer_submitted(lease, run, &t, None, "adopted")
+                    .await;
+            }
             Ok(None) => {}
             Err(e) => {
                 // Never act on a quote we could not reconcile.
                 let until = self.clock.now() + self.backoff(run.attempts);
                 let note = format!("could not check for an existing transfer: {}", describe(&e));
-                return self.wait(lease, run, until, note, "run.retry_scheduled").await;
+                return self
+                    .wait(lease, run, until, note, "run.retry_scheduled")
+                    .await;
             }
         }
         let now = self.clock.now();
         if quote.expires_at - self.cfg.quote_margin <= now {
-            return self.requote(lease, run, &quote, format!("quote {} expires at {}, within the safety margin; re-quoting", quote.id, quote.expires_at)).await;
+            return self
+                .requote(
+                    lease,
+                    run,
+                    &quote,
+                    format!(
+                        "quote {} expires at {}, within the safety margin; re-quoting",
+                        quote.id, quote.expires_at
+                    ),
+                )
+                .await;
         }
         run.pending = Some(PendingOp::CreateTransfer);
-        let intent = self.entry(run, "run.transfer.intent", json!({ "quote_id": quote.id, "expires_at": quote.expires_at }));
+        let intent = self.entry(
+            run,
+            "run.transfer.intent",
+            json!({ "quote_id": quote.id, "expires_at": quote.expires_at }),
+        );
         self.save(lease, run, vec![intent]).await?;
-        let created = self.call(run, token, "POST /v1/transfers", async |t| self.busha.create_transfer(t, &quote.id).await).await?;
+        let created = self
+            .call(run, token, "POST /v1/transfers", async |t| {
+                self.busha.create_transfer(t, &quote.id).await
+            })
+            .await?;
         match created {
-            Ok(c) => self.transfer_submitted(lease, run, &c.value, c.request_id, "created").await,
+            Ok(c) => {
+                self.transfer_submitted(lease, run, &c.value, c.request_id, "created")
+                    .await
+            }
             Err(e) if matches!(e.kind(), ErrorKind::Rejected { .. }) => {
                 // Refused: either a transfer exists already (adopt it) or the quote went
                 // stale (re-quote). Anything else fails the run with Busha's reason.
                 match self.transfers_for(run, token, &quote.id).await? {
-                    Ok(Some(t)) => return self.transfer_submitted(lease, run, &t, e.request_id().map(String::from), "adopted").await,
+                    Ok(Some(t)) => {
+                        return self
+                            .transfer_submitted(
+                                lease,
+                                run,
+                                &t,
+                                e.request_id().map(String::from),
+                                "adopted",
+                            )
+                            .await;
+                    }
                     Ok(None) => {}
                     Err(_) => return self.wait_or_fail(lease, run, e).await,
                 }
-                let q = self.call(run, token, "GET /v1/quotes/{id}", async |t| self.busha.get_quote(t, &quote.id).await).await?;
+                let q = self
+                    .call(run, token, "GET /v1/quotes/{id}", async |t| {
+                        self.busha.get_quote(t, &quote.id).await
+                    })
+                    .await?;
                 let stale = match &q {
-                    Ok(c) => c.value.status != QuoteStatus::Pending || c.value.expires_at.is_none_or(|x| x - self.cfg.quote_margin <= self.clock.now()),
+                    Ok(c) => {
+                        c.value.status != QuoteStatus::Pending
+                            || c.value
+                                .expires_at
+                                .is_none_or(|x| x - self.cfg.quote_margin <= self.clock.now())
+                    }
                     Err(_) => false,
                 };
                 if stale {
-                    return self.requote(lease, run, &quote, format!("Busha refused the transfer on quote {}: {}; re-quoting", quote.id, describe(&e))).await;
+                    return self
+                        .requote(
+                            lease,
+                            run,
+                            &quote,
+                            format!(
+                                "Busha refused the transfer on quote {}: {}; re-quoting",
+                                quote.id,
+                                describe(&e)
+                            ),
+                        )
+                        .await;
                 }
-                self.fail(lease, run, format!("Busha refused the transfer: {}", describe(&e))).await
+                self.fail(
+                    lease,
+                    run,
+                    format!("Busha refused the transfer: {}", describe(&e)),
+                )
+                .await
             }
             Err(e) => self.wait_or_fail(lease, run, e).await,
         }
     }
 
-    async fn requote(&self, lease: &mut RunLease, run: &mut Run, quote: &LockedQuote, reason: String) -> Step {
+    async fn requote(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        quote: &LockedQuote,
+        reason: String,
+    ) -> Step {
         run.pending = None;
         run.quote = None;
         run.reason = Some(reason.clone());
         self.advance(run, RunState::RecipientResolved);
-        let e = self.entry(run, "run.quote.stale", json!({ "quote_id": quote.id, "expires_at": quote.expires_at, "reason": reason }));
+        let e = self.entry(
+            run,
+            "run.quote.stale",
+            json!({ "quote_id": quote.id, "expires_at": quote.expires_at, "reason": reason }),
+        );
         self.save(lease, run, vec![e]).await?;
         Ok(None)
     }
 
     /// The transfer made from `quote_id`, if any. More than one means the provider
     /// paid twice: that is logged loudly and the first is followed.
-    async fn transfers_for(&self, run: &Run, token: &mut AccessToken, quote_id: &str) -> Result<Result<Option<Transfer>, ProviderError>, Stop> {
+    async fn transfers_for(
+        &self,
+        run: &Run,
+        token: &mut AccessToken,
+        quote_id: &str,
+    ) -> Result<Result<Option<Transfer>, ProviderError>, Stop> {
         let filter = TransferFilter {
             quote_id: Some(quote_id.to_string()),
             status: Vec::new(),
             cursor: None,
             limit: Some(10),
         };
-        let got = self.call(run, token, "GET /v1/transfers", async |t| self.busha.list_transfers(t, &filter).await).await?;
+        let got = self
+            .call(run, token, "GET /v1/transfers", async |t| {
+                self.busha.list_transfers(t, &filter).await
+            })
+            .await?;
         Ok(got.map(|c| {
             if c.value.items.len() > 1 {
                 tracing::error!(run = %run.id, quote = quote_id, count = c.value.items.len(), "more than one transfer for one quote");
@@ -656,7 +938,14 @@ impl Pipeline {
         }))
     }
 
-    async fn transfer_submitted(&self, lease: &mut RunLease, run: &mut Run, t: &Transfer, request_id: Option<String>, how: &str) -> Step {
+    async fn transfer_submitted(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        t: &Transfer,
+        request_id: Option<String>,
+        how: &str,
+    ) -> Step {
         run.transfer_id = Some(t.id.clone());
         run.transfer_status = Some(t.status.as_str().to_string());
         run.pending = None;
@@ -672,20 +961,37 @@ impl Pipeline {
 
     // ------------------------------------------------------------------ tracking
 
-    async fn step_track(&self, lease: &mut RunLease, run: &mut Run, token: &mut AccessToken) -> Step {
+    async fn step_track(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+    ) -> Step {
         let Some(id) = run.transfer_id.clone() else {
             self.advance(run, RunState::QuoteLocked);
             let e = self.entry(run, "run.transfer.missing", json!({}));
             self.save(lease, run, vec![e]).await?;
             return Ok(None);
         };
-        let got = self.call(run, token, "GET /v1/transfers/{id}", async |t| self.busha.get_transfer(t, &id).await).await?;
+        let got = self
+            .call(run, token, "GET /v1/transfers/{id}", async |t| {
+                self.busha.get_transfer(t, &id).await
+            })
+            .await?;
         let c = match got {
             Ok(c) => c,
             Err(e) => {
                 // The transfer exists; a read error never fails the run.
                 let until = self.clock.now() + self.track_backoff(run.attempts);
-                return self.wait(lease, run, until, format!("tracking {id}: {}", describe(&e)), "run.track.retry").await;
+                return self
+                    .wait(
+                        lease,
+                        run,
+                        until,
+                        format!("tracking {id}: {}", describe(&e)),
+                        "run.track.retry",
+                    )
+                    .await;
             }
         };
         let status = c.value.status.as_str().to_string();
@@ -695,7 +1001,11 @@ impl Pipeline {
             Settlement::Succeeded => {
                 self.advance(run, RunState::Settled);
                 run.reason = None;
-                let e = self.entry(run, "run.settled", json!({ "transfer_id": id, "status": status, "request_id": c.request_id }));
+                let e = self.entry(
+                    run,
+                    "run.settled",
+                    json!({ "transfer_id": id, "status": status, "request_id": c.request_id }),
+                );
                 self.save(lease, run, vec![e]).await?;
                 Ok(Some(Executed::Finished(RunState::Settled)))
             }
@@ -711,7 +1021,11 @@ impl Pipeline {
                 run.attempts += 1;
                 run.next_attempt_at = until;
                 let audit = if changed {
-                    vec![self.entry(run, "run.transfer.status", json!({ "transfer_id": id, "status": status, "request_id": c.request_id }))]
+                    vec![self.entry(
+                        run,
+                        "run.transfer.status",
+                        json!({ "transfer_id": id, "status": status, "request_id": c.request_id }),
+                    )]
                 } else {
                     Vec::new()
                 };
@@ -745,11 +1059,18 @@ impl Pipeline {
     }
 
     /// Persists the run and its audit entries under the lease, with crash points.
-    async fn save(&self, lease: &mut RunLease, run: &mut Run, audit: Vec<NewAuditEntry>) -> Result<(), Stop> {
+    async fn save(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        audit: Vec<NewAuditEntry>,
+    ) -> Result<(), Stop> {
         self.point("before save")?;
         let now = self.clock.now();
         run.updated_at = now;
-        self.store.save_run(lease, run, audit, now, self.cfg.lease).await?;
+        self.store
+            .save_run(lease, run, audit, now, self.cfg.lease)
+            .await?;
         self.point("after save")?;
         Ok(())
     }
@@ -782,11 +1103,22 @@ impl Pipeline {
         Ok(Some(Executed::Finished(RunState::Failed)))
     }
 
-    async fn wait(&self, lease: &mut RunLease, run: &mut Run, until: DateTime<Utc>, note: String, action: &str) -> Step {
+    async fn wait(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        until: DateTime<Utc>,
+        note: String,
+        action: &str,
+    ) -> Step {
         run.attempts += 1;
         run.next_attempt_at = until;
         run.reason = Some(note.clone());
-        let e = self.entry(run, action, json!({ "reason": note, "until": until, "attempt": run.attempts }));
+        let e = self.entry(
+            run,
+            action,
+            json!({ "reason": note, "until": until, "attempt": run.attempts }),
+        );
         self.save(lease, run, vec![e]).await?;
         Ok(Some(Executed::Waiting(until)))
     }
@@ -800,25 +1132,59 @@ impl Pipeline {
                 let wait = retry_after
                     .and_then(|d| Duration::from_std(d).ok())
                     .unwrap_or(Duration::seconds(3));
-                self.wait(lease, run, now + wait, format!("rate limited: {what}"), "run.rate_limited").await
+                self.wait(
+                    lease,
+                    run,
+                    now + wait,
+                    format!("rate limited: {what}"),
+                    "run.rate_limited",
+                )
+                .await
             }
             k if k.outcome_unknown() => {
                 // The call may have been applied: the next attempt reconciles first.
                 let until = now + self.backoff(run.attempts.min(3));
-                self.wait(lease, run, until, format!("outcome unknown, will reconcile: {what}"), "run.outcome_unknown").await
+                self.wait(
+                    lease,
+                    run,
+                    until,
+                    format!("outcome unknown, will reconcile: {what}"),
+                    "run.outcome_unknown",
+                )
+                .await
             }
             ErrorKind::Transient | ErrorKind::Decode { .. } | ErrorKind::OutcomeUnknown => {
                 let until = now + self.backoff(run.attempts);
-                self.wait(lease, run, until, format!("transient: {what}"), "run.retry_scheduled").await
+                self.wait(
+                    lease,
+                    run,
+                    until,
+                    format!("transient: {what}"),
+                    "run.retry_scheduled",
+                )
+                .await
             }
-            ErrorKind::Unauthorized => self.fail(lease, run, format!("Busha refused the grant's token even after a refresh: {what}")).await,
+            ErrorKind::Unauthorized => {
+                self.fail(
+                    lease,
+                    run,
+                    format!("Busha refused the grant's token even after a refresh: {what}"),
+                )
+                .await
+            }
             ErrorKind::InsufficientScope { required } => {
                 let scope = required.clone().unwrap_or_else(|| "a scope".into());
-                self.fail(lease, run, format!("grant {} lacks {scope}: {what}", run.spec.grant)).await
+                self.fail(
+                    lease,
+                    run,
+                    format!("grant {} lacks {scope}: {what}", run.spec.grant),
+                )
+                .await
             }
-            ErrorKind::NotFound | ErrorKind::Validation { .. } | ErrorKind::Rejected { .. } | ErrorKind::InvalidRequest => {
-                self.fail(lease, run, what).await
-            }
+            ErrorKind::NotFound
+            | ErrorKind::Validation { .. }
+            | ErrorKind::Rejected { .. }
+            | ErrorKind::InvalidRequest => self.fail(lease, run, what).await,
         }
     }
 

@@ -17,9 +17,14 @@ pub struct TokenError {
 /// Hands out access tokens per grant alias.
 pub trait TokenSource: Send + Sync {
     /// A token that is valid now (refreshed if near expiry).
-    fn access_token<'a>(&'a self, grant: &'a str) -> BoxFuture<'a, Result<AccessToken, TokenError>>;
+    fn access_token<'a>(&'a self, grant: &'a str)
+    -> BoxFuture<'a, Result<AccessToken, TokenError>>;
     /// Busha answered 401 to `rejected`: refresh once (unless already replaced).
-    fn token_rejected<'a>(&'a self, grant: &'a str, rejected: &'a AccessToken) -> BoxFuture<'a, Result<AccessToken, TokenError>>;
+    fn token_rejected<'a>(
+        &'a self,
+        grant: &'a str,
+        rejected: &'a AccessToken,
+    ) -> BoxFuture<'a, Result<AccessToken, TokenError>>;
 }
 
 /// Fixed tokens by grant alias. A 401 has no cure here.
@@ -37,14 +42,21 @@ impl StaticTokens {
 }
 
 impl TokenSource for StaticTokens {
-    fn access_token<'a>(&'a self, grant: &'a str) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+    fn access_token<'a>(
+        &'a self,
+        grant: &'a str,
+    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
         Box::pin(async move {
             self.0.get(grant).cloned().ok_or_else(|| TokenError {
                 message: format!("no token for grant {grant}"),
             })
         })
     }
-    fn token_rejected<'a>(&'a self, grant: &'a str, _: &'a AccessToken) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+    fn token_rejected<'a>(
+        &'a self,
+        grant: &'a str,
+        _: &'a AccessToken,
+    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
         Box::pin(async move {
             Err(TokenError {
                 message: format!("the token for grant {grant} was refused and cannot be refreshed"),

@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rsa::RsaPrivateKey;
-use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::traits::PublicKeyParts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -45,12 +45,42 @@ fn generate_rsa() -> RsaPrivateKey {
     RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("generate a 2048-bit RSA key")
 }
 
-/// Key generation takes a noticeable time, and tests start many sandboxes: every
-/// sandbox in a process starts from the same key material under its own `kid`.
-/// Rotation always generates fresh material.
+/// The first signing key of every sandbox (PKCS#1 DER, base64), under a fresh `kid`
+/// per sandbox. Generating a 2048-bit key costs about half a second, and every test
+/// process starts its own sandbox; this key only ever signs sandbox tokens, so it is
+/// published here. Rotation always generates fresh material.
+const FIRST_KEY_DER_B64: &str = concat!(
+    "MIIEowIBAAKCAQEAvWBejftxyvf1nlixwkeOksnNUAaGMEfaYGybzEHRTRsRFeVEOHfyxuD2pF6s9xfVSrE2jCCF",
+    "biNx1ksN/8EzBmQeyORzEd7ik0ma5eKZ+vYG/l/OlVqm9iG86bzgGOSVcmovpqVHmNCYjq+F30trsG96YvTjD9MM",
+    "fohNKxPefKV2bBFPULk9PPKC4giJOkK76HV13ljU1m8zJ5PJt3YC+hvcjVz3AD+8sqmuj8WH/3/xG5mM0eF935Vx",
+    "zLdel7d0A3a3kkeaJpGgpas4VAPIRG7EPL9FJSunsXnrT5a6/e2KB4JFrY8ZBUD9y751tslNnBal8T3yL7gsdTKM",
+    "xvVI0wIDAQABAoIBAC9kHPV6Da2F5N0GBCICxz6bqroSj+UoLhGATHLOq8KYeeuZTru05Lf5Vy+mE7HYMIO7GlPx",
+    "1YJM83F1oeC1Z//68StD5Dn+JYRHYLCTxwXjKLfioO+GWo7wvXZe0lPYbD/QK/GPnf2zgeH/McjB9oaWNzHpZ6Mv",
+    "pQpLMMiNddmKHltNUJ+QWOgqkGs8lwpNlDRbasPy/wg8LTQ2VZRAkCR8LP8RF+iAi45F1ZFN7tkP3z6EUwN9bJJU",
+    "oLdU39N9QqMs44tLVsk029CcFMTVA4ud4tkhszhjYijJ/hX1+b/fC3JT9yu92kAR7/FW5iSVTFP5HTXsNL0U1noD",
+    "7g5H6bUCgYEA6NMP3ZevKdkQCj2YC165OBf/bavCssRr5GCi4dE+CsJ6Van/JUGDNCwb6tfeTmoQkEhZXTX92g9M",
+    "F7kx6TYX6lxz2/QeGSOg0O6bpuS8Ctu1EOcRX94THV4j/yD51+hqOYpiRbfQu2/AC5WwesIOd30xJbR2JHyCDDE6",
+    "5PrvbQ0CgYEA0DolNsy3HuTdVaBDiFdDI+1wEz5GEskHSf6eZgFcZz7QZuCmKTHPDYT+m0PHKT2rIDJbZHkA4gc6",
+    "Y78w1pEc8tAoJSB6X9dPezj4fd6r5BQ7wfHXcSit95x4dcdTRTjTCKomvjnctcsSYqn0u4kmzqO9e9HFuZc/B7zg",
+    "22Pg1V8CgYEAtIUhohDAEdRpaWdEglxZhDKnK+OnPHCrrxF2eVyBnFoZ/F2opLxc/JDOvJHPnkECwrw1/d2lC/Qc",
+    "bbB8EHSOqnowovRuedN0F0tKiGaFnm2nwIlIoWpQq86YXnK1BUEBS8gOVjwlrY8B+nl/sk7QZLk+6Bs6FyQquUVa",
+    "grxF8+kCgYBhnIBJehn1z4+6ThCaX13H/8xkGPM8ZySVmVijtMueUqHbOEBsWz8WtVutaU55lMEdrL2PEfJKAt1q",
+    "WPwJ+ai6Yr4O+XSkbQiDWSeTyciGeL2yoy49i7ZRtvX5MGFmt8al7y2OSw2d4v5RZh6lsxuQDs4Kt0GbSL1xYSd/",
+    "cQi6vQKBgF2dzcfXLjO87lIOmyY/5WFeLz/KosbxaV8zyAAFcdBWw47felV42OfdoHu/JdRvGnT/QTQshDzqYGFZ",
+    "fgZJy6zSyGoBSVwS9w4cuocVYJhzA6Elt8dFwRV4JeMcGfEwsJKzribwozLHDy0Ku3xQ5p8stgmDasB7sfCelWz1",
+    "y42M",
+);
+
 fn first_key_material() -> &'static RsaPrivateKey {
     static FIRST: OnceLock<RsaPrivateKey> = OnceLock::new();
-    FIRST.get_or_init(generate_rsa)
+    FIRST.get_or_init(|| {
+        base64::engine::general_purpose::STANDARD
+            .decode(FIRST_KEY_DER_B64)
+            .ok()
+            .and_then(|der| RsaPrivateKey::from_pkcs1_der(&der).ok())
+            // The constant above is a valid key; fall back to a fresh one regardless.
+            .unwrap_or_else(generate_rsa)
+    })
 }
 
 /// The published keys. The newest signs; older ones stay in the JWKS until retired so
@@ -145,5 +175,26 @@ impl KeySet {
 impl Default for KeySet {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_published_first_key_decodes_and_signs_what_it_verifies() {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(FIRST_KEY_DER_B64)
+            .unwrap();
+        assert!(RsaPrivateKey::from_pkcs1_der(&der).is_ok());
+        let keys = KeySet::new();
+        let token = keys.sign(&serde_json::json!({ "iss": "https://sandbox", "sub": "u1" }));
+        let claims: serde_json::Value = keys.verify(&token, "https://sandbox").unwrap();
+        assert_eq!(claims["sub"], "u1");
+        assert!(
+            keys.verify::<serde_json::Value>(&token, "https://other")
+                .is_err()
+        );
     }
 }

@@ -66,10 +66,14 @@ impl Store {
     }
 
     pub async fn get_run(&self, id: &RunId) -> Result<Option<Run>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(self.pool())
+        .await?;
         row.as_ref().map(run_from_row).transpose()
     }
 
@@ -167,11 +171,13 @@ impl Store {
 
     /// Gives the lease back so that the next dispatch need not wait for it to lapse.
     pub async fn release_run(&self, lease: &RunLease) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND fence = $2")
-            .bind(lease.run_id.as_str())
-            .bind(lease.fence)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND fence = $2",
+        )
+        .bind(lease.run_id.as_str())
+        .bind(lease.fence)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
@@ -187,7 +193,10 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| Ok(RunId::parse(&r.try_get::<String, _>(0)?).ok_or_else(|| StoreError::Corrupt("run id".into()))?))
+            .map(|r| {
+                RunId::parse(&r.try_get::<String, _>(0)?)
+                    .ok_or_else(|| StoreError::Corrupt("run id".into()))
+            })
             .collect()
     }
 
@@ -253,7 +262,8 @@ fn spec_json(run: &Run) -> Result<String, StoreError> {
 }
 
 fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("run {what}: {e}"));
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("run {what}: {e}"));
     let id: String = row.try_get(0)?;
     let spec: String = row.try_get(4)?;
     let state: String = row.try_get(5)?;
@@ -272,7 +282,8 @@ fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
         state: state.parse().map_err(|e: String| corrupt("state", &e))?,
         reason: row.try_get(6)?,
         recipient_id: row.try_get(7)?,
-        quote_attempt: u32::try_from(row.try_get::<i64, _>(8)?).map_err(|e| corrupt("quote_attempt", &e))?,
+        quote_attempt: u32::try_from(row.try_get::<i64, _>(8)?)
+            .map_err(|e| corrupt("quote_attempt", &e))?,
         quote,
         transfer_id: row.try_get(10)?,
         transfer_status: row.try_get(11)?,
