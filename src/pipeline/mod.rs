@@ -28,14 +28,36 @@ use crate::clock::Clock;
 use crate::money::Currency;
 use crate::provider::AccessToken;
 use crate::provider::busha::{
-    AccountNumber, BushaClient, Called, Channel, ErrorKind, NewQuote, NewRecipient, PageRequest,
-    PayOut, ProviderError, Quote, QuoteAmount, QuoteStatus, RecipientFilter, RecipientType,
+    AccountNumber, BushaClient, Channel, ErrorKind, NewQuote, NewRecipient, PageRequest, PayOut,
+    ProviderError, Quote, QuoteAmount, QuoteStatus, RecipientFilter, RecipientType,
     ResolveBankAccount, Settlement, SortOrder, Transfer, TransferFilter,
 };
 use crate::runs::{
     Amount, LockedQuote, PendingOp, RecipientSpec, Run, RunId, RunState, mask_account, names_match,
 };
 use crate::store::{RunLease, Store, StoreError};
+
+/// One provider call, with crash points around it and one forced token refresh on a
+/// 401 (a 401 means Busha applied nothing, so the retry is safe). A macro rather than
+/// a generic function so that the futures stay `Send` for the worker's spawned tasks.
+macro_rules! call {
+    ($self:ident, $run:expr, $token:expr, $what:literal, |$t:ident| $body:expr) => {{
+        $self.point(concat!("before ", $what))?;
+        let mut result = {
+            let $t: &AccessToken = &*$token;
+            $body.await
+        };
+        if matches!(&result, Err(e) if *e.kind() == ErrorKind::Unauthorized) {
+            if let Ok(fresh) = $self.tokens.token_rejected(&$run.spec.grant, &*$token).await {
+                *$token = fresh;
+                let $t: &AccessToken = &*$token;
+                result = $body.await;
+            }
+        }
+        $self.point(concat!("after ", $what))?;
+        result
+    }};
+}
 
 /// Knobs of the executor.
 #[derive(Clone, Debug)]
@@ -179,7 +201,11 @@ impl Pipeline {
             .acquire_run(run_id, &owner, now, self.cfg.lease)
             .await?
         else {
-            return Ok(Executed::Busy);
+            // Not leasable: finished (then say so), or another executor holds it.
+            return Ok(match self.store.get_run(run_id).await? {
+                Some(run) if run.state.is_final() => Executed::Finished(run.state),
+                _ => Executed::Busy,
+            });
         };
         let outcome = self.drive(&mut lease, &mut run).await;
         match outcome {
@@ -265,11 +291,9 @@ impl Pipeline {
             .known_recipient(&grant, &bank_code, &account_number)
             .await?
         {
-            let got = self
-                .call(run, token, "GET /v1/recipients/{id}", async |t| {
-                    self.busha.get_recipient(t, &id).await
-                })
-                .await?;
+            let got = call!(self, run, token, "GET /v1/recipients/{id}", |t| self
+                .busha
+                .get_recipient(t, &id));
             match got {
                 Ok(c) if c.value.active => {
                     return self
@@ -289,11 +313,9 @@ impl Pipeline {
             cursor: None,
             limit: Some(100),
         };
-        let found = self
-            .call(run, token, "GET /v1/recipients", async |t| {
-                self.busha.list_recipients(t, &filter).await
-            })
-            .await?;
+        let found = call!(self, run, token, "GET /v1/recipients", |t| self
+            .busha
+            .list_recipients(t, &filter));
         let found = match found {
             Ok(c) => c,
             Err(e) => return self.wait_or_fail(lease, run, e).await,
@@ -327,14 +349,13 @@ impl Pipeline {
             bank_code: Some(bank_code.clone()),
             account_number: AccountNumber::new(account_number.clone()),
         };
-        let resolved = self
-            .call(
-                run,
-                token,
-                "POST /v1/recipients/resolve-bank-account",
-                async |t| self.busha.resolve_bank_account(t, &enquiry).await,
-            )
-            .await?;
+        let resolved = call!(
+            self,
+            run,
+            token,
+            "POST /v1/recipients/resolve-bank-account",
+            |t| self.busha.resolve_bank_account(t, &enquiry)
+        );
         let resolved = match resolved {
             Ok(c) => c,
             Err(e)
@@ -379,11 +400,9 @@ impl Pipeline {
             address: None,
             memo: None,
         };
-        let created = self
-            .call(run, token, "POST /v1/recipients", async |t| {
-                self.busha.create_recipient(t, &new).await
-            })
-            .await?;
+        let created = call!(self, run, token, "POST /v1/recipients", |t| self
+            .busha
+            .create_recipient(t, &new));
         match created {
             Ok(c) => {
                 self.store
@@ -409,11 +428,9 @@ impl Pipeline {
         token: &mut AccessToken,
         id: &str,
     ) -> Step {
-        let got = self
-            .call(run, token, "GET /v1/recipients/{id}", async |t| {
-                self.busha.get_recipient(t, id).await
-            })
-            .await?;
+        let got = call!(self, run, token, "GET /v1/recipients/{id}", |t| self
+            .busha
+            .get_recipient(t, id));
         match got {
             Ok(c) => {
                 let r = &c.value;
@@ -485,8 +502,12 @@ impl Pipeline {
                             return self.quote_locked(lease, run, &q, None, "adopted").await;
                         }
                         QuoteStatus::Pending if fresh => {
+                            let reference = match self.reference_price(run, token).await? {
+                                Ok(p) => p.map(|(price, _)| price),
+                                Err(e) => return self.wait_or_fail(lease, run, e).await,
+                            };
                             return self
-                                .check_quote(lease, run, token, q, None, "adopted")
+                                .check_quote(lease, run, reference, q, None, "adopted")
                                 .await;
                         }
                         _ => {
@@ -523,13 +544,9 @@ impl Pipeline {
             Ok(p) => p,
             Err(e) => return self.wait_or_fail(lease, run, e).await,
         };
-        let balance = self
-            .call(run, token, "GET /v1/balances/{id_or_code}", async |t| {
-                self.busha
-                    .get_balance(t, spec.source_currency.as_str())
-                    .await
-            })
-            .await?;
+        let balance = call!(self, run, token, "GET /v1/balances/{id_or_code}", |t| self
+            .busha
+            .get_balance(t, spec.source_currency.as_str()));
         let available = match balance {
             Ok(c) => c.value.available.amount,
             Err(e) if *e.kind() == ErrorKind::NotFound => Decimal::ZERO,
@@ -578,14 +595,13 @@ impl Pipeline {
             reference: Some(reference),
             pay_out: Some(PayOut::BankTransfer { recipient_id }),
         };
-        let created = self
-            .call(run, token, "POST /v1/quotes", async |t| {
-                self.busha.create_quote(t, &new).await
-            })
-            .await?;
+        let created = call!(self, run, token, "POST /v1/quotes", |t| self
+            .busha
+            .create_quote(t, &new));
         match created {
             Ok(c) => {
-                self.check_quote(lease, run, token, c.value, c.request_id, "locked")
+                let reference = reference_price.map(|(price, _)| price);
+                self.check_quote(lease, run, reference, c.value, c.request_id, "locked")
                     .await
             }
             Err(e) => self.wait_or_fail(lease, run, e).await,
@@ -597,7 +613,7 @@ impl Pipeline {
         &self,
         lease: &mut RunLease,
         run: &mut Run,
-        token: &mut AccessToken,
+        reference: Option<Decimal>,
         q: Quote,
         request_id: Option<String>,
         how: &str,
@@ -619,10 +635,6 @@ impl Pipeline {
             return Ok(Some(Executed::Finished(RunState::NeedsHuman)));
         }
         let fees = fees_in(&q, &run.spec.source_currency);
-        let reference = match self.reference_price(run, token).await? {
-            Ok(p) => p.map(|(price, _)| price),
-            Err(_) => None,
-        };
         let verdict = run
             .spec
             .guard
@@ -712,11 +724,9 @@ impl Pipeline {
                 limit: Some(100),
                 sort: Some(SortOrder::Desc),
             };
-            let got = self
-                .call(run, token, "GET /v1/quotes", async |t| {
-                    self.busha.list_quotes(t, &page).await
-                })
-                .await?;
+            let got = call!(self, run, token, "GET /v1/quotes", |t| self
+                .busha
+                .list_quotes(t, &page));
             let page = match got {
                 Ok(c) => c.value,
                 Err(e) => return Ok(Err(e)),
@@ -751,11 +761,9 @@ impl Pipeline {
         if src == tgt {
             return Ok(Ok(Some((Decimal::ONE, true))));
         }
-        let pairs = self
-            .call(run, token, "GET /v1/pairs", async |t| {
-                self.busha.list_pairs(Some(t), None, None).await
-            })
-            .await?;
+        let pairs = call!(self, run, token, "GET /v1/pairs", |t| self
+            .busha
+            .list_pairs(Some(t), None, None));
         let pairs = match pairs {
             Ok(c) => c.value,
             Err(e) => return Ok(Err(e)),
@@ -824,11 +832,9 @@ impl Pipeline {
             json!({ "quote_id": quote.id, "expires_at": quote.expires_at }),
         );
         self.save(lease, run, vec![intent]).await?;
-        let created = self
-            .call(run, token, "POST /v1/transfers", async |t| {
-                self.busha.create_transfer(t, &quote.id).await
-            })
-            .await?;
+        let created = call!(self, run, token, "POST /v1/transfers", |t| self
+            .busha
+            .create_transfer(t, &quote.id));
         match created {
             Ok(c) => {
                 self.transfer_submitted(lease, run, &c.value, c.request_id, "created")
@@ -852,11 +858,9 @@ impl Pipeline {
                     Ok(None) => {}
                     Err(_) => return self.wait_or_fail(lease, run, e).await,
                 }
-                let q = self
-                    .call(run, token, "GET /v1/quotes/{id}", async |t| {
-                        self.busha.get_quote(t, &quote.id).await
-                    })
-                    .await?;
+                let q = call!(self, run, token, "GET /v1/quotes/{id}", |t| self
+                    .busha
+                    .get_quote(t, &quote.id));
                 let stale = match &q {
                     Ok(c) => {
                         c.value.status != QuoteStatus::Pending
@@ -925,11 +929,9 @@ impl Pipeline {
             cursor: None,
             limit: Some(10),
         };
-        let got = self
-            .call(run, token, "GET /v1/transfers", async |t| {
-                self.busha.list_transfers(t, &filter).await
-            })
-            .await?;
+        let got = call!(self, run, token, "GET /v1/transfers", |t| self
+            .busha
+            .list_transfers(t, &filter));
         Ok(got.map(|c| {
             if c.value.items.len() > 1 {
                 tracing::error!(run = %run.id, quote = quote_id, count = c.value.items.len(), "more than one transfer for one quote");
@@ -973,11 +975,9 @@ impl Pipeline {
             self.save(lease, run, vec![e]).await?;
             return Ok(None);
         };
-        let got = self
-            .call(run, token, "GET /v1/transfers/{id}", async |t| {
-                self.busha.get_transfer(t, &id).await
-            })
-            .await?;
+        let got = call!(self, run, token, "GET /v1/transfers/{id}", |t| self
+            .busha
+            .get_transfer(t, &id));
         let c = match got {
             Ok(c) => c,
             Err(e) => {
@@ -1036,27 +1036,6 @@ impl Pipeline {
     }
 
     // ------------------------------------------------------------------ plumbing
-
-    /// One provider call, with crash points around it and one forced token refresh
-    /// on a 401 (a 401 means Busha applied nothing, so the retry is safe).
-    async fn call<T>(
-        &self,
-        run: &Run,
-        token: &mut AccessToken,
-        what: &'static str,
-        f: impl AsyncFn(&AccessToken) -> Result<Called<T>, ProviderError>,
-    ) -> Result<Result<Called<T>, ProviderError>, Stop> {
-        self.point(&format!("before {what}"))?;
-        let mut result = f(token).await;
-        if matches!(&result, Err(e) if *e.kind() == ErrorKind::Unauthorized) {
-            if let Ok(fresh) = self.tokens.token_rejected(&run.spec.grant, token).await {
-                *token = fresh;
-                result = f(token).await;
-            }
-        }
-        self.point(&format!("after {what}"))?;
-        Ok(result)
-    }
 
     /// Persists the run and its audit entries under the lease, with crash points.
     async fn save(

@@ -3,6 +3,7 @@
 mod backends;
 mod client;
 mod conformance;
+mod pipeline;
 mod sandbox_api;
 mod sandbox_oauth;
 mod store_audit;
