@@ -10,6 +10,7 @@
 //! instead of failing on a lock upgrade.
 
 mod audit;
+mod grants;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
 pub use audit::AuditExport;
+pub use grants::{AuthorizationRow, ConnectedGrantRow, GrantRow, Resealed, SealedTokens};
 
 /// A write transaction on the store.
 pub type Tx = sqlx::Transaction<'static, Any>;

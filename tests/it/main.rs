@@ -2,4 +2,7 @@
 
 mod backends;
 mod client;
+mod connect;
+mod grants;
+mod grants_harness;
 mod store_audit;
