@@ -370,8 +370,33 @@ impl Custodian {
         if let Some(token) = self.satisfies(&row, &want)? {
             return Ok(token);
         }
-        let lock = self.lock_for(grant_id);
-        let _serial = lock.lock().await;
+        let serial = self.lock_for(grant_id).lock_owned().await;
+        // The refresh runs in a task of its own, holding the per-grant lock, so that a
+        // caller who gives up (a timeout, a dropped request) cannot cancel it midway:
+        // once the request is sent Busha may have rotated the pair, which must then be
+        // stored, and a cancelled holder would leave our own lease re-enterable with a
+        // spent refresh token.
+        let this = self.clone();
+        let id = grant_id.to_string();
+        let task = tokio::spawn(async move {
+            let _serial = serial;
+            this.obtain_serialised(&id, want).await
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(GrantError::Transient {
+                alias: grant_id.to_string(),
+                reason: format!("the refresh task failed: {e}"),
+            }),
+        }
+    }
+
+    /// [`Custodian::obtain`] once this process's lock for the grant is held.
+    async fn obtain_serialised(
+        &self,
+        grant_id: &str,
+        want: Want,
+    ) -> Result<AccessToken, GrantError> {
         let lease = match self
             .lease_or(grant_id, |row| self.satisfies(row, &want))
             .await?

@@ -5,4 +5,5 @@ mod client;
 mod connect;
 mod grants;
 mod grants_harness;
+mod grants_logs;
 mod store_audit;
