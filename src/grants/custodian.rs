@@ -48,8 +48,9 @@ pub struct CustodyConfig {
     pub refresh_margin: Duration,
     /// How long a refresh lease lasts (default 60 s): more than two token calls.
     pub lease: Duration,
-    /// The token call's timeout, as configured on the OAuth client (default 15 s). A
-    /// call never starts with less lease left than this.
+    /// The token call's timeout (default 15 s). A call never starts with less lease
+    /// left than this. [`Custodian::new`] raises it to the OAuth client's own timeout,
+    /// and the lease to more than two such calls plus the margin, if they fall short.
     pub token_call_timeout: Duration,
     /// Assumed lifetime when Busha omits `expires_in` (default 1 h).
     pub default_lifetime: Duration,
@@ -171,8 +172,15 @@ impl Custodian {
         keys: Arc<Keyring>,
         oauth: Arc<BushaOAuth>,
         clock: Clock,
-        config: CustodyConfig,
+        mut config: CustodyConfig,
     ) -> Custodian {
+        // The lease must outlive the token call and its one retry, so that a holder can
+        // never still be waiting on Busha after its lease lapsed.
+        let call = Duration::from_std(oauth.timeout()).unwrap_or(Duration::seconds(15));
+        config.token_call_timeout = config.token_call_timeout.max(call);
+        config.lease = config
+            .lease
+            .max(config.token_call_timeout * 2 + Duration::seconds(10));
         let owner = format!(
             "worker:{}-{}",
             std::process::id(),

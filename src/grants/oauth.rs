@@ -158,6 +158,7 @@ pub struct BushaOAuth {
     client_id: String,
     client_secret: Secret,
     revocation: RevocationUrl,
+    timeout: Duration,
     issuer: String,
     clock: Clock,
 }
@@ -222,9 +223,15 @@ impl BushaOAuth {
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
             revocation,
+            timeout: settings.timeout,
             issuer,
             clock,
         })
+    }
+
+    /// The whole-call timeout of every request to the issuer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The pinned issuer, as discovery returned it.

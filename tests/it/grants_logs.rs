@@ -29,9 +29,9 @@ impl Write for Capture {
     }
 }
 
-/// Settings naming the world's sandbox and store, as `config/treasury.toml` would.
-pub fn settings_for(w: &World) -> Settings {
-    let text = format!(
+/// A config file naming the world's sandbox and store, as `config/treasury.toml` would.
+pub fn settings_text(w: &World) -> String {
+    format!(
         r#"
 [store]
 url = "{store}"
@@ -56,8 +56,11 @@ scopes = ["balances:read"]
         issuer = w.sb.issuer(),
         client = crate::grants_harness::CLIENT_ID,
         redirect = w.redirect_uri,
-    );
-    Settings::parse(Path::new("test.toml"), &text).unwrap()
+    )
+}
+
+fn settings_for(w: &World) -> Settings {
+    Settings::parse(Path::new("test.toml"), &settings_text(w)).unwrap()
 }
 
 async fn cli_output(w: &World, command: GrantsCommand) -> String {

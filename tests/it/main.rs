@@ -4,6 +4,7 @@ mod backends;
 mod client;
 mod connect;
 mod grants;
+mod grants_cli;
 mod grants_harness;
 mod grants_logs;
 mod store_audit;
