@@ -15,11 +15,13 @@ use openidconnect::core::{
     CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
     CoreResponseType, CoreSubjectIdentifierType,
 };
+use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet};
 use openidconnect::{
-    AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpClientError, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
-    RequestTokenError, RevocationUrl, Scope, TokenResponse,
+    AdditionalProviderMetadata, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpClientError, IssuerUrl,
+    JsonWebKeySetUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    ProviderMetadata, RedirectUrl, RequestTokenError, RevocationUrl, Scope,
+    SignatureVerificationError, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -160,6 +162,11 @@ pub struct BushaOAuth {
     revocation: RevocationUrl,
     timeout: Duration,
     issuer: String,
+    issuer_url: IssuerUrl,
+    jwks_uri: JsonWebKeySetUrl,
+    /// Busha's signing keys, fetched at discovery and again when a token names a key
+    /// we do not have (Busha rotated its keys).
+    jwks: parking_lot::RwLock<CoreJsonWebKeySet>,
     clock: Clock,
 }
 
@@ -199,6 +206,9 @@ impl BushaOAuth {
                 )
             })?;
         let issuer = metadata.issuer().as_str().to_string();
+        let issuer_url = metadata.issuer().clone();
+        let jwks_uri = metadata.jwks_uri().clone();
+        let jwks = metadata.jwks().clone();
         // Busha documents `/oauth2/revoke` on the issuer; discovery may name it too.
         let revocation = metadata
             .additional_metadata()
@@ -224,6 +234,9 @@ impl BushaOAuth {
             client_secret: settings.client_secret.clone(),
             revocation,
             timeout: settings.timeout,
+            issuer_url,
+            jwks_uri,
+            jwks: parking_lot::RwLock::new(jwks),
             issuer,
             clock,
         })
@@ -307,16 +320,45 @@ impl BushaOAuth {
         let id_token = response.id_token().ok_or_else(|| {
             ExchangeError::IdToken("the token response carries no id_token".into())
         })?;
-        let clock = self.clock.clone();
-        let verifier = self
-            .client
-            .id_token_verifier()
-            .set_time_fn(move || clock.now().with_timezone(&Utc));
-        let claims = id_token
-            .claims(&verifier, nonce)
-            .map_err(|e| ExchangeError::IdToken(e.to_string()))?;
-        let subject = claims.subject().as_str().to_string();
+        let subject = match self.verify_id_token(id_token, nonce) {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => {
+                // A key we have not seen: Busha rotated its keys. Fetch them once more.
+                let fresh = CoreJsonWebKeySet::fetch_async(&self.jwks_uri, &self.http)
+                    .await
+                    .map_err(|e| {
+                        ExchangeError::IdToken(format!(
+                            "it is signed with an unknown key and the JWKS could not be fetched again: {}",
+                            chain(&e)
+                        ))
+                    })?;
+                *self.jwks.write() = fresh;
+                self.verify_id_token(id_token, nonce)
+            }
+            other => other,
+        }
+        .map_err(|e| ExchangeError::IdToken(chain(&e)))?;
         Ok((token_set(&response), subject))
+    }
+
+    /// Verifies signature (JWKS), `iss`, `aud`, `exp` (on our clock) and `nonce`;
+    /// returns the subject.
+    fn verify_id_token(
+        &self,
+        id_token: &CoreIdToken,
+        nonce: &Nonce,
+    ) -> Result<String, ClaimsVerificationError> {
+        let clock = self.clock.clone();
+        let verifier = CoreIdTokenVerifier::new_confidential_client(
+            ClientId::new(self.client_id.clone()),
+            ClientSecret::new(self.client_secret.expose().to_string()),
+            self.issuer_url.clone(),
+            self.jwks.read().clone(),
+        )
+        .set_time_fn(move || clock.now().with_timezone(&Utc));
+        let claims = id_token.claims(&verifier, nonce)?;
+        Ok(claims.subject().as_str().to_string())
     }
 
     /// Presents `refresh_token` once. Never retries: the caller decides.

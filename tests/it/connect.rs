@@ -444,3 +444,42 @@ async fn reconnecting_a_disconnected_grant_keeps_its_id_and_makes_it_usable_agai
     assert_eq!(last.payload["reconnected"], true);
     assert_eq!(last.payload["previous_status"], "disconnected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_without_our_nonce_is_refused_and_nothing_stored() {
+    let w = World::start(TestStore::sqlite().await).await;
+    let connector = w.connector();
+    let started = connector.begin(ALIAS).await.unwrap();
+    let callback = Browser::new().follow_auto_consent(&started.url).await;
+    // The nonce we expect is no longer the one Busha put in the id_token.
+    let pool = sqlx::AnyPool::connect(&w.ts.url).await.unwrap();
+    sqlx::query("UPDATE grant_authorizations SET nonce = 'a-different-nonce-0123456789'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let err = connector
+        .complete(&crate::grants_harness::callback_params(&callback), "test")
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ConnectError::Exchange(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("id_token failed verification") && text.contains("nonce"),
+        "{text}"
+    );
+    assert_nothing_stored(&w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_verifies_id_tokens_signed_with_a_key_busha_rotated_in_after_startup() {
+    let w = World::start(TestStore::sqlite().await).await;
+    // Busha rotates its signing keys and retires the one we fetched at discovery.
+    w.sb.rotate_keys(true);
+
+    let grant = w.connect().await;
+
+    assert_eq!(grant.subject, w.user.id);
+}
