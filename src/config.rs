@@ -1,7 +1,7 @@
 //! Worker settings: `config/treasury.toml`, parsed at the edge into typed values.
 //!
 //! The file holds no secret. Secrets come only from the environment
-//! ([`Secrets::from_env`]): the Busha client secret, the operator token and the master
+//! ([`secret_from_env`]): the Busha client secret, the operator token and the master
 //! key (read by `grants::crypto`). Unknown keys are refused with `file:line:col`.
 
 use std::collections::BTreeSet;

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use connect::{CallbackParams, ConnectError, Connected, Connector};
 pub use crypto::{CryptoError, Keyring, MasterKeyError, RefreshToken};
-pub use custodian::{Custodian, CustodyConfig};
+pub use custodian::{Custodian, CustodyConfig, RekeyReport, Usability, rekey, usability};
 pub use oauth::{BushaOAuth, OAuthSettings};
 
 use crate::store::{GrantRow, StoreError};
