@@ -33,6 +33,8 @@ on_both_backends!(
     force_refresh_does_not_refresh_again_once_the_rejected_token_was_replaced,
     revoke_ends_the_family_at_busha_wipes_the_tokens_and_audits,
     a_stale_lease_holder_writes_nothing,
+    a_5xx_is_an_unknown_outcome_retried_once_and_twice_leaves_the_grant_active,
+    an_unreachable_token_endpoint_is_transient_and_leaves_the_grant_active,
 );
 
 async fn audit_actions(w: &World) -> Vec<(String, serde_json::Value)> {
@@ -636,4 +638,58 @@ async fn a_rotated_pair_that_cannot_be_stored_marks_the_grant_lost_critically() 
             .iter()
             .any(|(a, p)| a == "grant.lost" && p["critical"] == true)
     );
+}
+
+async fn a_5xx_is_an_unknown_outcome_retried_once_and_twice_leaves_the_grant_active(ts: TestStore) {
+    // Arrange: the token endpoint answers 503 once (nothing applied).
+    let w = World::start(ts).await;
+    let grant = w.connect().await;
+    let custodian = w.custodian();
+    w.sb.add_fault(Fault::new("POST /oauth2/token", FaultKind::ServerError(503)).times(1));
+    w.advance(Duration::hours(1));
+
+    // Act / Assert: one retry, which succeeds.
+    let token = custodian.access_token(&grant.id).await.unwrap();
+    assert!(w.token_works(&token).await);
+    assert_eq!((w.token_requests(), w.refreshes()), (3, 1));
+
+    // Two 503s in a row: no third attempt, a transient error, the grant untouched.
+    w.sb.add_fault(Fault::new("POST /oauth2/token", FaultKind::ServerError(503)).times(2));
+    w.advance(Duration::hours(1));
+    let err = custodian.access_token(&grant.id).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("one retry"), "{err}");
+    assert_eq!(w.token_requests(), 5);
+    let g = custodian.grant_by_alias(ALIAS).await.unwrap().unwrap();
+    assert_eq!(g.status, GrantStatus::Active);
+    assert_eq!(
+        w.store()
+            .grant(&grant.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .lease_owner,
+        None
+    );
+
+    // The kept refresh token still works on the next call.
+    let token = custodian.access_token(&grant.id).await.unwrap();
+    assert!(w.token_works(&token).await);
+    assert_eq!(w.replays_or_revocations(), 0);
+}
+
+async fn an_unreachable_token_endpoint_is_transient_and_leaves_the_grant_active(ts: TestStore) {
+    let w = World::start(ts).await;
+    let grant = w.connect().await;
+    let custodian = w.custodian();
+    w.sb.shutdown().await;
+    w.advance(Duration::hours(1));
+
+    let err = custodian.access_token(&grant.id).await.unwrap_err();
+
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("nothing was sent"), "{err}");
+    let g = custodian.grant_by_alias(ALIAS).await.unwrap().unwrap();
+    assert_eq!(g.status, GrantStatus::Active);
+    assert!(g.has_refresh_token);
 }
