@@ -1,14 +1,67 @@
 //! `treasury`: the worker and its operator CLI.
+//!
+//! Thin on purpose: parse the CLI, set up tracing, build a runtime, pass a shutdown
+//! token wired to SIGINT/SIGTERM, and run. Everything else lives in the library.
+
+use std::process::ExitCode;
 
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+use treasury::cli::{self, Cli};
+use treasury::clock::Clock;
 
-/// Automates treasury transfers on Busha: scheduled payouts and sweeps, exactly once,
-/// with an audit trail.
-#[derive(Parser, Debug)]
-#[command(name = "treasury", version)]
-struct Cli {}
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signal(shutdown.clone()));
+        let mut out = std::io::stdout();
+        match cli::run(cli, Clock::system(), shutdown, &mut out).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    println!("treasury: no command yet; see `treasury --help`");
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    shutdown.cancel();
 }

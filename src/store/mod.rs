@@ -10,6 +10,7 @@
 //! instead of failing on a lock upgrade.
 
 mod audit;
+mod grants;
 mod runs;
 
 use std::str::FromStr;
@@ -19,6 +20,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
 pub use audit::AuditExport;
+pub use grants::{AuthorizationRow, ConnectedGrantRow, GrantRow, Resealed, SealedTokens};
 pub use runs::{RunFilter, RunLease};
 
 /// A write transaction on the store.

@@ -3,6 +3,11 @@
 mod backends;
 mod client;
 mod conformance;
+mod connect;
+mod grants;
+mod grants_cli;
+mod grants_harness;
+mod grants_logs;
 mod pipeline;
 mod sandbox_api;
 mod sandbox_oauth;

@@ -1,0 +1,428 @@
+//! The operator CLI (clap): `serve`, `connect <alias>`, and
+//! `grants list|show|refresh|revoke|rekey`.
+//!
+//! Commands write to a caller-supplied writer so that tests run them in-process. No
+//! output, of any command, contains a token.
+
+pub mod connect;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{self, CLIENT_SECRET_ENV, OPERATOR_TOKEN_ENV, Settings, secret_from_env};
+use crate::grants::custodian::{RekeyReport, rekey};
+use crate::grants::{
+    BushaOAuth, Connector, Custodian, CustodyConfig, Grant, GrantStatus, Keyring, OAuthSettings,
+};
+use crate::store::Store;
+
+/// Automates treasury transfers on Busha: scheduled payouts and sweeps, exactly once,
+/// with an audit trail.
+#[derive(Parser, Debug)]
+#[command(name = "treasury", version)]
+pub struct Cli {
+    /// The worker's config file.
+    #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the worker's HTTP server (OAuth connect and callback) until SIGINT/SIGTERM.
+    Serve,
+    /// Connect a customer's Busha account to a declared grant alias, in a browser.
+    Connect {
+        alias: String,
+        /// Print the URL only; do not try to open a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Inspect and manage stored grants.
+    Grants {
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantsCommand {
+    /// Every declared or stored grant; disconnected ones first and loudly.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One grant in full (never its tokens).
+    Show {
+        alias: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refresh a grant's tokens now.
+    Refresh { alias: String },
+    /// Revoke a grant at Busha and mark it revoked.
+    Revoke { alias: String },
+    /// Re-encrypt every grant under the newest TREASURY_MASTER_KEY version.
+    Rekey {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A command that failed, with a message for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+impl CliError {
+    fn from<E: std::fmt::Display>(e: E) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+/// Runs one command. `shutdown` ends `serve` (and an unfinished `connect`).
+pub async fn run(
+    cli: Cli,
+    clock: Clock,
+    shutdown: CancellationToken,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let settings = Settings::load(&cli.config).map_err(CliError::from)?;
+    let store = Store::connect(&settings.store.url)
+        .await
+        .map_err(CliError::from)?;
+    let ctx = Context {
+        settings,
+        store,
+        clock,
+    };
+    match cli.command {
+        Command::Serve => ctx.serve(shutdown).await,
+        Command::Connect { alias, no_browser } => {
+            let connector = ctx.connector().await?;
+            let listener = connect::bind_redirect(&ctx.settings.busha.redirect_uri).await?;
+            let opener: &connect::Opener = if no_browser {
+                &|_| {}
+            } else {
+                &connect::open_browser
+            };
+            connect::connect(
+                &connector,
+                &alias,
+                listener,
+                &ctx.settings.busha.redirect_uri,
+                opener,
+                shutdown,
+                out,
+            )
+            .await
+            .map(|_| ())
+            .map_err(CliError::from)
+        }
+        Command::Grants { command } => ctx.grants(command, out).await,
+    }
+}
+
+/// What every command starts from.
+pub struct Context {
+    pub settings: Settings,
+    pub store: Store,
+    pub clock: Clock,
+}
+
+impl Context {
+    fn keys(&self) -> Result<Arc<Keyring>, CliError> {
+        Keyring::from_env().map(Arc::new).map_err(CliError::from)
+    }
+
+    async fn oauth(&self) -> Result<Arc<BushaOAuth>, CliError> {
+        let secret = secret_from_env(CLIENT_SECRET_ENV, "the Busha OAuth client secret")
+            .map_err(CliError::from)?;
+        let b = &self.settings.busha;
+        let settings = OAuthSettings::new(
+            b.issuer_url.clone(),
+            &b.client_id,
+            secret,
+            b.redirect_uri.clone(),
+        );
+        BushaOAuth::discover(&settings, self.clock.clone())
+            .await
+            .map(Arc::new)
+            .map_err(CliError)
+    }
+
+    /// A connector from the environment's keys and the discovered issuer.
+    pub async fn connector(&self) -> Result<Connector, CliError> {
+        let keys = self.keys()?;
+        let oauth = self.oauth().await?;
+        Ok(Connector::new(
+            self.store.clone(),
+            keys,
+            oauth,
+            self.clock.clone(),
+            self.settings.grants.clone(),
+        ))
+    }
+
+    async fn custodian(&self) -> Result<Custodian, CliError> {
+        let keys = self.keys()?;
+        let oauth = self.oauth().await?;
+        Ok(Custodian::new(
+            self.store.clone(),
+            keys,
+            oauth,
+            self.clock.clone(),
+            CustodyConfig::default(),
+        ))
+    }
+
+    async fn serve(&self, shutdown: CancellationToken) -> Result<(), CliError> {
+        let operator =
+            secret_from_env(OPERATOR_TOKEN_ENV, "the operator token for the HTTP routes")
+                .map_err(CliError::from)?;
+        let connector = self.connector().await?;
+        let listen = self.settings.http.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| CliError(format!("cannot listen on {listen}: {e}")))?;
+        if !listen.ip().is_loopback() {
+            tracing::warn!(%listen, "the HTTP server listens beyond localhost; put TLS in front of it");
+        }
+        tracing::info!(%listen, "HTTP server listening");
+        let router = crate::http::router(crate::http::AppState {
+            connector,
+            operator_token: Arc::new(operator),
+        });
+        crate::http::serve(listener, router, shutdown)
+            .await
+            .map_err(|e| CliError(format!("the HTTP server stopped: {e}")))
+    }
+
+    async fn grant_named(&self, alias: &str) -> Result<Grant, CliError> {
+        let row = self
+            .store
+            .grant_by_alias("busha", alias)
+            .await
+            .map_err(CliError::from)?
+            .ok_or_else(|| {
+                let hint = if self.settings.grant(alias).is_some() {
+                    format!("; connect it with `treasury connect {alias}`")
+                } else {
+                    " and no such alias is declared in the config".to_string()
+                };
+                CliError(format!("grant {alias} is not connected{hint}"))
+            })?;
+        Grant::from_row(&row).map_err(CliError::from)
+    }
+
+    /// Runs one `grants` subcommand.
+    pub async fn grants(
+        &self,
+        command: GrantsCommand,
+        out: &mut (dyn Write + Send),
+    ) -> Result<(), CliError> {
+        let io = |e: std::io::Error| CliError(format!("cannot write output: {e}"));
+        match command {
+            GrantsCommand::List { json } => {
+                let rows = self.store.grants().await.map_err(CliError::from)?;
+                let mut grants: Vec<Grant> = rows
+                    .iter()
+                    .map(Grant::from_row)
+                    .collect::<Result<_, _>>()
+                    .map_err(CliError::from)?;
+                // Unusable grants first: they are what an operator must act on.
+                grants.sort_by_key(|g| (g.status.is_usable(), g.alias.clone()));
+                let missing: Vec<&config::GrantSpec> = self
+                    .settings
+                    .grants
+                    .iter()
+                    .filter(|s| {
+                        !grants
+                            .iter()
+                            .any(|g| g.alias == s.alias && g.provider == s.provider)
+                    })
+                    .collect();
+                if json {
+                    let mut items: Vec<serde_json::Value> = grants
+                        .iter()
+                        .map(|g| {
+                            let mut v = serde_json::to_value(g).unwrap_or_default();
+                            v["usable"] = g.status.is_usable().into();
+                            v
+                        })
+                        .collect();
+                    items.extend(missing.iter().map(|s| {
+                        serde_json::json!({"alias": s.alias, "provider": s.provider, "status": "not_connected", "usable": false})
+                    }));
+                    writeln!(out, "{}", serde_json::Value::Array(items)).map_err(io)?;
+                    return Ok(());
+                }
+                write_list(out, &grants, &missing).map_err(io)
+            }
+            GrantsCommand::Show { alias, json } => {
+                let g = self.grant_named(&alias).await?;
+                if json {
+                    let mut v = serde_json::to_value(&g).unwrap_or_default();
+                    v["usable"] = g.status.is_usable().into();
+                    writeln!(out, "{v}").map_err(io)?;
+                } else {
+                    write_show(out, &g).map_err(io)?;
+                }
+                Ok(())
+            }
+            GrantsCommand::Refresh { alias } => {
+                let g = self.grant_named(&alias).await?;
+                let custodian = self.custodian().await?;
+                custodian.refresh_now(&g.id).await.map_err(CliError::from)?;
+                let g = self.grant_named(&alias).await?;
+                writeln!(
+                    out,
+                    "refreshed {alias}: the access token is valid until {}",
+                    g.access_expires_at.to_rfc3339()
+                )
+                .map_err(io)
+            }
+            GrantsCommand::Revoke { alias } => {
+                let g = self.grant_named(&alias).await?;
+                let custodian = self.custodian().await?;
+                let g = custodian
+                    .revoke(&g.id, "operator:cli")
+                    .await
+                    .map_err(CliError::from)?;
+                writeln!(
+                    out,
+                    "revoked {alias} (status {}); jobs using it are held until `treasury connect {alias}`",
+                    g.status.as_str()
+                )
+                .map_err(io)
+            }
+            GrantsCommand::Rekey { json } => {
+                let keys = self.keys()?;
+                let report = rekey(&self.store, &keys, &self.clock, "operator:cli")
+                    .await
+                    .map_err(CliError::from)?;
+                if json {
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::to_string(&report).unwrap_or_default()
+                    )
+                    .map_err(io)
+                } else {
+                    write_rekey(out, &report).map_err(io)
+                }
+            }
+        }
+    }
+}
+
+fn write_list(
+    out: &mut (dyn Write + Send),
+    grants: &[Grant],
+    missing: &[&config::GrantSpec],
+) -> std::io::Result<()> {
+    let held: Vec<&Grant> = grants.iter().filter(|g| !g.status.is_usable()).collect();
+    for g in &held {
+        writeln!(
+            out,
+            "!! {} {}: {} -- its jobs are held; reconnect with `treasury connect {}`",
+            g.status.as_str().to_uppercase(),
+            g.alias,
+            g.status_reason.as_deref().unwrap_or("no reason recorded"),
+            g.alias
+        )?;
+    }
+    if !held.is_empty() {
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "{:<20} {:<8} {:<14} {:<38} {:<26} SCOPES",
+        "ALIAS", "PROVIDER", "STATUS", "SUBJECT", "ACCESS TOKEN EXPIRES"
+    )?;
+    for g in grants {
+        let status = match g.status {
+            GrantStatus::Active => "active".to_string(),
+            other => format!("{}!", other.as_str().to_uppercase()),
+        };
+        writeln!(
+            out,
+            "{:<20} {:<8} {:<14} {:<38} {:<26} {}",
+            g.alias,
+            g.provider,
+            status,
+            g.subject,
+            g.access_expires_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            g.scopes.join(" ")
+        )?;
+    }
+    for s in missing {
+        writeln!(
+            out,
+            "{:<20} {:<8} {:<14} (declared; run `treasury connect {}`)",
+            s.alias, s.provider, "not connected", s.alias
+        )?;
+    }
+    Ok(())
+}
+
+fn write_show(out: &mut (dyn Write + Send), g: &Grant) -> std::io::Result<()> {
+    let opt =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("-".to_string(), |t| t.to_rfc3339());
+    writeln!(out, "alias:          {}", g.alias)?;
+    writeln!(out, "id:             {}", g.id)?;
+    writeln!(out, "provider:       {}", g.provider)?;
+    writeln!(out, "subject:        {}", g.subject)?;
+    writeln!(
+        out,
+        "status:         {}{}",
+        g.status.as_str(),
+        if g.status.is_usable() {
+            ""
+        } else {
+            "  (NOT USABLE: jobs are held)"
+        }
+    )?;
+    if let Some(r) = &g.status_reason {
+        writeln!(out, "reason:         {r}")?;
+    }
+    writeln!(out, "scopes:         {}", g.scopes.join(" "))?;
+    writeln!(out, "access expires: {}", g.access_expires_at.to_rfc3339())?;
+    writeln!(
+        out,
+        "refresh token:  {}",
+        if g.has_refresh_token {
+            "held (encrypted)"
+        } else {
+            "none"
+        }
+    )?;
+    writeln!(out, "key version:    v{}", g.key_version)?;
+    writeln!(out, "connected at:   {}", g.connected_at.to_rfc3339())?;
+    writeln!(out, "refreshed at:   {}", opt(g.refreshed_at))?;
+    writeln!(out, "updated at:     {}", g.updated_at.to_rfc3339())
+}
+
+fn write_rekey(out: &mut (dyn Write + Send), r: &RekeyReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "re-encrypted {} grant(s) under master key v{}; {} already current",
+        r.rekeyed.len(),
+        r.newest_version,
+        r.already_current.len()
+    )?;
+    if !r.busy.is_empty() {
+        writeln!(
+            out,
+            "busy (refreshing; run rekey again): {}",
+            r.busy.join(", ")
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,996 @@
+//! Token custody: the one place that hands out access tokens and refreshes them
+//! (invariant 6).
+//!
+//! Busha rotates refresh tokens on every use and revokes the whole family when an old
+//! one is replayed, so at most one refresh per grant may be in flight anywhere:
+//!
+//! 1. In a process, callers of one grant queue on a per-grant async mutex and re-read
+//!    the store once they hold it: the first refreshes, the rest find the new token.
+//! 2. Across processes, the refresher holds a lease in the store, taken with one
+//!    conditional UPDATE that also bumps the grant's fence. It re-reads the tokens
+//!    under the lease (another process may have refreshed), calls the token endpoint,
+//!    and writes the new pair with `WHERE fence = <mine>` before anyone sees it: a
+//!    holder whose lease lapsed writes nothing. Waiters poll until the lease is
+//!    released and read again.
+//! 3. The lease outlives two token calls (the call and its one retry), and a call
+//!    never starts with less lease left than its timeout: the lease is renewed first.
+//!
+//! Refresh outcomes: `invalid_grant` → re-read, then `disconnected` with an audit
+//! entry; unknown outcome → exactly one retry with the same refresh token; nothing
+//! sent → transient; a pair Busha rotated that we could not store → `lost`, audited as
+//! critical.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use super::crypto::{Keyring, Owner, RefreshToken};
+use super::oauth::{BushaOAuth, RefreshFailure, TokenSet};
+use super::{Grant, GrantError, GrantStatus};
+use crate::audit::NewAuditEntry;
+use crate::clock::Clock;
+use crate::provider::AccessToken;
+use crate::provider::busha::{ErrorKind, ProviderError};
+use crate::store::{GrantRow, Resealed, SealedTokens, Store, StoreError};
+
+/// Field names: part of each ciphertext's associated data.
+pub(crate) const ACCESS_FIELD: &str = "access_token";
+pub(crate) const REFRESH_FIELD: &str = "refresh_token";
+
+/// Timings of custody.
+#[derive(Clone, Debug)]
+pub struct CustodyConfig {
+    /// Refresh when the access token expires within this margin (default 5 min).
+    pub refresh_margin: Duration,
+    /// How long a refresh lease lasts (default 60 s): more than two token calls.
+    pub lease: Duration,
+    /// The token call's timeout (default 15 s). A call never starts with less lease
+    /// left than this. [`Custodian::new`] raises it to the OAuth client's own timeout,
+    /// and the lease to more than two such calls plus the margin, if they fall short.
+    pub token_call_timeout: Duration,
+    /// Assumed lifetime when Busha omits `expires_in` (default 1 h).
+    pub default_lifetime: Duration,
+    /// How long a waiter polls for another holder's lease before giving up (real time).
+    pub max_wait: StdDuration,
+    /// First and longest pause between polls.
+    pub poll_min: StdDuration,
+    pub poll_max: StdDuration,
+}
+
+impl Default for CustodyConfig {
+    fn default() -> Self {
+        Self {
+            refresh_margin: Duration::minutes(5),
+            lease: Duration::seconds(60),
+            token_call_timeout: Duration::seconds(15),
+            default_lifetime: Duration::hours(1),
+            max_wait: StdDuration::from_secs(75),
+            poll_min: StdDuration::from_millis(5),
+            poll_max: StdDuration::from_millis(200),
+        }
+    }
+}
+
+/// Hands out access tokens for stored grants. Cheap to clone; clones share the
+/// in-process single-flight locks, so make one per process (or per "process" in tests).
+#[derive(Clone)]
+pub struct Custodian {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    keys: Arc<Keyring>,
+    oauth: Arc<BushaOAuth>,
+    clock: Clock,
+    config: CustodyConfig,
+    /// This custodian's lease owner id and audit actor.
+    owner: String,
+    locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Custodian {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Custodian")
+            .field("owner", &self.inner.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the caller needs from the stored access token.
+#[derive(Clone)]
+enum Want {
+    /// Valid for longer than the margin.
+    Fresh,
+    /// Fresh, and not this token (Busha refused it, or an operator asked for a new one).
+    Replace(AccessToken),
+}
+
+/// The outcome of waiting for a lease.
+enum Leased<T> {
+    Done(T),
+    Held(Lease),
+}
+
+/// A lease this custodian holds.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    fence: i64,
+    until: DateTime<Utc>,
+}
+
+/// Whether a grant may be used, for schedulers that must hold its jobs otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Usability {
+    Usable,
+    /// Not active: jobs using it are held. `reason` says why, for operators.
+    Held {
+        status: GrantStatus,
+        reason: String,
+    },
+    /// No grant is stored under this alias yet.
+    NotConnected,
+}
+
+/// Whether the grant `alias` of `provider` may be used. Reads the store only (no keys).
+pub async fn usability(
+    store: &Store,
+    provider: &str,
+    alias: &str,
+) -> Result<Usability, StoreError> {
+    let Some(row) = store.grant_by_alias(provider, alias).await? else {
+        return Ok(Usability::NotConnected);
+    };
+    let grant = Grant::from_row(&row)?;
+    Ok(if grant.status.is_usable() {
+        Usability::Usable
+    } else {
+        Usability::Held {
+            status: grant.status,
+            reason: grant.status_reason.unwrap_or_default(),
+        }
+    })
+}
+
+/// What `rekey` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RekeyReport {
+    pub newest_version: i64,
+    pub rekeyed: Vec<String>,
+    pub already_current: Vec<String>,
+    /// Grants whose lease stayed busy; run rekey again.
+    pub busy: Vec<String>,
+}
+
+impl Custodian {
+    pub fn new(
+        store: Store,
+        keys: Arc<Keyring>,
+        oauth: Arc<BushaOAuth>,
+        clock: Clock,
+        mut config: CustodyConfig,
+    ) -> Custodian {
+        // The lease must outlive the token call and its one retry, so that a holder can
+        // never still be waiting on Busha after its lease lapsed.
+        let call = Duration::from_std(oauth.timeout()).unwrap_or(Duration::seconds(15));
+        config.token_call_timeout = config.token_call_timeout.max(call);
+        config.lease = config
+            .lease
+            .max(config.token_call_timeout * 2 + Duration::seconds(10));
+        let owner = format!(
+            "worker:{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Custodian {
+            inner: Arc::new(Inner {
+                store,
+                keys,
+                oauth,
+                clock,
+                config,
+                owner,
+                locks: parking_lot::Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// This custodian's lease owner id (also its audit actor).
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// A valid access token for `grant_id`, refreshed first when it expires within the
+    /// margin. The refreshed pair is stored before the token is returned.
+    pub async fn access_token(&self, grant_id: &str) -> Result<AccessToken, GrantError> {
+        self.obtain(grant_id, Want::Fresh).await
+    }
+
+    /// Busha answered 401 to `rejected`: refresh once, unless another caller already
+    /// replaced that token, and return the replacement. Retry the call once with it.
+    pub async fn force_refresh(
+        &self,
+        grant_id: &str,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, GrantError> {
+        self.obtain(grant_id, Want::Replace(rejected.clone())).await
+    }
+
+    /// Refreshes now, whatever the expiry (`treasury grants refresh`).
+    pub async fn refresh_now(&self, grant_id: &str) -> Result<AccessToken, GrantError> {
+        let row = self.load(grant_id).await?;
+        self.check_usable(&row)?;
+        let current = self.open_access(&row)?;
+        match current {
+            Some(token) => self.obtain(grant_id, Want::Replace(token)).await,
+            None => self.obtain(grant_id, Want::Fresh).await,
+        }
+    }
+
+    /// Runs `call` with the grant's token; on a 401 refreshes once and runs it again;
+    /// a second 401 fails clearly with [`GrantError::Unauthorized`]. Other provider
+    /// errors come back as the inner `Err`.
+    pub async fn with_token<T, F, Fut>(
+        &self,
+        grant_id: &str,
+        call: F,
+    ) -> Result<Result<T, ProviderError>, GrantError>
+    where
+        F: Fn(AccessToken) -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let token = self.access_token(grant_id).await?;
+        match call(token.clone()).await {
+            Err(e) if e.kind() == &ErrorKind::Unauthorized => {
+                tracing::warn!(grant = grant_id, "Busha answered 401; refreshing once");
+                let fresh = self.force_refresh(grant_id, &token).await?;
+                match call(fresh).await {
+                    Err(e) if e.kind() == &ErrorKind::Unauthorized => {
+                        let alias = self.alias_of(grant_id).await;
+                        Err(GrantError::Unauthorized {
+                            alias,
+                            reason: e.to_string(),
+                        })
+                    }
+                    other => Ok(other),
+                }
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The grant stored under `alias` (Busha), without tokens.
+    pub async fn grant_by_alias(&self, alias: &str) -> Result<Option<Grant>, GrantError> {
+        let row = self.inner.store.grant_by_alias("busha", alias).await?;
+        Ok(row.as_ref().map(Grant::from_row).transpose()?)
+    }
+
+    /// Every stored grant, without tokens.
+    pub async fn grants(&self) -> Result<Vec<Grant>, GrantError> {
+        let rows = self.inner.store.grants().await?;
+        Ok(rows.iter().map(Grant::from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes the grant at Busha (its refresh token, which ends the family) and marks
+    /// it revoked, with an audit entry by `actor`. Tokens are wiped from the store. A
+    /// grant that is no longer active has no live tokens: it is only marked.
+    pub async fn revoke(&self, grant_id: &str, actor: &str) -> Result<Grant, GrantError> {
+        let lock = self.lock_for(grant_id);
+        let _serial = lock.lock().await;
+        let row = self.load(grant_id).await?;
+        if row.status != GrantStatus::Active.as_str() {
+            return self.revoke_locked(grant_id, None, actor).await;
+        }
+        let lease = match self
+            .lease_or(grant_id, |_| Ok(None::<std::convert::Infallible>))
+            .await?
+        {
+            Leased::Held(lease) => lease,
+            Leased::Done(never) => match never {},
+        };
+        let result = self.revoke_locked(grant_id, Some(lease), actor).await;
+        self.release(grant_id, lease).await;
+        result
+    }
+
+    async fn revoke_locked(
+        &self,
+        grant_id: &str,
+        lease: Option<Lease>,
+        actor: &str,
+    ) -> Result<Grant, GrantError> {
+        let row = self.load(grant_id).await?;
+        let was = row.status.clone();
+        if let Some(ct) = &row.refresh_token_ct {
+            let rt = RefreshToken::new(
+                self.inner
+                    .keys
+                    .open(Owner::Grant(&row.id), REFRESH_FIELD, row.key_version, ct)?
+                    .as_str(),
+            );
+            self.inner
+                .oauth
+                .revoke(&rt)
+                .await
+                .map_err(|reason| GrantError::Transient {
+                    alias: row.alias.clone(),
+                    reason: format!(
+                        "Busha's revocation endpoint failed: {reason}; nothing changed"
+                    ),
+                })?;
+        }
+        let now = self.now();
+        let reason = format!("revoked by {actor}");
+        let mut tx = self.inner.store.begin().await?;
+        if !self
+            .inner
+            .store
+            .end_grant_in(
+                &mut tx,
+                grant_id,
+                lease.map(|l| l.fence),
+                "revoked",
+                &reason,
+                now,
+            )
+            .await?
+        {
+            return Err(self.transient(&row, "another holder took the grant over; try again"));
+        }
+        self.inner
+            .store
+            .append_audit_in(
+                &mut tx,
+                now,
+                NewAuditEntry::new(
+                    actor,
+                    "grant.revoked",
+                    json!({
+                        "alias": row.alias,
+                        "provider": row.provider,
+                        "previous_status": was,
+                        "revoked_at_provider": row.refresh_token_ct.is_some(),
+                    }),
+                )
+                .grant(&row.id),
+            )
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        tracing::info!(grant = %row.alias, "grant revoked");
+        let row = self.load(grant_id).await?;
+        Ok(Grant::from_row(&row)?)
+    }
+
+    // ---- the single-flight core ------------------------------------------------
+
+    async fn obtain(&self, grant_id: &str, want: Want) -> Result<AccessToken, GrantError> {
+        // Fast path: no lock when the stored token already does.
+        let row = self.load(grant_id).await?;
+        self.check_usable(&row)?;
+        if let Some(token) = self.satisfies(&row, &want)? {
+            return Ok(token);
+        }
+        let serial = self.lock_for(grant_id).lock_owned().await;
+        // The refresh runs in a task of its own, holding the per-grant lock, so that a
+        // caller who gives up (a timeout, a dropped request) cannot cancel it midway:
+        // once the request is sent Busha may have rotated the pair, which must then be
+        // stored, and a cancelled holder would leave our own lease re-enterable with a
+        // spent refresh token.
+        let this = self.clone();
+        let id = grant_id.to_string();
+        let task = tokio::spawn(async move {
+            let _serial = serial;
+            this.obtain_serialised(&id, want).await
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(GrantError::Transient {
+                alias: grant_id.to_string(),
+                reason: format!("the refresh task failed: {e}"),
+            }),
+        }
+    }
+
+    /// [`Custodian::obtain`] once this process's lock for the grant is held.
+    async fn obtain_serialised(
+        &self,
+        grant_id: &str,
+        want: Want,
+    ) -> Result<AccessToken, GrantError> {
+        let lease = match self
+            .lease_or(grant_id, |row| self.satisfies(row, &want))
+            .await?
+        {
+            Leased::Done(token) => return Ok(token),
+            Leased::Held(lease) => lease,
+        };
+        let result = self.refresh_under_lease(grant_id, lease, &want).await;
+        // A no-op when the outcome's own write released it (same fence) or when the
+        // fence has moved on; otherwise it frees the grant for the next holder.
+        self.release(grant_id, lease).await;
+        result
+    }
+
+    /// Polls until `done` is satisfied by the stored row, or this custodian takes the
+    /// lease. Returns an error when the grant is not usable or waiting took too long.
+    async fn lease_or<T>(
+        &self,
+        grant_id: &str,
+        done: impl Fn(&GrantRow) -> Result<Option<T>, GrantError>,
+    ) -> Result<Leased<T>, GrantError> {
+        let started = Instant::now();
+        let mut pause = self.inner.config.poll_min;
+        loop {
+            let row = self.load(grant_id).await?;
+            self.check_usable(&row)?;
+            if let Some(t) = done(&row)? {
+                return Ok(Leased::Done(t));
+            }
+            let now = self.now();
+            let until = now + self.inner.config.lease;
+            if let Some(fence) = self
+                .inner
+                .store
+                .acquire_grant_lease(grant_id, &self.inner.owner, now, until)
+                .await?
+            {
+                tracing::debug!(grant = %row.alias, fence, "took the refresh lease");
+                return Ok(Leased::Held(Lease { fence, until }));
+            }
+            if started.elapsed() > self.inner.config.max_wait {
+                return Err(self.transient(
+                    &row,
+                    &format!(
+                        "{} has held the refresh lease for longer than {} s",
+                        row.lease_owner.as_deref().unwrap_or("another worker"),
+                        self.inner.config.max_wait.as_secs()
+                    ),
+                ));
+            }
+            // Polling with backoff is the protocol here: another process holds the lease
+            // and releases it in the store, which cannot notify us.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.inner.config.poll_max);
+        }
+    }
+
+    async fn refresh_under_lease(
+        &self,
+        grant_id: &str,
+        mut lease: Lease,
+        want: &Want,
+    ) -> Result<AccessToken, GrantError> {
+        // Re-read under the lease: another process may have refreshed meanwhile.
+        let row = self.load(grant_id).await?;
+        self.check_usable(&row)?;
+        if row.fence != lease.fence {
+            return Err(self.transient(&row, "the refresh lease was taken over; try again"));
+        }
+        if let Some(token) = self.satisfies(&row, want)? {
+            return Ok(token);
+        }
+        let Some(rt_ct) = &row.refresh_token_ct else {
+            return Err(self
+                .disconnect(
+                    &row,
+                    lease,
+                    "the access token expired and the grant holds no refresh token (offline_access was not granted)",
+                    false,
+                )
+                .await);
+        };
+        let refresh_token = RefreshToken::new(
+            self.inner
+                .keys
+                .open(Owner::Grant(&row.id), REFRESH_FIELD, row.key_version, rt_ct)?
+                .as_str(),
+        );
+
+        let first = self.call_refresh(&row, &mut lease, &refresh_token).await?;
+        let unknown = match first {
+            Ok(set) => return self.store_pair(&row, lease, set, &refresh_token).await,
+            Err(RefreshFailure::InvalidGrant { description }) => {
+                let reason =
+                    format!("Busha refused the refresh token: invalid_grant ({description})");
+                return self.after_invalid_grant(&row, lease, want, &reason).await;
+            }
+            Err(RefreshFailure::NotSent(why)) => {
+                return Err(self.transient(
+                    &row,
+                    &format!(
+                        "Busha's token endpoint could not be reached ({why}); nothing was sent"
+                    ),
+                ));
+            }
+            Err(RefreshFailure::Refused { error, description }) => {
+                return Err(GrantError::Refused {
+                    alias: row.alias.clone(),
+                    reason: format!("{error}: {description}"),
+                });
+            }
+            Err(RefreshFailure::OutcomeUnknown(why)) => why,
+        };
+
+        // Invariant 6: an unknown outcome is retried once with the same refresh token.
+        // If the first request never arrived, this succeeds; if it did, Busha already
+        // rotated the token, the new pair was lost with the response, and the
+        // invalid_grant below confirms a disconnect no retry could have prevented.
+        tracing::warn!(grant = %row.alias, reason = %unknown, "refresh outcome unknown; retrying once with the same refresh token");
+        match self.call_refresh(&row, &mut lease, &refresh_token).await? {
+            Ok(set) => self.store_pair(&row, lease, set, &refresh_token).await,
+            Err(RefreshFailure::InvalidGrant { description }) => {
+                let reason = format!(
+                    "the response to a refresh was lost ({unknown}); the retry with the same refresh token got invalid_grant ({description}), so Busha had already rotated it and the new pair was lost with the response"
+                );
+                self.after_invalid_grant(&row, lease, want, &reason).await
+            }
+            Err(RefreshFailure::Refused { error, description }) => Err(GrantError::Refused {
+                alias: row.alias.clone(),
+                reason: format!("{error}: {description}"),
+            }),
+            Err(RefreshFailure::NotSent(again) | RefreshFailure::OutcomeUnknown(again)) => {
+                Err(self.transient(
+                    &row,
+                    &format!(
+                        "the refresh outcome is unknown ({unknown}) and so is its one retry ({again}); the stored refresh token is kept"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// One token call, after making sure the lease outlasts its timeout.
+    async fn call_refresh(
+        &self,
+        row: &GrantRow,
+        lease: &mut Lease,
+        refresh_token: &RefreshToken,
+    ) -> Result<Result<TokenSet, RefreshFailure>, GrantError> {
+        let now = self.now();
+        if lease.until - now <= self.inner.config.token_call_timeout {
+            let until = now + self.inner.config.lease;
+            if !self
+                .inner
+                .store
+                .renew_grant_lease(&row.id, lease.fence, &self.inner.owner, until)
+                .await?
+            {
+                return Err(self.transient(
+                    row,
+                    "the refresh lease lapsed before the token call; nothing was sent",
+                ));
+            }
+            lease.until = until;
+        }
+        Ok(self.inner.oauth.refresh(refresh_token).await)
+    }
+
+    /// `invalid_grant`: re-read first; use another holder's tokens if it refreshed,
+    /// otherwise disconnect the grant.
+    async fn after_invalid_grant(
+        &self,
+        row: &GrantRow,
+        lease: Lease,
+        want: &Want,
+        reason: &str,
+    ) -> Result<AccessToken, GrantError> {
+        let now_row = self.load(&row.id).await?;
+        if now_row.fence != lease.fence || now_row.refresh_token_ct != row.refresh_token_ct {
+            self.check_usable(&now_row)?;
+            if let Some(token) = self.satisfies(&now_row, want)? {
+                tracing::info!(grant = %row.alias, "invalid_grant, but another holder had refreshed; using its tokens");
+                return Ok(token);
+            }
+            return Err(self.transient(row, "another holder changed the grant during the refresh"));
+        }
+        Err(self.disconnect(row, lease, reason, true).await)
+    }
+
+    /// Marks the grant disconnected under our fence, with an audit entry.
+    async fn disconnect(
+        &self,
+        row: &GrantRow,
+        lease: Lease,
+        reason: &str,
+        invalid_grant: bool,
+    ) -> GrantError {
+        let now = self.now();
+        let written = async {
+            let mut tx = self.inner.store.begin().await?;
+            let ok = self
+                .inner
+                .store
+                .end_grant_in(
+                    &mut tx,
+                    &row.id,
+                    Some(lease.fence),
+                    "disconnected",
+                    reason,
+                    now,
+                )
+                .await?;
+            if ok {
+                self.inner
+                    .store
+                    .append_audit_in(
+                        &mut tx,
+                        now,
+                        NewAuditEntry::new(
+                            &self.inner.owner,
+                            "grant.disconnected",
+                            json!({
+                                "alias": row.alias,
+                                "provider": row.provider,
+                                "reason": reason,
+                                "invalid_grant": invalid_grant,
+                            }),
+                        )
+                        .grant(&row.id),
+                    )
+                    .await?;
+                tx.commit().await.map_err(StoreError::from)?;
+            }
+            Ok::<bool, StoreError>(ok)
+        }
+        .await;
+        match written {
+            Ok(true) => {
+                tracing::error!(grant = %row.alias, %reason, "grant DISCONNECTED: the customer must connect again; its jobs are held");
+                GrantError::Disconnected {
+                    alias: row.alias.clone(),
+                    reason: reason.to_string(),
+                }
+            }
+            Ok(false) => self.transient(row, "another holder took the grant over; try again"),
+            Err(e) => GrantError::Store(e),
+        }
+    }
+
+    /// Seals and stores a rotated pair under our fence before anyone may use it. If
+    /// storing fails, Busha has rotated a pair we do not have: the grant is lost.
+    async fn store_pair(
+        &self,
+        row: &GrantRow,
+        lease: Lease,
+        set: TokenSet,
+        old_refresh: &RefreshToken,
+    ) -> Result<AccessToken, GrantError> {
+        let now = self.now();
+        let keys = &self.inner.keys;
+        let owner = Owner::Grant(&row.id);
+        let lifetime = set
+            .expires_in
+            .and_then(|d| Duration::from_std(d).ok())
+            .unwrap_or(self.inner.config.default_lifetime);
+        // Busha always rotates; if a response ever lacks a refresh token, the one we
+        // presented is still the latest (RFC 6749 §6).
+        let refresh = set.refresh_token.as_ref().unwrap_or(old_refresh);
+        let (version, access_ct) = keys.seal(owner, ACCESS_FIELD, set.access_token.secret())?;
+        let (_, refresh_ct) = keys.seal(owner, REFRESH_FIELD, refresh.secret())?;
+        let sealed = SealedTokens {
+            key_version: version,
+            access_token_ct: access_ct,
+            access_expires_at: now + lifetime,
+            refresh_token_ct: Some(refresh_ct),
+            scopes: set
+                .scopes
+                .as_ref()
+                .map(|s| s.join(" "))
+                .unwrap_or_else(|| row.scopes.clone()),
+        };
+        let mut last_error = None;
+        // A passing store hiccup (a lock, a failover) gets a few quick tries: the pair
+        // exists nowhere else.
+        for attempt in 0..3 {
+            match self.write_pair(row, lease, &sealed, now).await {
+                Ok(true) => {
+                    tracing::info!(grant = %row.alias, expires_at = %sealed.access_expires_at, "refreshed the grant's tokens");
+                    return Ok(set.access_token);
+                }
+                Ok(false) => {
+                    return Err(self
+                        .discard(
+                            row,
+                            lease,
+                            "a newer holder took the grant over while this refresh was in flight",
+                        )
+                        .await);
+                }
+                Err(e) => {
+                    tracing::warn!(grant = %row.alias, attempt, error = %e, "storing the rotated pair failed");
+                    last_error = Some(e);
+                    tokio::time::sleep(self.inner.config.poll_max).await;
+                }
+            }
+        }
+        let why = last_error.map(|e| e.to_string()).unwrap_or_default();
+        Err(self.mark_lost(row, lease, &why).await)
+    }
+
+    async fn write_pair(
+        &self,
+        row: &GrantRow,
+        lease: Lease,
+        sealed: &SealedTokens,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.inner.store.begin().await?;
+        if !self
+            .inner
+            .store
+            .store_refreshed_tokens_in(&mut tx, &row.id, lease.fence, sealed, now)
+            .await?
+        {
+            return Ok(false);
+        }
+        self.inner
+            .store
+            .append_audit_in(
+                &mut tx,
+                now,
+                NewAuditEntry::new(
+                    &self.inner.owner,
+                    "grant.refreshed",
+                    json!({
+                        "alias": row.alias,
+                        "access_expires_at": sealed.access_expires_at.to_rfc3339(),
+                        "fence": lease.fence,
+                    }),
+                )
+                .grant(&row.id),
+            )
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(true)
+    }
+
+    /// A rotated pair that may not be written (our fence is stale): audited, dropped.
+    async fn discard(&self, row: &GrantRow, lease: Lease, why: &str) -> GrantError {
+        let entry = NewAuditEntry::new(
+            &self.inner.owner,
+            "grant.refresh_discarded",
+            json!({"alias": row.alias, "fence": lease.fence, "reason": why, "critical": true}),
+        )
+        .grant(&row.id);
+        if let Err(e) = self.inner.store.append_audit(self.now(), entry).await {
+            tracing::error!(grant = %row.alias, error = %e, "could not audit a discarded refresh");
+        }
+        tracing::error!(grant = %row.alias, %why, "discarded a rotated token pair (stale lease)");
+        self.transient(row, why)
+    }
+
+    /// Critical: Busha rotated the pair and we could not store it.
+    async fn mark_lost(&self, row: &GrantRow, lease: Lease, why: &str) -> GrantError {
+        let reason = format!(
+            "Busha rotated the token pair but storing it failed ({why}); the session is lost and needs re-consent"
+        );
+        let now = self.now();
+        let result = async {
+            let mut tx = self.inner.store.begin().await?;
+            self.inner
+                .store
+                .end_grant_in(&mut tx, &row.id, Some(lease.fence), "lost", &reason, now)
+                .await?;
+            self.inner
+                .store
+                .append_audit_in(
+                    &mut tx,
+                    now,
+                    NewAuditEntry::new(
+                        &self.inner.owner,
+                        "grant.lost",
+                        json!({"alias": row.alias, "provider": row.provider, "reason": reason, "critical": true}),
+                    )
+                    .grant(&row.id),
+                )
+                .await?;
+            tx.commit().await.map_err(StoreError::from)
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(grant = %row.alias, error = %e, "CRITICAL: grant lost and the store refused to record it");
+        }
+        tracing::error!(grant = %row.alias, %reason, "CRITICAL: grant LOST");
+        GrantError::Lost {
+            alias: row.alias.clone(),
+            reason,
+        }
+    }
+
+    // ---- helpers ----------------------------------------------------------------
+
+    async fn release(&self, grant_id: &str, lease: Lease) {
+        if let Err(e) = self
+            .inner
+            .store
+            .release_grant_lease(grant_id, lease.fence)
+            .await
+        {
+            // The lease lapses on its own; waiters then take it.
+            tracing::warn!(grant = grant_id, error = %e, "could not release the refresh lease");
+        }
+    }
+
+    fn lock_for(&self, grant_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner
+            .locks
+            .lock()
+            .entry(grant_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    async fn load(&self, grant_id: &str) -> Result<GrantRow, GrantError> {
+        self.inner
+            .store
+            .grant(grant_id)
+            .await?
+            .ok_or_else(|| GrantError::Unknown(grant_id.to_string()))
+    }
+
+    async fn alias_of(&self, grant_id: &str) -> String {
+        match self.inner.store.grant(grant_id).await {
+            Ok(Some(row)) => row.alias,
+            _ => grant_id.to_string(),
+        }
+    }
+
+    fn check_usable(&self, row: &GrantRow) -> Result<(), GrantError> {
+        let grant = Grant::from_row(row)?;
+        if grant.status.is_usable() {
+            Ok(())
+        } else {
+            Err(GrantError::NotUsable {
+                alias: grant.alias,
+                status: grant.status,
+                reason: grant
+                    .status_reason
+                    .unwrap_or_else(|| "no reason recorded".into()),
+            })
+        }
+    }
+
+    fn open_access(&self, row: &GrantRow) -> Result<Option<AccessToken>, GrantError> {
+        row.access_token_ct
+            .as_ref()
+            .map(|ct| {
+                let plain = self.inner.keys.open(
+                    Owner::Grant(&row.id),
+                    ACCESS_FIELD,
+                    row.key_version,
+                    ct,
+                )?;
+                Ok(AccessToken::new(plain.as_str()))
+            })
+            .transpose()
+    }
+
+    /// The stored token, if it meets `want`.
+    fn satisfies(&self, row: &GrantRow, want: &Want) -> Result<Option<AccessToken>, GrantError> {
+        if row.access_expires_at - self.inner.config.refresh_margin <= self.now() {
+            return Ok(None);
+        }
+        let Some(token) = self.open_access(row)? else {
+            return Ok(None);
+        };
+        Ok(match want {
+            Want::Fresh => Some(token),
+            Want::Replace(old) if old.secret() != token.secret() => Some(token),
+            Want::Replace(_) => None,
+        })
+    }
+
+    fn transient(&self, row: &GrantRow, reason: &str) -> GrantError {
+        GrantError::Transient {
+            alias: row.alias.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+}
+
+/// Re-seals every grant's tokens under the newest master key version, audited by `actor`.
+pub async fn rekey(
+    store: &Store,
+    keys: &Keyring,
+    clock: &Clock,
+    actor: &str,
+) -> Result<RekeyReport, GrantError> {
+    let newest = keys.newest();
+    let mut report = RekeyReport {
+        newest_version: newest,
+        ..RekeyReport::default()
+    };
+    for row in store.grants().await? {
+        if row.key_version == newest {
+            report.already_current.push(row.alias.clone());
+            continue;
+        }
+        let mut done = false;
+        let mut row = row;
+        for _ in 0..20 {
+            if reseal(store, keys, clock, &row, actor).await? {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(StdDuration::from_millis(200)).await;
+            row = match store.grant(&row.id).await? {
+                Some(r) => r,
+                None => break,
+            };
+            if row.key_version == newest {
+                done = true;
+                break;
+            }
+        }
+        if done {
+            report.rekeyed.push(row.alias.clone());
+        } else {
+            report.busy.push(row.alias.clone());
+        }
+    }
+    Ok(report)
+}
+
+async fn reseal(
+    store: &Store,
+    keys: &Keyring,
+    clock: &Clock,
+    row: &GrantRow,
+    actor: &str,
+) -> Result<bool, GrantError> {
+    let owner = Owner::Grant(&row.id);
+    let reseal = |field: &'static str, ct: &Option<String>| -> Result<Option<String>, GrantError> {
+        ct.as_ref()
+            .map(|ct| {
+                let plain = keys.open(owner, field, row.key_version, ct)?;
+                Ok(keys.seal(owner, field, &plain)?.1)
+            })
+            .transpose()
+    };
+    let access = reseal(ACCESS_FIELD, &row.access_token_ct)?;
+    let refresh = reseal(REFRESH_FIELD, &row.refresh_token_ct)?;
+    let now = clock.now();
+    let mut tx = store.begin().await?;
+    let written = store
+        .reseal_grant_in(
+            &mut tx,
+            &row.id,
+            row.fence,
+            &Resealed {
+                key_version: keys.newest(),
+                access_token_ct: access,
+                refresh_token_ct: refresh,
+            },
+            now,
+        )
+        .await?;
+    if !written {
+        return Ok(false);
+    }
+    store
+        .append_audit_in(
+            &mut tx,
+            now,
+            NewAuditEntry::new(
+                actor,
+                "grant.rekeyed",
+                json!({"alias": row.alias, "from_version": row.key_version, "to_version": keys.newest()}),
+            )
+            .grant(&row.id),
+        )
+        .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(true)
+}

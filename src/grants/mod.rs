@@ -1,0 +1,162 @@
+//! Grants: customers' OAuth2 permissions, connected with PKCE + OIDC and kept alive
+//! safely (invariants 6 and 7).
+//!
+//! - [`crypto`]: tokens at rest, AES-256-GCM under a per-grant HKDF key.
+//! - [`oauth`]: Busha's issuer (discovery, authorization URL, code exchange with
+//!   id_token verification, refresh, revoke) and what a failed refresh means.
+//! - [`custodian`]: [`Custodian::access_token`], the one call that hands out tokens,
+//!   with single-flight refresh in a process and a fenced store lease across processes.
+//! - [`connect`]: the browser flow shared by `treasury connect` and the HTTP server.
+//!
+//! Never logs, returns or prints a token; audit entries carry ids and reasons only.
+
+pub mod connect;
+pub mod crypto;
+pub mod custodian;
+pub mod oauth;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use connect::{CallbackParams, ConnectError, Connected, Connector};
+pub use crypto::{CryptoError, Keyring, MasterKeyError, RefreshToken};
+pub use custodian::{Custodian, CustodyConfig, RekeyReport, Usability, rekey, usability};
+pub use oauth::{BushaOAuth, OAuthSettings};
+
+use crate::store::{GrantRow, StoreError};
+
+/// Where a grant stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantStatus {
+    /// Usable: tokens are handed out and refreshed.
+    Active,
+    /// Busha refused the refresh token (`invalid_grant`), or the grant cannot be
+    /// refreshed: the customer must connect again. Jobs using it are held.
+    Disconnected,
+    /// An operator revoked it.
+    Revoked,
+    /// A rotated pair could not be stored: the session is gone; re-consent needed.
+    Lost,
+}
+
+impl GrantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disconnected => "disconnected",
+            Self::Revoked => "revoked",
+            Self::Lost => "lost",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "active" => Self::Active,
+            "disconnected" => Self::Disconnected,
+            "revoked" => Self::Revoked,
+            "lost" => Self::Lost,
+            other => return Err(StoreError::Corrupt(format!("grant status {other:?}"))),
+        })
+    }
+
+    /// Whether jobs may use a grant in this state. Every other state holds them.
+    pub fn is_usable(self) -> bool {
+        self == Self::Active
+    }
+}
+
+/// A grant as operators and other modules see it: everything but the tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    pub id: String,
+    pub provider: String,
+    pub alias: String,
+    pub subject: String,
+    pub scopes: Vec<String>,
+    pub status: GrantStatus,
+    pub status_reason: Option<String>,
+    pub key_version: i64,
+    pub access_expires_at: DateTime<Utc>,
+    pub has_refresh_token: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub connected_at: DateTime<Utc>,
+    pub refreshed_at: Option<DateTime<Utc>>,
+}
+
+impl Grant {
+    pub(crate) fn from_row(row: &GrantRow) -> Result<Grant, StoreError> {
+        Ok(Grant {
+            id: row.id.clone(),
+            provider: row.provider.clone(),
+            alias: row.alias.clone(),
+            subject: row.subject.clone(),
+            scopes: row.scopes.split_whitespace().map(str::to_string).collect(),
+            status: GrantStatus::parse(&row.status)?,
+            status_reason: row.status_reason.clone(),
+            key_version: row.key_version,
+            access_expires_at: row.access_expires_at,
+            has_refresh_token: row.refresh_token_ct.is_some(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            connected_at: row.connected_at,
+            refreshed_at: row.refreshed_at,
+        })
+    }
+}
+
+/// Why no token could be handed out. Callers branch on `NotUsable`/`Disconnected`/
+/// `Lost` (hold the grant's jobs), `Transient` (retry later) and `Unauthorized`
+/// (Busha refused a freshly refreshed token). Never holds token material.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("no grant {0}")]
+    Unknown(String),
+    #[error(
+        "grant {alias} is {status}: {reason}; jobs using it are held until the customer connects again (`treasury connect {alias}`)",
+        status = status.as_str()
+    )]
+    NotUsable {
+        alias: String,
+        status: GrantStatus,
+        reason: String,
+    },
+    #[error(
+        "grant {alias} is now disconnected: {reason}; jobs using it are held until the customer connects again (`treasury connect {alias}`)"
+    )]
+    Disconnected { alias: String, reason: String },
+    #[error("grant {alias} is lost: {reason}; the customer must connect again")]
+    Lost { alias: String, reason: String },
+    #[error("grant {alias}: {reason}; try again later")]
+    Transient { alias: String, reason: String },
+    #[error(
+        "Busha refused a freshly refreshed access token for grant {alias} ({reason}); not retrying"
+    )]
+    Unauthorized { alias: String, reason: String },
+    #[error("grant {alias}: Busha refused the refresh ({reason}); check the OAuth client settings")]
+    Refused { alias: String, reason: String },
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl GrantError {
+    /// True when waiting and retrying can cure it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transient { .. } => true,
+            Self::Store(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// True when the grant needs the customer to connect again.
+    pub fn needs_reconsent(&self) -> bool {
+        matches!(
+            self,
+            Self::NotUsable { .. } | Self::Disconnected { .. } | Self::Lost { .. }
+        )
+    }
+}
