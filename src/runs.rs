@@ -282,6 +282,44 @@ pub struct PayoutSpec {
     /// Re-quotes allowed when a quote falls outside the guard or goes stale.
     #[serde(default = "default_max_requotes")]
     pub max_requotes: u32,
+    /// Spending limits in the source currency, checked (and reserved) at quote lock.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Who must approve the run before it moves money, if anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRule>,
+}
+
+/// Spending limits in the source currency. A run that would break one fails with the
+/// reason; it is not deferred.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    #[serde(
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_per_run: Option<Decimal>,
+    /// Rolling 24 hours, all runs of the job.
+    #[serde(
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub job_daily_cap: Option<Decimal>,
+    /// Rolling 24 hours, all runs on the grant.
+    #[serde(
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub grant_daily_cap: Option<Decimal>,
+}
+
+/// The approval a run needs: this many distinct approvers, none of them the job's owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRule {
+    pub approvers: u32,
+    /// The job's declared owner, who may never approve its runs.
+    pub owner: String,
 }
 
 fn default_max_requotes() -> u32 {

@@ -13,6 +13,7 @@
 //! Waiting (rate limits, backoff, tracking) is a `next_attempt_at` in the store, never a
 //! sleep: the dispatcher sends the run out again when it is due.
 
+mod gate;
 mod tokens;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+pub use gate::{Gate, GateStep, Hold, OpenGate};
 pub use tokens::{StaticTokens, TokenError, TokenSource};
 
 use crate::audit::NewAuditEntry;
@@ -158,6 +160,7 @@ pub struct Pipeline {
     clock: Clock,
     cfg: PipelineConfig,
     crash: Option<Arc<dyn CrashPoints>>,
+    gate: Arc<dyn Gate>,
 }
 
 impl Pipeline {
@@ -175,7 +178,14 @@ impl Pipeline {
             clock,
             cfg,
             crash: None,
+            gate: Arc::new(OpenGate),
         }
+    }
+
+    /// Installs the guards checked before every money-moving step.
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.gate = gate;
+        self
     }
 
     /// Installs crash injection (tests).
@@ -381,6 +391,9 @@ impl Pipeline {
         }
 
         // 4. Create it: intent, call, outcome.
+        if let Some(stop) = self.gated(lease, run, GateStep::CreateRecipient).await? {
+            return Ok(Some(stop));
+        }
         run.pending = Some(PendingOp::CreateRecipient);
         let intent = self.entry(run, "run.recipient.intent", json!({ "bank_code": bank_code, "account": masked, "name": resolved.value.account_name }));
         self.save(lease, run, vec![intent]).await?;
@@ -575,6 +588,9 @@ impl Pipeline {
         }
 
         // Intent, call, outcome.
+        if let Some(stop) = self.gated(lease, run, GateStep::LockQuote).await? {
+            return Ok(Some(stop));
+        }
         run.quote_attempt += 1;
         run.pending = Some(PendingOp::CreateQuote);
         let reference = run.id.quote_reference(run.quote_attempt);
@@ -632,6 +648,7 @@ impl Pipeline {
                 json!({ "quote_id": q.id, "request_id": request_id }),
             );
             self.save(lease, run, vec![e]).await?;
+            self.gate.released(run).await;
             return Ok(Some(Executed::Finished(RunState::NeedsHuman)));
         }
         let fees = fees_in(&q, &run.spec.source_currency);
@@ -825,6 +842,9 @@ impl Pipeline {
                 )
                 .await;
         }
+        if let Some(stop) = self.gated(lease, run, GateStep::Transfer).await? {
+            return Ok(Some(stop));
+        }
         run.pending = Some(PendingOp::CreateTransfer);
         let intent = self.entry(
             run,
@@ -1014,6 +1034,7 @@ impl Pipeline {
                 run.reason = Some(format!("transfer {id} ended {status}"));
                 let e = self.entry(run, "run.failed", json!({ "transfer_id": id, "status": status, "reason": run.reason, "request_id": c.request_id }));
                 self.save(lease, run, vec![e]).await?;
+                self.gate.released(run).await;
                 Ok(Some(Executed::Finished(RunState::Failed)))
             }
             Settlement::InFlight => {
@@ -1073,12 +1094,36 @@ impl Pipeline {
             .grant(&run.spec.grant)
     }
 
+    /// Asks the gate whether a money-moving step may start now. A hold makes the run
+    /// wait (and be re-checked); a refusal fails it with the reason.
+    async fn gated(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        step: GateStep,
+    ) -> Result<Option<Executed>, Stop> {
+        match self.gate.check(run, step).await {
+            Ok(()) => Ok(None),
+            Err(Hold::Wait { reason, until }) => {
+                let until = until.max(self.clock.now() + self.cfg.retry_base);
+                self.wait(lease, run, until, reason, "run.held").await
+            }
+            Err(Hold::Refuse { reason }) => self.fail(lease, run, reason).await,
+            Err(Hold::Unavailable { reason }) => {
+                let until = self.clock.now() + self.backoff(run.attempts);
+                self.wait(lease, run, until, reason, "run.retry_scheduled")
+                    .await
+            }
+        }
+    }
+
     async fn fail(&self, lease: &mut RunLease, run: &mut Run, reason: String) -> Step {
         run.pending = None;
         run.reason = Some(reason.clone());
         self.advance(run, RunState::Failed);
         let e = self.entry(run, "run.failed", json!({ "reason": reason }));
         self.save(lease, run, vec![e]).await?;
+        self.gate.released(run).await;
         Ok(Some(Executed::Finished(RunState::Failed)))
     }
 

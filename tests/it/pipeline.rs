@@ -184,6 +184,8 @@ fn spec(amount: Amount) -> PayoutSpec {
         },
         guard: RateGuard::default(),
         max_requotes: 3,
+        limits: Default::default(),
+        approval: None,
     }
 }
 
