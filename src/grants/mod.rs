@@ -14,6 +14,7 @@ pub mod connect;
 pub mod crypto;
 pub mod custodian;
 pub mod oauth;
+mod tokens;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -9,6 +9,7 @@ mod grants_cli;
 mod grants_harness;
 mod grants_logs;
 mod pipeline;
+mod pipeline_grants;
 mod sandbox_api;
 mod sandbox_oauth;
 mod store_audit;
