@@ -25,6 +25,7 @@ pub mod http;
 pub mod money;
 pub mod pipeline;
 pub mod provider;
+pub mod reconcile;
 pub mod runs;
 pub mod sandbox;
 pub mod store;

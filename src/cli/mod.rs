@@ -4,6 +4,7 @@
 //! Commands write to a caller-supplied writer so that tests run them in-process. No
 //! output, of any command, contains a token.
 
+pub mod audit;
 pub mod connect;
 
 use std::io::Write;
@@ -48,6 +49,22 @@ pub enum Command {
     Grants {
         #[command(subcommand)]
         command: GrantsCommand,
+    },
+    /// Verify, print the head of, or export the tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// Read-only: transfers no run of ours made, and runs Busha disagrees with (exit 1 if any).
+    Reconcile {
+        /// RFC 3339 time or YYYY-MM-DD (UTC).
+        #[arg(long)]
+        since: String,
+        /// One grant alias (default: every declared grant).
+        #[arg(long)]
+        grant: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -126,6 +143,8 @@ pub async fn run(
             .map_err(CliError::from)
         }
         Command::Grants { command } => ctx.grants(command, out).await,
+        Command::Audit { command } => ctx.audit(command, out).await,
+        Command::Reconcile { since, grant, json } => ctx.reconcile(&since, grant, json, out).await,
     }
 }
 
@@ -170,7 +189,7 @@ impl Context {
         ))
     }
 
-    async fn custodian(&self) -> Result<Custodian, CliError> {
+    pub(crate) async fn custodian(&self) -> Result<Custodian, CliError> {
         let keys = self.keys()?;
         let oauth = self.oauth().await?;
         Ok(Custodian::new(

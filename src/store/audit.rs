@@ -141,7 +141,7 @@ impl AuditExport {
     pub fn write(
         self,
         entries: &[AuditEntry],
-        out: &mut impl std::io::Write,
+        out: &mut (impl std::io::Write + ?Sized),
     ) -> std::io::Result<()> {
         match self {
             AuditExport::Jsonl => {

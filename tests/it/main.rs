@@ -1,5 +1,6 @@
 //! The one integration-test binary: every suite is a module here.
 
+mod audit_cli;
 mod backends;
 mod client;
 mod conformance;
