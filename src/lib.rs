@@ -16,12 +16,14 @@
 //! - [`sandbox`]: a faithful Busha emulator (OAuth issuer + resource API + control
 //!   surface) for tests, benchmarks and the demo. Production code never calls it.
 
+pub mod alerts;
 pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod grants;
 pub mod http;
+pub mod metrics;
 pub mod money;
 pub mod pipeline;
 pub mod provider;

@@ -570,6 +570,7 @@ impl Custodian {
             }
             lease.until = until;
         }
+        metrics::counter!("treasury_token_refreshes_total").increment(1);
         Ok(self.inner.oauth.refresh(refresh_token).await)
     }
 

@@ -11,6 +11,8 @@
 //! The server binds localhost by default (`[http] listen`). No page or log line shows
 //! a token, a code or the operator token.
 
+pub mod ops;
+
 use std::sync::Arc;
 
 use axum::Router;

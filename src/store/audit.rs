@@ -202,3 +202,29 @@ fn entry_from_row(row: &AnyRow) -> Result<AuditEntry, StoreError> {
         hash: row.try_get(9)?,
     })
 }
+
+impl Store {
+    /// Up to `limit` entries after `seq`, oldest first (for tailing the log).
+    pub async fn audit_entries_after(
+        &self,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Whether the store answers at all (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        Ok(())
+    }
+}

@@ -296,3 +296,53 @@ fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
         updated_at: from_millis(row.try_get(16)?)?,
     })
 }
+
+impl Store {
+    /// Makes the runs tracking `transfer_id` due now (a Busha webhook is only a hint:
+    /// the run re-fetches the transfer). Returns how many runs woke.
+    pub async fn wake_transfer(
+        &self,
+        transfer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let woke = sqlx::query(
+            "UPDATE runs SET next_attempt_at = $1 WHERE transfer_id = $2 AND state = 'transfer_submitted' AND next_attempt_at > $1",
+        )
+        .bind(millis(now))
+        .bind(transfer_id)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(woke)
+    }
+
+    /// How many runs are in each state.
+    pub async fn count_runs_by_state(&self) -> Result<Vec<(RunState, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM runs GROUP BY state")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get(0)?;
+                let state = state.parse().map_err(StoreError::Corrupt)?;
+                Ok((state, r.try_get(1)?))
+            })
+            .collect()
+    }
+
+    /// Runs whose transfer was submitted before `before` and is still not final. The
+    /// submission time is the audit entry's (a run's `updated_at` moves with every poll).
+    pub async fn stuck_transfers(&self, before: DateTime<Utc>) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE state = 'transfer_submitted' AND EXISTS (SELECT 1 FROM audit_log a \
+             WHERE a.run_id = runs.id AND a.action = 'run.transfer.submitted' AND a.at_ms < $1) \
+             ORDER BY updated_at LIMIT 100"
+        ))
+        .bind(millis(before))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+}

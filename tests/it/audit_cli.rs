@@ -211,7 +211,9 @@ async fn reconcile_is_clean_for_our_own_runs_and_flags_a_transfer_no_run_made() 
     assert_eq!((clean.transfers_checked, clean.runs_checked), (1, 1));
 
     // Someone moves money on the account outside the worker.
-    let token = TokenSource::access_token(custodian.as_ref(), ALIAS).await.unwrap();
+    let token = TokenSource::access_token(custodian.as_ref(), ALIAS)
+        .await
+        .unwrap();
     let recipient = store
         .get_run(&run.id)
         .await

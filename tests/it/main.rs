@@ -9,6 +9,7 @@ mod grants;
 mod grants_cli;
 mod grants_harness;
 mod grants_logs;
+mod ops;
 mod pipeline;
 mod pipeline_grants;
 mod sandbox_api;

@@ -576,6 +576,12 @@ impl BushaClient {
             latency_ms = started.elapsed().as_millis() as u64,
             "busha call"
         );
+        metrics::histogram!("treasury_provider_request_seconds", "endpoint" => endpoint.key)
+            .record(started.elapsed().as_secs_f64());
+        if status.as_u16() == 429 {
+            metrics::counter!("treasury_provider_429_total", "endpoint" => endpoint.key)
+                .increment(1);
+        }
 
         if !status.is_success() {
             // An unreadable error body still has a status, which is what classifies it.
