@@ -31,3 +31,4 @@ pub mod reconcile;
 pub mod runs;
 pub mod sandbox;
 pub mod store;
+pub mod triggers;
