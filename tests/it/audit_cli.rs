@@ -10,14 +10,13 @@ use tokio_util::sync::CancellationToken;
 use treasury::audit::NewAuditEntry;
 use treasury::cli::{Cli, run};
 use treasury::clock::Clock;
-use treasury::config::GrantSpec;
-use treasury::grants::Connector;
 use treasury::money::Currency;
 use treasury::pipeline::{Executed, Pipeline, PipelineConfig, TokenSource};
-use treasury::runs::{Amount, PayoutSpec, RateGuard, RecipientSpec, Run, RunState};
+use treasury::runs::{Run, RunState};
 
 use crate::backends::TestStore;
-use crate::grants_harness::{ALIAS, Browser, World, callback_params};
+use crate::grants_harness::{ALIAS, World};
+use crate::pipeline_grants::{connect_for_payouts, payout};
 
 fn config_for(store_url: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -126,62 +125,16 @@ async fn audit_verify_passes_then_names_the_tampered_entry_and_head_and_export_a
     assert!(err.contains("entry 3"), "{err}");
 }
 
-const PAYOUT_SCOPES: [&str; 9] = [
-    "openid",
-    "offline_access",
-    "balances:read",
-    "quotes:read",
-    "quotes:write",
-    "transfers:read",
-    "transfers:write",
-    "recipients:read",
-    "recipients:write",
-];
-
 #[tokio::test]
 async fn reconcile_is_clean_for_our_own_runs_and_flags_a_transfer_no_run_made() {
     let w = World::start(TestStore::sqlite().await).await;
-    let specs = vec![GrantSpec {
-        alias: ALIAS.into(),
-        provider: "busha".into(),
-        scopes: PAYOUT_SCOPES.iter().map(|s| s.to_string()).collect(),
-    }];
-    let connector = Connector::new(
-        w.store(),
-        w.keys.clone(),
-        w.oauth.clone(),
-        w.clock.clone(),
-        specs,
-    );
-    let started = connector.begin(ALIAS).await.unwrap();
-    connector
-        .complete(
-            &callback_params(&Browser::new().follow_auto_consent(&started.url).await),
-            "test",
-        )
-        .await
-        .unwrap();
+    connect_for_payouts(&w).await;
     w.sb.set_balance(&w.user.id, "USDT", dec!(100));
     w.sb.add_bank_account("000013", "0123456789", "ADA LOVELACE");
     let custodian = Arc::new(w.custodian());
     let store = w.store();
     let since = w.clock.now() - Duration::minutes(1);
-    let spec = PayoutSpec {
-        grant: ALIAS.into(),
-        source_currency: Currency::new("USDT").unwrap(),
-        target_currency: Currency::new("NGN").unwrap(),
-        amount: Amount::Source { amount: dec!(10) },
-        recipient: RecipientSpec::Bank {
-            bank_code: "000013".into(),
-            account_number: "0123456789".into(),
-            expected_name: "ADA LOVELACE".into(),
-        },
-        guard: RateGuard::default(),
-        max_requotes: 1,
-        limits: Default::default(),
-        approval: None,
-    };
-    let run = Run::new("job", "occ", "v1", spec, false, w.clock.now());
+    let run = Run::new("job", "occ", "v1", payout(), false, w.clock.now());
     store
         .create_run(&run, NewAuditEntry::new("test", "run.created", json!({})))
         .await

@@ -27,7 +27,8 @@ const PAYOUT_SCOPES: [&str; 9] = [
     "recipients:write",
 ];
 
-async fn connect_for_payouts(w: &World) {
+/// Connects `acme` through the real flow with every scope a payout needs.
+pub async fn connect_for_payouts(w: &World) {
     let specs = vec![GrantSpec {
         alias: ALIAS.into(),
         provider: "busha".into(),
@@ -48,7 +49,8 @@ async fn connect_for_payouts(w: &World) {
         .unwrap();
 }
 
-fn payout() -> PayoutSpec {
+/// 10 USDT to the sandbox's known NGN account.
+pub fn payout() -> PayoutSpec {
     PayoutSpec {
         grant: ALIAS.into(),
         source_currency: Currency::new("USDT").unwrap(),
