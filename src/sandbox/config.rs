@@ -136,20 +136,10 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    /// Busha's documented limits (`x-rate-limit` in the spec; 100/min otherwise).
+    /// Busha's documented limits (`x-rate-limit` in the spec; 100/min otherwise): the
+    /// same table the client's pacer starts from, so the two sides never drift apart.
     pub fn busha() -> Self {
-        let overrides = [
-            ("POST /v1/quotes", 20),
-            ("POST /v1/transfers", 20),
-            ("POST /v1/recipients", 20),
-            ("POST /v1/recipients/resolve-bank-account", 5),
-            ("GET /v1/banks", 20),
-        ];
-        Self {
-            enabled: true,
-            default_per_minute: 100,
-            overrides: overrides.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        }
+        Self::from(crate::provider::pacing::EndpointLimits::busha())
     }
 
     /// Every limit multiplied by `factor`, for volume tests (which must say so).
@@ -166,6 +156,16 @@ impl RateLimits {
             .get(endpoint)
             .copied()
             .unwrap_or(self.default_per_minute)
+    }
+}
+
+impl From<crate::provider::pacing::EndpointLimits> for RateLimits {
+    fn from(l: crate::provider::pacing::EndpointLimits) -> Self {
+        Self {
+            enabled: true,
+            default_per_minute: l.default_per_minute,
+            overrides: l.overrides,
+        }
     }
 }
 
