@@ -21,6 +21,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod grants;
 pub mod http;
 pub mod metrics;
