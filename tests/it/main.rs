@@ -14,5 +14,6 @@ mod pipeline;
 mod pipeline_grants;
 mod sandbox_api;
 mod sandbox_oauth;
+mod servers;
 mod store_audit;
 mod support;
