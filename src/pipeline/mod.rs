@@ -76,6 +76,9 @@ pub struct PipelineConfig {
     pub retry_max: Duration,
     /// Pause before re-quoting after a quote fell outside the guard.
     pub requote_delay: Duration,
+    /// After an unknown outcome (a timeout, a lost response), wait at least this long
+    /// before reconciling, so that a request Busha is still processing lands first.
+    pub unknown_outcome_grace: Duration,
     /// Polling of a submitted transfer, doubling from `track_base` up to `track_max`.
     pub track_base: Duration,
     pub track_max: Duration,
@@ -92,6 +95,7 @@ impl Default for PipelineConfig {
             retry_base: Duration::seconds(1),
             retry_max: Duration::minutes(5),
             requote_delay: Duration::seconds(5),
+            unknown_outcome_grace: Duration::seconds(15),
             track_base: Duration::seconds(2),
             track_max: Duration::seconds(60),
             quote_search_pages: 5,
@@ -164,13 +168,25 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The lease is raised, if need be, to twice the client's longest call (pacing bound
+    /// plus timeout): a lease that lapsed mid-call would let a second executor act
+    /// while the first one's request is still on its way.
     pub fn new(
         store: Store,
         busha: BushaClient,
         tokens: Arc<dyn TokenSource>,
         clock: Clock,
-        cfg: PipelineConfig,
+        mut cfg: PipelineConfig,
     ) -> Self {
+        match busha
+            .longest_call()
+            .map(|d| Duration::from_std(d).unwrap_or(Duration::MAX))
+        {
+            Some(longest) => cfg.lease = cfg.lease.max(longest * 2),
+            None => tracing::error!(
+                "the Busha client's pacing is unbounded: a paced call can outlive the run's lease; set max_pacing_wait"
+            ),
+        }
         Self {
             store,
             busha,
@@ -1167,7 +1183,10 @@ impl Pipeline {
             }
             k if k.outcome_unknown() => {
                 // The call may have been applied: the next attempt reconciles first.
-                let until = now + self.backoff(run.attempts.min(3));
+                let until = now
+                    + self
+                        .backoff(run.attempts.min(3))
+                        .max(self.cfg.unknown_outcome_grace);
                 self.wait(
                     lease,
                     run,

@@ -47,14 +47,16 @@ pub struct BushaConfig {
 }
 
 impl BushaConfig {
-    /// Busha's documented limits, a 30 s call timeout and a 10 s connect timeout.
+    /// Busha's documented limits, a 30 s call timeout, a 10 s connect timeout, and at
+    /// most 20 s waiting for the pacer: a caller holding a lease must never wait for
+    /// ever (after the bound, the call fails as rate-limited with nothing sent).
     pub fn new(api_base: Url) -> Self {
         Self {
             api_base,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             limits: EndpointLimits::busha(),
-            max_pacing_wait: None,
+            max_pacing_wait: Some(Duration::from_secs(20)),
         }
     }
 }
@@ -93,6 +95,7 @@ struct Inner {
     api_base: Url,
     pacer: Pacer,
     max_pacing_wait: Option<Duration>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for BushaClient {
@@ -258,12 +261,19 @@ impl BushaClient {
                 api_base: config.api_base,
                 pacer: Pacer::new(config.limits),
                 max_pacing_wait: config.max_pacing_wait,
+                timeout: config.timeout,
             }),
         })
     }
 
     pub fn api_base(&self) -> &Url {
         &self.inner.api_base
+    }
+
+    /// The longest a call may take before it is answered or given up: the pacer's
+    /// bound plus the request timeout. `None` when pacing is unbounded.
+    pub fn longest_call(&self) -> Option<Duration> {
+        self.inner.max_pacing_wait.map(|p| p + self.inner.timeout)
     }
 
     /// The pacer this client waits on before every call.
@@ -717,7 +727,7 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_secs(30));
         assert_eq!(config.connect_timeout, Duration::from_secs(10));
         assert_eq!(config.limits, EndpointLimits::busha());
-        assert_eq!(config.max_pacing_wait, None);
+        assert_eq!(config.max_pacing_wait, Some(Duration::from_secs(20)));
     }
 
     #[test]
