@@ -193,9 +193,8 @@ fn ngn(amount: Decimal) -> PayoutSpec {
     spec(Amount::Target { amount })
 }
 
-#[tokio::test]
-async fn a_bank_payout_resolves_quotes_transfers_and_settles_with_an_audit_trail() {
-    let w = World::new().await;
+async fn a_bank_payout_resolves_quotes_transfers_and_settles_with_an_audit_trail(t: TestStore) {
+    let w = World::with(fast(), Some(&t)).await;
     let id = w.create("2026-01-05T09:00:00Z", ngn(dec!(150000))).await;
     let state = w.drive(&w.pipeline("w1"), &id).await;
     assert_eq!(state, RunState::Settled);
@@ -269,9 +268,8 @@ impl CrashPoints for CrashAt {
     }
 }
 
-#[tokio::test]
-async fn a_crash_at_any_step_boundary_still_pays_exactly_once() {
-    let store = TestStore::sqlite().await;
+async fn a_crash_at_any_step_boundary_still_pays_exactly_once(t: TestStore) {
+    let store = t;
     let mut crashed_at = Vec::new();
     for n in 0.. {
         let w = World::with(fast(), Some(&store)).await;
@@ -339,9 +337,8 @@ async fn a_crash_at_any_step_boundary_still_pays_exactly_once() {
     );
 }
 
-#[tokio::test]
-async fn two_executors_started_at_once_produce_one_recipient_one_quote_one_transfer() {
-    let w = World::new().await;
+async fn two_executors_started_at_once_produce_one_recipient_one_quote_one_transfer(t: TestStore) {
+    let w = World::with(fast(), Some(&t)).await;
     let id = w.create("together", ngn(dec!(75000))).await;
     let a = w.pipeline("a");
     // A second "process": its own client and its own connection pool.
@@ -364,9 +361,8 @@ async fn two_executors_started_at_once_produce_one_recipient_one_quote_one_trans
     assert_eq!((w.recipients(), w.quotes(), w.transfers()), (1, 1, 1));
 }
 
-#[tokio::test]
-async fn responses_dropped_after_commit_create_no_duplicates() {
-    let w = World::new().await;
+async fn responses_dropped_after_commit_create_no_duplicates(t: TestStore) {
+    let w = World::with(fast(), Some(&t)).await;
     for endpoint in [
         "POST /v1/recipients",
         "POST /v1/quotes",
@@ -393,9 +389,8 @@ impl CrashPoints for StopBeforeTransfer {
     }
 }
 
-#[tokio::test]
-async fn a_quote_that_expires_before_the_transfer_is_replaced_and_never_used() {
-    let w = World::new().await;
+async fn a_quote_that_expires_before_the_transfer_is_replaced_and_never_used(t: TestStore) {
+    let w = World::with(fast(), Some(&t)).await;
     let id = w.create("expiring", ngn(dec!(80000))).await;
     let err = w
         .pipeline("w")
@@ -547,9 +542,8 @@ async fn a_two_step_quote_needs_a_human_and_makes_no_transfer() {
     assert_eq!(w.transfers(), 0);
 }
 
-#[tokio::test]
-async fn a_lost_local_write_cannot_cause_a_second_payment() {
-    let w = World::new().await;
+async fn a_lost_local_write_cannot_cause_a_second_payment(t: TestStore) {
+    let w = World::with(fast(), Some(&t)).await;
     let id = w.create("amnesia", ngn(dec!(30000))).await;
     let p = w.pipeline("w");
     assert_eq!(w.drive(&p, &id).await, RunState::Settled);
@@ -670,3 +664,13 @@ async fn a_429_storm_completes_every_run_and_no_minute_exceeds_the_limits() {
         "the sixth enquiry waited for the minute"
     );
 }
+
+// The exactly-once suite on both backends.
+crate::on_both_backends!(
+    a_bank_payout_resolves_quotes_transfers_and_settles_with_an_audit_trail,
+    a_crash_at_any_step_boundary_still_pays_exactly_once,
+    two_executors_started_at_once_produce_one_recipient_one_quote_one_transfer,
+    responses_dropped_after_commit_create_no_duplicates,
+    a_quote_that_expires_before_the_transfer_is_replaced_and_never_used,
+    a_lost_local_write_cannot_cause_a_second_payment,
+);
