@@ -13,6 +13,10 @@
 //! - before the transfer, the reservation is trued up to the locked quote's source
 //!   amount (fees included), with the same checks.
 //!
+//! Every run reserves, whether or not its own job declares limits, so that a grant's
+//! cap counts everything spent on the grant. Caps count reservations in the run's
+//! source currency only.
+//!
 //! Amounts reserved, in the source currency:
 //! - a fixed source amount is reserved as is;
 //! - a fixed target amount is estimated at quote lock as `target / min_rate + max_fees`
@@ -259,13 +263,6 @@ pub fn check_caps(run: &Run, ask: &Ask, used: &CapUse) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// True if the run's limits have anything to reserve against.
-fn has_limits(limits: &Limits) -> bool {
-    limits.max_per_run.is_some()
-        || limits.job_daily_cap.is_some()
-        || limits.grant_daily_cap.is_some()
 }
 
 // ---------------------------------------------------------------------------- approval
@@ -604,9 +601,11 @@ impl Guards {
                 until: now + self.cfg.recheck,
             });
         }
-        if step == GateStep::CreateRecipient || !has_limits(&run.spec.limits) {
+        if step == GateStep::CreateRecipient {
             return Ok(());
         }
+        // Every run reserves, limits or not: a grant's cap declared by one job must see
+        // what the grant's other jobs spend.
         let ask = ask_for(run, step);
         let check = CapCheck {
             run,

@@ -73,6 +73,26 @@ async fn two_runs_racing_for_the_last_headroom_exactly_one_gets_it() {
 }
 
 #[tokio::test]
+async fn a_grant_cap_counts_what_the_grants_other_jobs_spend_even_without_limits() {
+    let w = World::new().await;
+    let p = w.pipeline("w1");
+    let unlimited = w.create_in("salaries", "occ-1", usdt(dec!(60))).await;
+    assert_eq!(w.drive(&p, &unlimited).await, RunState::Settled);
+
+    let mut capped = usdt(dec!(60));
+    capped.limits.grant_daily_cap = Some(dec!(100));
+    let id = w.create("occ-1", capped).await;
+    assert_eq!(w.drive(&p, &id).await, RunState::Failed);
+    let reason = w.run(&id).await.reason.unwrap();
+    assert!(
+        reason.contains("grant acme's rolling 24-hour cap of 100 USDT")
+            && reason.contains("60 USDT is already used"),
+        "{reason}"
+    );
+    assert_eq!(w.transfers(), 1);
+}
+
+#[tokio::test]
 async fn a_run_over_the_per_run_maximum_is_refused_before_any_quote() {
     let w = World::new().await;
     let mut s = usdt(dec!(60));
