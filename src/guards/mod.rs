@@ -539,6 +539,17 @@ pub struct GuardsConfig {
     pub actor: String,
 }
 
+impl GuardsConfig {
+    /// The defaults, with reservations audited as this worker (`worker:<id>`, the
+    /// pipeline's `worker_id`).
+    pub fn for_worker(worker_id: &str) -> Self {
+        Self {
+            actor: format!("worker:{worker_id}"),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for GuardsConfig {
     fn default() -> Self {
         Self {
@@ -548,8 +559,12 @@ impl Default for GuardsConfig {
     }
 }
 
-/// The guards, as the pipeline's gate. Install with
-/// `Pipeline::new(..).with_gate(Arc::new(Guards::new(store, clock)))`.
+/// The guards, as the pipeline's gate. The worker installs them with
+///
+/// ```text
+/// let guards = Guards::with_config(store.clone(), clock.clone(), GuardsConfig::for_worker(&cfg.worker_id));
+/// let pipeline = Pipeline::new(store, busha, tokens, clock, cfg).with_gate(guards.into_gate());
+/// ```
 #[derive(Clone)]
 pub struct Guards {
     store: Store,

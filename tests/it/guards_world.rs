@@ -84,14 +84,7 @@ impl World {
     }
 
     pub fn guards_on(&self, store: Store) -> Guards {
-        Guards::with_config(
-            store,
-            self.clock.clone(),
-            GuardsConfig {
-                actor: "worker:test".into(),
-                ..GuardsConfig::default()
-            },
-        )
+        Guards::with_config(store, self.clock.clone(), GuardsConfig::for_worker("test"))
     }
 
     /// A pipeline gated by the guards (pacing at 100 times Busha's limits, as the
