@@ -6,6 +6,8 @@
 //! - [`config`]: the worker's settings file, parsed at the edge; secrets only from the env.
 //! - [`grants`]: customers' OAuth2 grants: connect (PKCE + OIDC), tokens sealed at rest,
 //!   single-flight fenced refresh. Never logs or returns token material.
+//! - [`guards`]: the kill switch, paused jobs, spending caps and approvals (the
+//!   pipeline's gate), and the rules of the operator commands. No SQL, no HTTP.
 //! - [`http`]: the worker's axum server (OAuth connect and callback). Binds localhost by default.
 //! - [`cli`]: the operator CLI (clap). Prints no token.
 //! - [`clock`]: the injectable source of "now" shared by the worker and the sandbox.
@@ -23,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod grants;
+pub mod guards;
 pub mod http;
 pub mod metrics;
 pub mod money;

@@ -1,11 +1,14 @@
-//! The operator CLI (clap): `serve`, `connect <alias>`, and
-//! `grants list|show|refresh|revoke|rekey`.
+//! The operator CLI (clap): `serve`, `connect <alias>`,
+//! `grants list|show|refresh|revoke|rekey`, `runs list|show|approve|reject|cancel|retry|summary`,
+//! and the kill switch `halt|resume|halts`.
 //!
 //! Commands write to a caller-supplied writer so that tests run them in-process. No
 //! output, of any command, contains a token.
 
 pub mod audit;
 pub mod connect;
+pub mod guards;
+pub mod runs;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -63,6 +66,20 @@ pub enum Command {
         /// One grant alias (default: every declared grant).
         #[arg(long)]
         grant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect runs and act on them: approve, reject, cancel, retry.
+    Runs {
+        #[command(subcommand)]
+        command: runs::RunsCommand,
+    },
+    /// Kill switch: no new money-moving step starts (everything, one job, or one grant).
+    Halt(guards::HaltArgs),
+    /// Lift a halt made by `treasury halt` with the same flags.
+    Resume(guards::ResumeArgs),
+    /// Every active halt.
+    Halts {
         #[arg(long)]
         json: bool,
     },
@@ -145,6 +162,10 @@ pub async fn run(
         Command::Grants { command } => ctx.grants(command, out).await,
         Command::Audit { command } => ctx.audit(command, out).await,
         Command::Reconcile { since, grant, json } => ctx.reconcile(&since, grant, json, out).await,
+        Command::Runs { command } => runs::command(&ctx.store, &ctx.clock, command, out).await,
+        Command::Halt(args) => guards::halt(&ctx.store, &ctx.clock, args, out).await,
+        Command::Resume(args) => guards::resume(&ctx.store, &ctx.clock, args, out).await,
+        Command::Halts { json } => guards::list(&ctx.store, json, out).await,
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod audit;
 mod grants;
+mod guards;
 mod runs;
 
 use std::str::FromStr;
@@ -21,6 +22,7 @@ use sqlx::{Any, AnyPool, Executor};
 
 pub use audit::AuditExport;
 pub use grants::{AuthorizationRow, ConnectedGrantRow, GrantRow, Resealed, SealedTokens};
+pub use guards::{ApprovalRow, Approved, CapCheck, Refusal, Reservation};
 pub use runs::{RunFilter, RunLease};
 
 /// A write transaction on the store.
