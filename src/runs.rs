@@ -351,6 +351,10 @@ pub struct Run {
     pub recipient_id: Option<String>,
     /// Quote attempts so far; the attempt number is part of the quote reference.
     pub quote_attempt: u32,
+    /// `quote_attempt` when an operator last retried the run: `max_requotes` counts
+    /// from here.
+    #[serde(default)]
+    pub quote_attempt_base: u32,
     pub quote: Option<LockedQuote>,
     pub transfer_id: Option<String>,
     pub transfer_status: Option<String>,
@@ -404,6 +408,7 @@ impl Run {
             reason: None,
             recipient_id: None,
             quote_attempt: 0,
+            quote_attempt_base: 0,
             quote: None,
             transfer_id: None,
             transfer_status: None,

@@ -559,7 +559,7 @@ impl Pipeline {
             }
         }
 
-        if run.quote_attempt > spec.max_requotes {
+        if run.quote_attempt - run.quote_attempt_base.min(run.quote_attempt) > spec.max_requotes {
             let last = run
                 .reason
                 .clone()
@@ -691,7 +691,9 @@ impl Pipeline {
                 "run.quote.refused",
                 json!({ "quote_id": q.id, "rate": q.rate.rate.to_string(), "fees": fees.to_string(), "reference_price": reference.map(|r| r.to_string()), "reason": reason, "request_id": request_id }),
             );
-            if run.quote_attempt > run.spec.max_requotes {
+            if run.quote_attempt - run.quote_attempt_base.min(run.quote_attempt)
+                > run.spec.max_requotes
+            {
                 self.save(lease, run, vec![e]).await?;
                 let reason = format!(
                     "no transfer: {reason} (after {} quote attempts)",
@@ -1121,8 +1123,18 @@ impl Pipeline {
         match self.gate.check(run, step).await {
             Ok(()) => Ok(None),
             Err(Hold::Wait { reason, until }) => {
+                // A hold is not a failure: it does not grow the backoff, and it is
+                // audited when it starts or its reason changes, not at every recheck.
                 let until = until.max(self.clock.now() + self.cfg.retry_base);
-                self.wait(lease, run, until, reason, "run.held").await
+                let audit = if run.reason.as_deref() == Some(reason.as_str()) {
+                    Vec::new()
+                } else {
+                    vec![self.entry(run, "run.held", json!({ "reason": reason, "until": until }))]
+                };
+                run.next_attempt_at = until;
+                run.reason = Some(reason);
+                self.save(lease, run, audit).await?;
+                Ok(Some(Executed::Waiting(until)))
             }
             Err(Hold::Refuse { reason }) => self.fail(lease, run, reason).await,
             Err(Hold::Unavailable { reason }) => {

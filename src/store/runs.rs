@@ -21,7 +21,8 @@ pub struct RunLease {
 macro_rules! run_columns {
     () => {
         "id, job_id, occurrence_key, job_version, spec, state, reason, recipient_id, quote_attempt, \
-         quote, transfer_id, transfer_status, pending_op, attempts, next_attempt_at, created_at, updated_at"
+         quote, transfer_id, transfer_status, pending_op, attempts, next_attempt_at, created_at, updated_at, \
+         quote_attempt_base"
     };
 }
 
@@ -294,6 +295,8 @@ fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
         next_attempt_at: from_millis(row.try_get(14)?)?,
         created_at: from_millis(row.try_get(15)?)?,
         updated_at: from_millis(row.try_get(16)?)?,
+        quote_attempt_base: u32::try_from(row.try_get::<i64, _>(17)?)
+            .map_err(|e| corrupt("quote_attempt_base", &e))?,
     })
 }
 

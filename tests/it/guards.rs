@@ -576,6 +576,34 @@ async fn retry_of_a_failed_run_re_quotes_with_a_new_reference_and_completes() {
 }
 
 #[tokio::test]
+async fn retry_of_a_run_that_used_up_its_requotes_gets_a_fresh_allowance() {
+    let w = World::new().await;
+    let p = w.pipeline("w1");
+    // The market is below the job's minimum rate: the first quote and its one re-quote
+    // are refused, and the run fails.
+    w.sb.set_price("USDT", "NGN", dec!(1560), dec!(1500));
+    let mut s = ngn(dec!(1000));
+    s.guard.min_rate = Some(dec!(1550));
+    s.max_requotes = 1;
+    let id = w.create("occ-1", s).await;
+    assert_eq!(w.drive(&p, &id).await, RunState::Failed);
+    assert_eq!(w.quotes(), 2);
+
+    // The market recovers and an operator retries: the run gets its re-quotes again
+    // (with new references), rather than failing at once on the old count.
+    w.sb.set_price("USDT", "NGN", dec!(1650), dec!(1600));
+    let from = w
+        .store
+        .retry_run(&id, &op("ops"), w.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(from, Ok(RunState::RecipientResolved));
+    assert_eq!(w.drive(&p, &id).await, RunState::Settled);
+    assert_eq!(w.quote_references()[2], id.quote_reference(3));
+    assert_eq!(w.transfers(), 1);
+}
+
+#[tokio::test]
 async fn retry_of_a_needs_human_run_re_quotes_with_a_new_reference_and_completes() {
     let w = World::new().await;
     let p = w.pipeline("w1");
