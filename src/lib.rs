@@ -7,6 +7,8 @@
 //! - [`grants`]: customers' OAuth2 grants: connect (PKCE + OIDC), tokens sealed at rest,
 //!   single-flight fenced refresh. Never logs or returns token material.
 //! - [`http`]: the worker's axum server (OAuth connect and callback). Binds localhost by default.
+//! - [`jobs`]: job files parsed at the edge, schedules (cron + zone + DST), and the
+//!   scheduler tick that creates one run per occurrence. Never moves money itself.
 //! - [`cli`]: the operator CLI (clap). Prints no token.
 //! - [`clock`]: the injectable source of "now" shared by the worker and the sandbox.
 //! - [`money`]: currencies, precision and exact amounts. No IO.
@@ -22,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod grants;
 pub mod http;
+pub mod jobs;
 pub mod money;
 pub mod pipeline;
 pub mod provider;

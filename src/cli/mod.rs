@@ -1,10 +1,11 @@
-//! The operator CLI (clap): `serve`, `connect <alias>`, and
-//! `grants list|show|refresh|revoke|rekey`.
+//! The operator CLI (clap): `serve`, `connect <alias>`,
+//! `grants list|show|refresh|revoke|rekey`, and `jobs validate|plan`.
 //!
 //! Commands write to a caller-supplied writer so that tests run them in-process. No
 //! output, of any command, contains a token.
 
 pub mod connect;
+pub mod jobs;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,6 +49,11 @@ pub enum Command {
     Grants {
         #[command(subcommand)]
         command: GrantsCommand,
+    },
+    /// Check job files and show what they will do (moves no money).
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
     },
 }
 
@@ -93,6 +99,11 @@ pub async fn run(
     shutdown: CancellationToken,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
+    // `jobs` reads the config itself (and reports its errors) and needs no store.
+    let command = match cli.command {
+        Command::Jobs { command } => return jobs::run(&cli.config, command, &clock, out).await,
+        other => other,
+    };
     let settings = Settings::load(&cli.config).map_err(CliError::from)?;
     let store = Store::connect(&settings.store.url)
         .await
@@ -102,7 +113,7 @@ pub async fn run(
         store,
         clock,
     };
-    match cli.command {
+    match command {
         Command::Serve => ctx.serve(shutdown).await,
         Command::Connect { alias, no_browser } => {
             let connector = ctx.connector().await?;
@@ -126,6 +137,7 @@ pub async fn run(
             .map_err(CliError::from)
         }
         Command::Grants { command } => ctx.grants(command, out).await,
+        Command::Jobs { .. } => unreachable!("dispatched above"),
     }
 }
 

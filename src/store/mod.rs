@@ -11,6 +11,7 @@
 
 mod audit;
 mod grants;
+mod jobs;
 mod runs;
 
 use std::str::FromStr;
