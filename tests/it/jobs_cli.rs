@@ -230,3 +230,92 @@ fn the_binary_exits_1_when_a_job_file_is_wrong() {
         String::from_utf8_lossy(&ok.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_checks_the_scopes_the_customer_actually_granted() {
+    // Arrange: a store whose grant was consented without recipients:write, which the
+    // vendor job (a bank recipient) needs; the config itself declares every scope.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let store = treasury::store::Store::connect(&url).await.unwrap();
+    let now = utc("2026-03-01T00:00:00Z");
+    crate::jobs_scheduler::connect_grant(&store, now).await;
+    let mut tx = store.begin().await.unwrap();
+    store
+        .upsert_connected_grant_in(
+            &mut tx,
+            &treasury::store::ConnectedGrantRow {
+                id: "grt_test".into(),
+                provider: "busha".into(),
+                alias: "acme-treasury".into(),
+                subject: "user-1".into(),
+                tokens: treasury::store::SealedTokens {
+                    key_version: 1,
+                    access_token_ct: "sealed".into(),
+                    access_expires_at: now,
+                    refresh_token_ct: None,
+                    scopes: "balances:read quotes:read quotes:write transfers:read transfers:write recipients:read".into(),
+                },
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    store.close().await;
+    let config = dir.path().join("treasury.toml");
+    let text = std::fs::read_to_string(root().join("config/treasury.toml")).unwrap();
+    std::fs::write(&config, text.replace("sqlite://treasury.db?mode=rwc", &url)).unwrap();
+    let jobs_dir = dir.path().join("jobs");
+    std::fs::create_dir(&jobs_dir).unwrap();
+    std::fs::copy(
+        root().join("jobs/vendor-weekly.toml"),
+        jobs_dir.join("vendor.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("jobs/salaries-monthly.toml"),
+        jobs_dir.join("salaries.toml"),
+    )
+    .unwrap();
+
+    // Act
+    let (r, out) = treasury(&[
+        "--config",
+        config.to_str().unwrap(),
+        "jobs",
+        "validate",
+        "--jobs",
+        jobs_dir.to_str().unwrap(),
+    ])
+    .await;
+
+    // Assert: both jobs name bank recipients; each is refused at its `grant` line.
+    assert!(r.is_err(), "{out}");
+    let scope_errors: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            l.contains(
+                "as granted (in the store) lacks the scopes this job needs: recipients:write",
+            )
+        })
+        .collect();
+    assert_eq!(scope_errors.len(), 2, "{out}");
+    assert!(
+        scope_errors.iter().any(|l| l.contains("vendor.toml:5:")),
+        "{out}"
+    );
+    // Without the store, the same files are valid.
+    let (r, out) = treasury(&[
+        "--config",
+        config.to_str().unwrap(),
+        "jobs",
+        "validate",
+        "--no-store",
+        "--jobs",
+        jobs_dir.to_str().unwrap(),
+    ])
+    .await;
+    assert!(r.is_ok(), "{out}");
+}

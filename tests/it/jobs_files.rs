@@ -317,3 +317,60 @@ fn renaming_a_file_changes_neither_the_job_nor_its_run_ids() {
         ra[0].id
     );
 }
+
+#[test]
+fn triggers_and_sweeps_build_their_runs_from_the_occurrence_amount() {
+    use rust_decimal::dec;
+    use treasury::runs::{Amount, RunState};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let grants = test_grants();
+    let load = |f: &str| {
+        let bytes = std::fs::read(root.join("jobs").join(f)).unwrap();
+        parse_job(f, &bytes, Some(&grants)).unwrap()
+    };
+    let now = chrono::Utc::now();
+
+    // A trigger: the request's amount, on the trigger's side, within the bounds.
+    let trigger = load("supplier-on-demand.toml");
+    let runs = trigger.runs("evt_1", Some(dec!(50000.00)), now).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].occurrence_key, "evt_1");
+    assert_eq!(
+        runs[0].spec.amount,
+        Amount::Target {
+            amount: dec!(50000)
+        }
+    );
+    assert_eq!(runs[0].state, RunState::Created);
+    assert_eq!(runs[0].job_version, trigger.version());
+    // 1,500,000 NGN at the worst rate (1450) may be 1034 USDT > 700: approval.
+    let big = trigger.runs("evt_2", Some(dec!(1500000)), now).unwrap();
+    assert_eq!(big[0].state, RunState::AwaitingApproval);
+    assert_eq!(
+        big[0].spec.approval.as_ref().unwrap().owner,
+        "procurement-lead"
+    );
+    for bad in [dec!(9999.99), dec!(2000000.01), dec!(100.001)] {
+        assert!(trigger.runs("evt_3", Some(bad), now).is_err(), "{bad}");
+    }
+    assert!(trigger.runs("evt_4", None, now).is_err());
+
+    // A sweep: `available - keep`, source side.
+    let sweep = load("usdt-sweep.toml");
+    let runs = sweep.runs("tick_1", Some(dec!(1234.5)), now).unwrap();
+    assert_eq!(
+        runs[0].spec.amount,
+        Amount::Source {
+            amount: dec!(1234.5)
+        }
+    );
+    assert!(sweep.runs("tick_2", Some(dec!(0)), now).is_err());
+
+    // A schedule takes no amount from outside.
+    let vendor = load("vendor-weekly.toml");
+    assert!(
+        vendor
+            .runs("2026-03-09T08:00:00Z", Some(dec!(1)), now)
+            .is_err()
+    );
+}
