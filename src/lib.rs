@@ -9,6 +9,8 @@
 //! - [`guards`]: the kill switch, paused jobs, spending caps and approvals (the
 //!   pipeline's gate), and the rules of the operator commands. No SQL, no HTTP.
 //! - [`http`]: the worker's axum server (OAuth connect and callback). Binds localhost by default.
+//! - [`jobs`]: job files parsed at the edge, schedules (cron + zone + DST), and the
+//!   scheduler tick that creates one run per occurrence. Never moves money itself.
 //! - [`cli`]: the operator CLI (clap). Prints no token.
 //! - [`clock`]: the injectable source of "now" shared by the worker and the sandbox.
 //! - [`money`]: currencies, precision and exact amounts. No IO.
@@ -27,6 +29,7 @@ pub mod demo;
 pub mod grants;
 pub mod guards;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod money;
 pub mod pipeline;

@@ -1,6 +1,7 @@
 //! The operator CLI (clap): `serve`, `connect <alias>`,
 //! `grants list|show|refresh|revoke|rekey`, `runs list|show|approve|reject|cancel|retry|summary`,
-//! and the kill switch `halt|resume|halts`.
+//! the kill switch `halt|resume|halts`, `audit verify|head|export`, `reconcile`, and
+//! `jobs validate|plan`.
 //!
 //! Commands write to a caller-supplied writer so that tests run them in-process. No
 //! output, of any command, contains a token.
@@ -8,6 +9,7 @@
 pub mod audit;
 pub mod connect;
 pub mod guards;
+pub mod jobs;
 pub mod runs;
 
 use std::io::Write;
@@ -83,6 +85,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check job files and show what they will do (moves no money).
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,6 +134,11 @@ pub async fn run(
     shutdown: CancellationToken,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
+    // `jobs` reads the config itself (and reports its errors) and needs no store.
+    let command = match cli.command {
+        Command::Jobs { command } => return jobs::run(&cli.config, command, &clock, out).await,
+        other => other,
+    };
     let settings = Settings::load(&cli.config).map_err(CliError::from)?;
     let store = Store::connect(&settings.store.url)
         .await
@@ -136,7 +148,7 @@ pub async fn run(
         store,
         clock,
     };
-    match cli.command {
+    match command {
         Command::Serve => ctx.serve(shutdown).await,
         Command::Connect { alias, no_browser } => {
             let connector = ctx.connector().await?;
@@ -166,6 +178,7 @@ pub async fn run(
         Command::Halt(args) => guards::halt(&ctx.store, &ctx.clock, args, out).await,
         Command::Resume(args) => guards::resume(&ctx.store, &ctx.clock, args, out).await,
         Command::Halts { json } => guards::list(&ctx.store, json, out).await,
+        Command::Jobs { .. } => unreachable!("dispatched above"),
     }
 }
 

@@ -12,6 +12,7 @@
 mod audit;
 mod grants;
 mod guards;
+mod jobs;
 mod runs;
 
 use std::str::FromStr;

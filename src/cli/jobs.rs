@@ -1,0 +1,132 @@
+//! `treasury jobs validate|plan`: checks job files and shows what they will do. Neither
+//! moves money; `validate` works on a fresh clone with no store.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::Subcommand;
+
+use super::CliError;
+use crate::clock::Clock;
+use crate::jobs::{self, StoreAccess};
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// Check the config and every job file; list all errors as file:line:col; exit 1 if any.
+    Validate {
+        /// The jobs directory.
+        #[arg(long, default_value = jobs::DEFAULT_DIR)]
+        jobs: PathBuf,
+        /// Do not read the store (skip the check of granted scopes).
+        #[arg(long)]
+        no_store: bool,
+    },
+    /// Show each job's next occurrences, amounts, recipients (masked), guards and approvals.
+    Plan {
+        #[arg(long, default_value = jobs::DEFAULT_DIR)]
+        jobs: PathBuf,
+        /// How many occurrences per scheduled job.
+        #[arg(long, default_value_t = 5)]
+        next: usize,
+        /// Start from this instant (RFC 3339, or a date for midnight UTC) instead of now.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn io(e: std::io::Error) -> CliError {
+    CliError(format!("cannot write output: {e}"))
+}
+
+/// Parses `--from`: RFC 3339, or `YYYY-MM-DD` for midnight UTC.
+pub fn parse_from(s: &str) -> Result<DateTime<Utc>, CliError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            CliError(format!(
+                "--from {s:?} is not an RFC 3339 instant (2026-03-08T09:00:00Z) or a date (2026-03-08)"
+            ))
+        })
+}
+
+/// Runs one `jobs` subcommand. It reads the config itself, so that a broken config is
+/// reported like any other error instead of stopping the command.
+pub async fn run(
+    config: &Path,
+    command: JobsCommand,
+    clock: &Clock,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    match command {
+        JobsCommand::Validate { jobs, no_store } => {
+            let access = if no_store {
+                StoreAccess::Never
+            } else {
+                StoreAccess::IfPresent
+            };
+            let v = jobs::validate(config, &jobs, access).await;
+            for e in &v.errors {
+                writeln!(out, "{e}").map_err(io)?;
+            }
+            for n in &v.notes {
+                writeln!(out, "note: {n}").map_err(io)?;
+            }
+            if v.errors.is_empty() {
+                writeln!(
+                    out,
+                    "ok: {} and {} job file(s) in {} are valid",
+                    config.display(),
+                    v.files,
+                    jobs.display()
+                )
+                .map_err(io)?;
+                Ok(())
+            } else {
+                let files: std::collections::BTreeSet<&str> =
+                    v.errors.iter().map(|e| e.path.as_str()).collect();
+                Err(CliError(format!(
+                    "{} error(s) in {} file(s)",
+                    v.errors.len(),
+                    files.len()
+                )))
+            }
+        }
+        JobsCommand::Plan {
+            jobs,
+            next,
+            from,
+            json,
+        } => {
+            let from = match from {
+                Some(s) => parse_from(&s)?,
+                None => clock.now(),
+            };
+            let v = jobs::validate(config, &jobs, StoreAccess::Never).await;
+            if !v.errors.is_empty() {
+                for e in &v.errors {
+                    writeln!(out, "{e}").map_err(io)?;
+                }
+                return Err(CliError(format!(
+                    "{} error(s): fix them (`treasury jobs validate`) before planning",
+                    v.errors.len()
+                )));
+            }
+            let plan = jobs::plan::plan(&v.jobs, from, next);
+            if json {
+                let text = serde_json::to_string_pretty(&plan)
+                    .map_err(|e| CliError(format!("cannot encode the plan: {e}")))?;
+                writeln!(out, "{text}").map_err(io)
+            } else {
+                jobs::plan::write_text(out, &plan).map_err(io)
+            }
+        }
+    }
+}

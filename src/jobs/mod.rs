@@ -1,0 +1,315 @@
+//! Jobs: the finance team's `jobs/*.toml`, parsed at the edge into typed [`Job`]s, and
+//! their occurrences turned into run rows.
+//!
+//! - [`parse`]: one file into a [`Job`], reporting every broken rule with `file:line:col`.
+//! - [`spec`]: the typed job ([`JobSpec`]) and the [`PayoutSpec`](crate::runs::PayoutSpec)s
+//!   an occurrence freezes into runs ([`Job::runs`], [`JobSpec::payouts`]).
+//! - [`schedule`]: cron + IANA zone + the DST policy, and catch-up after downtime.
+//! - [`scheduler`]: the tick that creates one run per occurrence, ever (invariant 2).
+//! - [`plan`]: what `treasury jobs plan` shows: next occurrences, amounts, approval.
+//!
+//! [`validate`] is `treasury jobs validate`: config and every job file, all errors at once.
+//! Nothing here moves money; the scheduler only writes run rows through the store.
+
+pub mod parse;
+pub mod plan;
+pub mod schedule;
+pub mod scheduler;
+pub mod spec;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use parse::{Diagnostic, parse_job, version_of};
+pub use schedule::{CatchUp, CronSchedule, DstAdjustment, Fire};
+pub use scheduler::{
+    HeldJob, OccurrenceError, Scheduler, SchedulerConfig, TickReport, create_occurrence,
+    record_versions,
+};
+pub use spec::{
+    Approval, HttpTrigger, Job, JobId, JobSpec, Payee, Payout, PayoutError, PlannedPayout,
+    ScheduleSpec, Side, SweepSpec, Trigger,
+};
+
+use crate::config::{GrantSpec, Settings};
+use crate::store::{Store, StoreError};
+
+/// The default jobs directory, relative to the working directory.
+pub const DEFAULT_DIR: &str = "jobs";
+
+/// Job files that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every broken rule, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// `*.toml` in `dir`, sorted by name. A missing directory has no jobs.
+pub fn job_files(dir: &Path) -> Result<Vec<PathBuf>, JobsError> {
+    let read = |source| JobsError::Read {
+        path: dir.display().to_string(),
+        source,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(read)?.path();
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Every job file of a directory, parsed, with every error found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub jobs: Vec<Job>,
+    pub errors: Vec<Diagnostic>,
+    pub files: usize,
+}
+
+/// Parses every `*.toml` in `dir` and checks what spans files: duplicate job ids.
+/// `grants`: the aliases declared in config (`None`: not checked).
+pub fn load_dir(dir: &Path, grants: Option<&[GrantSpec]>) -> Result<Loaded, JobsError> {
+    let mut loaded = Loaded::default();
+    for path in job_files(dir)? {
+        loaded.files += 1;
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(&path).map_err(|source| JobsError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        match parse_job(&shown, &bytes, grants) {
+            Ok(job) => loaded.jobs.push(job),
+            Err(errs) => loaded.errors.extend(errs),
+        }
+    }
+    let mut first: BTreeMap<String, String> = BTreeMap::new();
+    for job in &loaded.jobs {
+        if let Some(other) = first.get(job.id().as_str()) {
+            loaded.errors.push(Diagnostic {
+                path: job.path.clone(),
+                line: job.id_at.0,
+                col: job.id_at.1,
+                message: format!(
+                    "job id {:?} is also declared in {other}: ids must be unique (runs are keyed by id)",
+                    job.id().as_str()
+                ),
+            });
+        } else {
+            first.insert(job.id().to_string(), job.path.clone());
+        }
+    }
+    Ok(loaded)
+}
+
+/// Loads the jobs the worker will run, refusing them all if any file is wrong.
+pub fn load(dir: &Path, settings: &Settings) -> Result<Vec<Job>, JobsError> {
+    let loaded = load_dir(dir, Some(&settings.grants))?;
+    let mut errors = loaded.errors;
+    errors.extend(check_declared_scopes(&loaded.jobs, &settings.grants));
+    if errors.is_empty() {
+        Ok(loaded.jobs)
+    } else {
+        Err(JobsError::Invalid(errors))
+    }
+}
+
+fn scope_error(job: &Job, missing: &[&str], whose: &str) -> Diagnostic {
+    Diagnostic {
+        path: job.path.clone(),
+        line: job.grant_at.0,
+        col: job.grant_at.1,
+        message: format!(
+            "grant {:?} {whose} lacks the scopes this job needs: {}",
+            job.spec().grant(),
+            missing.join(" ")
+        ),
+    }
+}
+
+/// Each job's grant, as declared in config, must ask for the scopes the job needs.
+pub fn check_declared_scopes(jobs: &[Job], grants: &[GrantSpec]) -> Vec<Diagnostic> {
+    let mut errs = Vec::new();
+    for job in jobs {
+        let Some(g) = grants.iter().find(|g| g.alias == job.spec().grant()) else {
+            continue;
+        };
+        let missing: Vec<&str> = job
+            .spec()
+            .required_scopes()
+            .into_iter()
+            .filter(|s| !g.scopes.iter().any(|h| h == s))
+            .collect();
+        if !missing.is_empty() {
+            errs.push(scope_error(job, &missing, "as declared in config"));
+        }
+    }
+    errs
+}
+
+/// Each job's grant, as stored (what the customer actually granted), must hold the
+/// scopes the job needs. Grants not connected yet are noted, not errors.
+pub async fn check_stored_scopes(
+    store: &Store,
+    jobs: &[Job],
+    grants: &[GrantSpec],
+) -> Result<(Vec<Diagnostic>, Vec<String>), StoreError> {
+    let mut errs = Vec::new();
+    let mut notes = BTreeSet::new();
+    for job in jobs {
+        let alias = job.spec().grant();
+        let provider = grants
+            .iter()
+            .find(|g| g.alias == alias)
+            .map_or("busha", |g| g.provider.as_str());
+        let Some(row) = store.grant_by_alias(provider, alias).await? else {
+            notes.insert(format!(
+                "grant {alias:?} is not connected yet: its granted scopes are checked once it is (`treasury connect {alias}`)"
+            ));
+            continue;
+        };
+        let held: Vec<&str> = row.scopes.split_whitespace().collect();
+        let missing: Vec<&str> = job
+            .spec()
+            .required_scopes()
+            .into_iter()
+            .filter(|s| !held.contains(s))
+            .collect();
+        if !missing.is_empty() {
+            errs.push(scope_error(job, &missing, "as granted (in the store)"));
+        }
+    }
+    Ok((errs, notes.into_iter().collect()))
+}
+
+/// What `treasury jobs validate` found.
+#[derive(Debug, Default)]
+pub struct Validation {
+    /// Every broken rule, in file order.
+    pub errors: Vec<Diagnostic>,
+    /// Things worth knowing that are not errors (e.g. the store was not read).
+    pub notes: Vec<String>,
+    pub jobs: Vec<Job>,
+    pub files: usize,
+}
+
+/// How `validate` may reach the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreAccess {
+    /// Read it if it exists and answers quickly (a fresh clone has none).
+    IfPresent,
+    /// Do not touch it.
+    Never,
+}
+
+/// Checks `config` and every job file in `dir`, collecting all errors.
+pub async fn validate(config: &Path, dir: &Path, access: StoreAccess) -> Validation {
+    let mut v = Validation::default();
+    let settings = match Settings::load(config) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            v.errors.push(config_diagnostic(config, &e));
+            v.notes.push(
+                "the config could not be read, so grant aliases and scopes were not checked".into(),
+            );
+            None
+        }
+    };
+    let grants = settings.as_ref().map(|s| s.grants.as_slice());
+    match load_dir(dir, grants) {
+        Ok(loaded) => {
+            v.errors.extend(loaded.errors);
+            v.jobs = loaded.jobs;
+            v.files = loaded.files;
+        }
+        Err(e) => v.errors.push(Diagnostic {
+            path: dir.display().to_string(),
+            line: 0,
+            col: 0,
+            message: e.to_string(),
+        }),
+    }
+    if let Some(s) = &settings {
+        v.errors.extend(check_declared_scopes(&v.jobs, &s.grants));
+        if access == StoreAccess::IfPresent {
+            match open_store_for_reading(&s.store.url).await {
+                Ok(Some(store)) => match check_stored_scopes(&store, &v.jobs, &s.grants).await {
+                    Ok((errs, notes)) => {
+                        v.errors.extend(errs);
+                        v.notes.extend(notes);
+                    }
+                    Err(e) => v.notes.push(format!(
+                        "the store could not be read ({e}); granted scopes not checked"
+                    )),
+                },
+                Ok(None) => v.notes.push(
+                    "no store yet: granted scopes are checked once grants are connected".into(),
+                ),
+                Err(e) => v.notes.push(format!(
+                    "the store could not be opened ({e}); granted scopes not checked"
+                )),
+            }
+        }
+    }
+    v.errors.sort();
+    v.errors.dedup();
+    v
+}
+
+fn config_diagnostic(config: &Path, e: &crate::config::ConfigError) -> Diagnostic {
+    use crate::config::ConfigError;
+    match e {
+        ConfigError::Parse {
+            path,
+            line,
+            col,
+            message,
+        } => Diagnostic {
+            path: path.clone(),
+            line: *line,
+            col: *col,
+            message: message.clone(),
+        },
+        other => Diagnostic {
+            path: config.display().to_string(),
+            line: 0,
+            col: 0,
+            message: other
+                .to_string()
+                .trim_start_matches(&format!("{}: ", config.display()))
+                .to_string(),
+        },
+    }
+}
+
+/// Opens the configured store if it exists: a SQLite file that is not there yet is
+/// `None` (validating never creates one), and a server gets five seconds to answer.
+async fn open_store_for_reading(url: &str) -> Result<Option<Store>, String> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let file = rest.trim_start_matches("//");
+        let file = file.split('?').next().unwrap_or("");
+        if file.is_empty() || file == ":memory:" || !Path::new(file).exists() {
+            return Ok(None);
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(5), Store::connect(url)).await {
+        Ok(Ok(store)) => Ok(Some(store)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".into()),
+    }
+}

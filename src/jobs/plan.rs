@@ -1,0 +1,354 @@
+//! `treasury jobs plan`: each job's next occurrences, what each will pay to whom, its
+//! guards, and whether a person must approve. Computes only; moves no money.
+//! Account numbers are masked.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::schedule::{DstAdjustment, format_duration};
+use super::spec::{Approval, Job, PlannedPayout, Side, Trigger};
+use crate::runs::{Amount, Limits, RateGuard, RecipientSpec, RunId, mask_account};
+
+/// The plan for a set of jobs from an instant.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub from: DateTime<Utc>,
+    pub jobs: Vec<JobPlan>,
+}
+
+/// One job's plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobPlan {
+    pub id: String,
+    pub path: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub grant: String,
+    pub owner: String,
+    pub source_currency: String,
+    pub target_currency: String,
+    pub trigger: TriggerPlan,
+    pub guard: RateGuard,
+    pub max_requotes: u32,
+    pub limits: Limits,
+    pub approval: Option<Approval>,
+    /// The next occurrences of a schedule (empty for triggers and sweeps).
+    pub occurrences: Vec<OccurrencePlan>,
+}
+
+/// What starts the job, as `plan` shows it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TriggerPlan {
+    Schedule {
+        cron: String,
+        timezone: String,
+        catch_up: String,
+        max_lateness: String,
+    },
+    Trigger {
+        side: Side,
+        currency: String,
+        #[serde(with = "rust_decimal::serde::str")]
+        min_amount: Decimal,
+        #[serde(with = "rust_decimal::serde::str")]
+        max_amount: Decimal,
+        secret_env: String,
+        /// The recipient every triggered run pays.
+        recipient: String,
+    },
+    Sweep {
+        balance: String,
+        #[serde(with = "rust_decimal::serde::str")]
+        threshold: Decimal,
+        #[serde(with = "rust_decimal::serde::str")]
+        keep: Decimal,
+        interval: String,
+        min_interval: String,
+        debounce: String,
+        recipient: String,
+    },
+}
+
+/// One scheduled occurrence.
+#[derive(Clone, Debug, Serialize)]
+pub struct OccurrencePlan {
+    pub occurrence_key: String,
+    pub utc: DateTime<Utc>,
+    /// RFC 3339 with the zone's offset at that instant.
+    pub local: String,
+    pub timezone: String,
+    pub dst: DstAdjustment,
+    pub runs: Vec<RunPlan>,
+}
+
+/// One run an occurrence would create.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunPlan {
+    pub run_id: RunId,
+    pub occurrence_key: String,
+    pub payee: Option<String>,
+    pub side: Side,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    pub currency: String,
+    /// Masked: `bank 058 ******6789 (ACME LTD)` or `recipient rcp_...`.
+    pub recipient: String,
+    pub approval_needed: bool,
+    pub approvers: Option<u32>,
+}
+
+/// Describes a recipient for people, with the account number masked.
+pub fn describe_recipient(r: &RecipientSpec) -> String {
+    match r {
+        RecipientSpec::Id { id } => format!("recipient {id}"),
+        RecipientSpec::Bank {
+            bank_code,
+            account_number,
+            expected_name,
+        } => format!(
+            "bank {bank_code} {} ({expected_name})",
+            mask_account(account_number)
+        ),
+    }
+}
+
+fn run_plan(job: &Job, occurrence: &str, p: &PlannedPayout) -> RunPlan {
+    let spec = &p.spec;
+    let (side, amount, currency) = match &spec.amount {
+        Amount::Source { amount } => (Side::Source, *amount, &spec.source_currency),
+        Amount::Target { amount } => (Side::Target, *amount, &spec.target_currency),
+    };
+    let key = p.occurrence_key(occurrence);
+    RunPlan {
+        run_id: RunId::derive(job.id().as_str(), &key),
+        occurrence_key: key,
+        payee: p.payee.clone(),
+        side,
+        amount,
+        currency: currency.to_string(),
+        recipient: describe_recipient(&spec.recipient),
+        approval_needed: p.needs_approval,
+        approvers: spec.approval.as_ref().map(|a| a.approvers),
+    }
+}
+
+/// The plan of `jobs` for the `next` occurrences after `from`.
+pub fn plan(jobs: &[Job], from: DateTime<Utc>, next: usize) -> Plan {
+    let jobs = jobs
+        .iter()
+        .map(|job| {
+            let spec = job.spec();
+            let single_recipient = || match spec.payout() {
+                super::Payout::Single { recipient, .. } => describe_recipient(recipient),
+                super::Payout::Batch(_) => String::new(),
+            };
+            let (trigger, occurrences) = match spec.trigger() {
+                Trigger::Schedule(s) => {
+                    let tz = s.cron.timezone();
+                    let payouts = spec.payouts(None).unwrap_or_default();
+                    let occ = s
+                        .cron
+                        .after(from)
+                        .take(next)
+                        .map(|f| {
+                            let key = f.occurrence_key();
+                            OccurrencePlan {
+                                runs: payouts.iter().map(|p| run_plan(job, &key, p)).collect(),
+                                occurrence_key: key,
+                                utc: f.at,
+                                local: f.local.to_rfc3339(),
+                                timezone: tz.name().to_string(),
+                                dst: f.dst,
+                            }
+                        })
+                        .collect();
+                    (
+                        TriggerPlan::Schedule {
+                            cron: s.cron.expr().to_string(),
+                            timezone: tz.name().to_string(),
+                            catch_up: s.catch_up.as_str().to_string(),
+                            max_lateness: format_duration(s.max_lateness),
+                        },
+                        occ,
+                    )
+                }
+                Trigger::Http(t) => (
+                    TriggerPlan::Trigger {
+                        side: t.side,
+                        currency: match t.side {
+                            Side::Source => spec.source_currency().to_string(),
+                            Side::Target => spec.target_currency().to_string(),
+                        },
+                        min_amount: t.min_amount,
+                        max_amount: t.max_amount,
+                        secret_env: t.secret_env.clone(),
+                        recipient: single_recipient(),
+                    },
+                    Vec::new(),
+                ),
+                Trigger::Sweep(s) => (
+                    TriggerPlan::Sweep {
+                        balance: s.balance.to_string(),
+                        threshold: s.threshold,
+                        keep: s.keep,
+                        interval: format_duration(s.interval),
+                        min_interval: format_duration(s.min_interval),
+                        debounce: format_duration(s.debounce),
+                        recipient: single_recipient(),
+                    },
+                    Vec::new(),
+                ),
+            };
+            JobPlan {
+                id: job.id().to_string(),
+                path: job.path().to_string(),
+                version: job.version().to_string(),
+                description: spec.description().map(str::to_string),
+                grant: spec.grant().to_string(),
+                owner: spec.owner().to_string(),
+                source_currency: spec.source_currency().to_string(),
+                target_currency: spec.target_currency().to_string(),
+                trigger,
+                guard: spec.guard().clone(),
+                max_requotes: spec.max_requotes(),
+                limits: spec.limits().clone(),
+                approval: spec.approval().cloned(),
+                occurrences,
+            }
+        })
+        .collect();
+    Plan { from, jobs }
+}
+
+fn guard_text(g: &RateGuard, source: &str) -> String {
+    let mut parts = Vec::new();
+    if let Some(v) = g.min_rate {
+        parts.push(format!("min_rate {v}"));
+    }
+    if let Some(v) = g.max_rate {
+        parts.push(format!("max_rate {v}"));
+    }
+    if let Some(v) = g.max_drift_pct {
+        parts.push(format!("max_drift {v}%"));
+    }
+    if let Some(v) = g.max_fees {
+        parts.push(format!("max_fees {v} {source}"));
+    }
+    parts.join(", ")
+}
+
+/// Writes the plan for people.
+pub fn write_text(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
+    writeln!(out, "plan from {} (no money moves)", plan.from.to_rfc3339())?;
+    for j in &plan.jobs {
+        let src = &j.source_currency;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{} ({}) {} -> {}, grant {}, owner {}",
+            j.id, j.path, src, j.target_currency, j.grant, j.owner
+        )?;
+        if let Some(d) = &j.description {
+            writeln!(out, "  {d}")?;
+        }
+        match &j.trigger {
+            TriggerPlan::Schedule {
+                cron,
+                timezone,
+                catch_up,
+                max_lateness,
+            } => writeln!(
+                out,
+                "  schedule: {cron} in {timezone}; catch-up {catch_up} within {max_lateness}"
+            )?,
+            TriggerPlan::Trigger {
+                currency,
+                min_amount,
+                max_amount,
+                secret_env,
+                recipient,
+                ..
+            } => writeln!(
+                out,
+                "  on a signed POST /triggers/{} (secret in ${secret_env}): {min_amount}..{max_amount} {currency} to {recipient}",
+                j.id
+            )?,
+            TriggerPlan::Sweep {
+                balance,
+                threshold,
+                keep,
+                interval,
+                min_interval,
+                debounce,
+                recipient,
+            } => writeln!(
+                out,
+                "  sweep: when available {balance} > {threshold} (checked every {interval}, debounce {debounce}, at most one per {min_interval}), send available - {keep} {balance} to {recipient}"
+            )?,
+        }
+        writeln!(
+            out,
+            "  guard: {}; up to {} re-quotes",
+            guard_text(&j.guard, src),
+            j.max_requotes
+        )?;
+        let mut limits = Vec::new();
+        if let Some(v) = j.limits.max_per_run {
+            limits.push(format!("max {v} {src} per run"));
+        }
+        if let Some(v) = j.limits.job_daily_cap {
+            limits.push(format!("{v} {src} per rolling 24 h"));
+        }
+        if !limits.is_empty() {
+            writeln!(out, "  limits: {}", limits.join(", "))?;
+        }
+        if let Some(a) = &j.approval {
+            writeln!(
+                out,
+                "  approval: above {} {src}, {} approver(s), never {}",
+                a.above, a.approvers, j.owner
+            )?;
+        }
+        for o in &j.occurrences {
+            let dst = match o.dst {
+                DstAdjustment::None => "",
+                DstAdjustment::MovedPastGap => {
+                    "  [local time skipped by DST: runs at the next valid instant]"
+                }
+                DstAdjustment::FirstOfRepeated => "  [local time repeats (DST): runs at the first]",
+            };
+            writeln!(
+                out,
+                "  {}  ({} UTC){dst}",
+                o.local,
+                o.utc.format("%Y-%m-%dT%H:%M:%SZ")
+            )?;
+            for r in &o.runs {
+                let payee = r
+                    .payee
+                    .as_deref()
+                    .map(|p| format!("{p}: "))
+                    .unwrap_or_default();
+                let side = match r.side {
+                    Side::Source => "send",
+                    Side::Target => "deliver",
+                };
+                let approval = if r.approval_needed {
+                    format!("APPROVAL NEEDED ({})", r.approvers.unwrap_or(1))
+                } else {
+                    "no approval".to_string()
+                };
+                writeln!(
+                    out,
+                    "    {payee}{side} {} {} to {}; {approval}",
+                    r.amount, r.currency, r.recipient
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
