@@ -13,6 +13,9 @@
 //! - [`provider`]: the only code that speaks HTTP to Busha (typed client, errors, pacing).
 //! - [`store`]: the system of record; all SQL lives here.
 //! - [`audit`]: the hash-chained audit log's domain.
+//! - [`queue`]: the dispatch queue (apalis); carries run ids only. The only module that
+//!   names apalis types.
+//! - [`worker`]: dispatcher, supervised queue consumers and purge, under one shutdown.
 //! - [`sandbox`]: a faithful Busha emulator (OAuth issuer + resource API + control
 //!   surface) for tests, benchmarks and the demo. Production code never calls it.
 
@@ -25,6 +28,8 @@ pub mod http;
 pub mod money;
 pub mod pipeline;
 pub mod provider;
+pub mod queue;
 pub mod runs;
 pub mod sandbox;
 pub mod store;
+pub mod worker;
