@@ -17,6 +17,9 @@
 //! - [`provider`]: the only code that speaks HTTP to Busha (typed client, errors, pacing).
 //! - [`store`]: the system of record; all SQL lives here.
 //! - [`audit`]: the hash-chained audit log's domain.
+//! - [`queue`]: the dispatch queue (apalis); carries run ids only. The only module that
+//!   names apalis types.
+//! - [`worker`]: dispatcher, supervised queue consumers and purge, under one shutdown.
 //! - [`sandbox`]: a faithful Busha emulator (OAuth issuer + resource API + control
 //!   surface) for tests, benchmarks and the demo. Production code never calls it.
 
@@ -34,8 +37,10 @@ pub mod metrics;
 pub mod money;
 pub mod pipeline;
 pub mod provider;
+pub mod queue;
 pub mod reconcile;
 pub mod runs;
 pub mod sandbox;
 pub mod store;
 pub mod triggers;
+pub mod worker;

@@ -10,6 +10,7 @@
 //! instead of failing on a lock upgrade.
 
 mod audit;
+mod dispatch;
 mod grants;
 mod guards;
 mod jobs;
@@ -22,6 +23,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
 pub use audit::AuditExport;
+pub use dispatch::Claimed;
 pub use grants::{AuthorizationRow, ConnectedGrantRow, GrantRow, Resealed, SealedTokens};
 pub use guards::{ApprovalRow, Approved, CapCheck, Refusal, Reservation};
 pub use runs::{RunFilter, RunLease};

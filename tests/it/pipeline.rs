@@ -351,6 +351,15 @@ async fn two_executors_started_at_once_produce_one_recipient_one_quote_one_trans
         w.clock.clone(),
         b.config().clone(),
     );
+    // The first call of whichever executor wins the lease takes a second, so that the
+    // other one certainly tries while the lease is held.
+    w.sb.add_fault(
+        Fault::new(
+            "GET /v1/recipients",
+            FaultKind::Latency(std::time::Duration::from_secs(1)),
+        )
+        .times(1),
+    );
     let (ra, rb) = tokio::join!(a.execute(&id), b.execute(&id));
     let outcomes = [ra.unwrap(), rb.unwrap()];
     assert!(
