@@ -91,14 +91,14 @@ pub fn verify_trigger(
         .map_err(|_| TriggerRejection::BadSignature)
 }
 
-/// A balance-watch sweep: when `available` stays above `threshold` for `debounce`
-/// consecutive polls, move everything above `keep`.
+/// A balance-watch sweep: when `available` has stayed above `threshold` for at least
+/// `debounce`, move everything above `keep`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SweepRule {
     pub threshold: Decimal,
     pub keep: Decimal,
-    /// Consecutive polls above the threshold before firing (1 = at once).
-    pub debounce: u32,
+    /// How long the balance must stay above the threshold (zero: fire at once).
+    pub debounce: Duration,
     /// Least time between two sweeps of the job.
     pub min_interval: Duration,
 }
@@ -106,7 +106,8 @@ pub struct SweepRule {
 /// What the watch remembers between polls.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SweepWatch {
-    above: u32,
+    /// Since when the balance has been above the threshold, without a dip.
+    above_since: Option<DateTime<Utc>>,
     last_fired: Option<DateTime<Utc>>,
 }
 
@@ -114,7 +115,7 @@ impl SweepWatch {
     /// Resumes a watch whose last sweep was created at `last_fired` (from the store).
     pub fn resume(last_fired: Option<DateTime<Utc>>) -> Self {
         Self {
-            above: 0,
+            above_since: None,
             last_fired,
         }
     }
@@ -129,11 +130,11 @@ impl SweepWatch {
         in_flight: bool,
     ) -> Option<Decimal> {
         if available <= rule.threshold {
-            self.above = 0;
+            self.above_since = None;
             return None;
         }
-        self.above = self.above.saturating_add(1);
-        if self.above < rule.debounce.max(1) || in_flight {
+        let since = *self.above_since.get_or_insert(now);
+        if now - since < rule.debounce || in_flight {
             return None;
         }
         if self.last_fired.is_some_and(|t| now - t < rule.min_interval) {
@@ -144,7 +145,7 @@ impl SweepWatch {
             return None;
         }
         self.last_fired = Some(now);
-        self.above = 0;
+        self.above_since = None;
         Some(amount)
     }
 }
@@ -214,40 +215,35 @@ mod tests {
         let rule = SweepRule {
             threshold: dec!(1000),
             keep: dec!(200),
-            debounce: 2,
+            debounce: Duration::minutes(2),
             min_interval: Duration::hours(1),
         };
+        let t = |m: i64| now() + Duration::minutes(m);
         let mut w = SweepWatch::default();
-        assert_eq!(w.observe(&rule, dec!(900), now(), false), None);
+        assert_eq!(w.observe(&rule, dec!(900), t(0), false), None);
         assert_eq!(
-            w.observe(&rule, dec!(1500), now(), false),
+            w.observe(&rule, dec!(1500), t(1), false),
             None,
-            "debounced"
+            "above for 0 min"
         );
-        assert_eq!(w.observe(&rule, dec!(1500), now(), false), Some(dec!(1300)));
+        assert_eq!(
+            w.observe(&rule, dec!(1500), t(2), false),
+            None,
+            "above for 1 min"
+        );
+        assert_eq!(w.observe(&rule, dec!(1500), t(3), false), Some(dec!(1300)));
         // The sweep is in flight: no second one, however high the balance.
-        assert_eq!(
-            w.observe(&rule, dec!(5000), now() + Duration::hours(2), true),
-            None
-        );
-        assert_eq!(
-            w.observe(&rule, dec!(5000), now() + Duration::hours(2), true),
-            None
-        );
+        assert_eq!(w.observe(&rule, dec!(5000), t(120), true), None);
+        assert_eq!(w.observe(&rule, dec!(5000), t(125), true), None);
         // Finished, but within the minimum interval of the last one.
         let mut w = SweepWatch::resume(Some(now()));
-        assert_eq!(
-            w.observe(&rule, dec!(5000), now() + Duration::minutes(30), false),
-            None
-        );
-        assert_eq!(
-            w.observe(&rule, dec!(5000), now() + Duration::minutes(61), false),
-            Some(dec!(4800))
-        );
-        // A dip below the threshold resets the debounce.
+        assert_eq!(w.observe(&rule, dec!(5000), t(30), false), None);
+        assert_eq!(w.observe(&rule, dec!(5000), t(61), false), Some(dec!(4800)));
+        // A dip below the threshold restarts the debounce.
         let mut w = SweepWatch::default();
-        w.observe(&rule, dec!(1500), now(), false);
-        w.observe(&rule, dec!(500), now(), false);
-        assert_eq!(w.observe(&rule, dec!(1500), now(), false), None);
+        w.observe(&rule, dec!(1500), t(0), false);
+        w.observe(&rule, dec!(500), t(1), false);
+        assert_eq!(w.observe(&rule, dec!(1500), t(3), false), None);
+        assert_eq!(w.observe(&rule, dec!(1500), t(5), false), Some(dec!(1300)));
     }
 }
