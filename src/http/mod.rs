@@ -12,6 +12,7 @@
 //! a token, a code or the operator token.
 
 pub mod ops;
+pub mod triggers;
 
 use std::sync::Arc;
 

@@ -26,4 +26,5 @@ mod schedule_dst;
 mod servers;
 mod store_audit;
 mod support;
+mod triggers;
 mod worker;
