@@ -41,6 +41,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod runs;
 pub mod sandbox;
+pub mod service;
 pub mod store;
 pub mod triggers;
 pub mod worker;

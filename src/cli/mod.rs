@@ -80,6 +80,13 @@ pub enum Command {
     Halt(guards::HaltArgs),
     /// Lift a halt made by `treasury halt` with the same flags.
     Resume(guards::ResumeArgs),
+    /// Run the worker: scheduler, triggers, sweeps, queue workers and the HTTP server,
+    /// until SIGINT/SIGTERM.
+    Run {
+        /// The directory of job files.
+        #[arg(long, default_value = "jobs")]
+        jobs: PathBuf,
+    },
     /// Every active halt.
     Halts {
         #[arg(long)]
@@ -177,6 +184,17 @@ pub async fn run(
         Command::Runs { command } => runs::command(&ctx.store, &ctx.clock, command, out).await,
         Command::Halt(args) => guards::halt(&ctx.store, &ctx.clock, args, out).await,
         Command::Resume(args) => guards::resume(&ctx.store, &ctx.clock, args, out).await,
+        Command::Run { jobs } => {
+            let parts = crate::service::parts_from_env(
+                ctx.settings.clone(),
+                ctx.store.clone(),
+                ctx.clock.clone(),
+                &jobs,
+            )
+            .await
+            .map_err(CliError)?;
+            crate::service::run(parts, shutdown).await.map_err(CliError)
+        }
         Command::Halts { json } => guards::list(&ctx.store, json, out).await,
         Command::Jobs { .. } => unreachable!("dispatched above"),
     }

@@ -24,6 +24,7 @@ mod sandbox_api;
 mod sandbox_oauth;
 mod schedule_dst;
 mod servers;
+mod service;
 mod store_audit;
 mod support;
 mod triggers;

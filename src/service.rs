@@ -1,0 +1,355 @@
+//! `treasury run`: the worker as one service. It assembles the pipeline (custodian
+//! tokens, guards), the queue and dispatcher, the scheduler, the sweep watches, the
+//! alert watcher and the HTTP server (OAuth connect, triggers, webhooks, health,
+//! metrics), runs them under one cancellation token, and shuts down in bounded time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alerts::{AlertSink, AlertWatcher};
+use crate::clock::Clock;
+use crate::config::{Secret, Settings};
+use crate::grants::{BushaOAuth, Connector, Custodian, CustodyConfig, Keyring};
+use crate::guards::{Guards, GuardsConfig};
+use crate::jobs::Job;
+use crate::jobs::scheduler::{Scheduler, SchedulerConfig, create_occurrence};
+use crate::pipeline::{Pipeline, PipelineConfig, TokenSource};
+use crate::provider::busha::{BushaClient, BushaConfig};
+use crate::queue::{Queue, QueueConfig};
+use crate::runs::RunState;
+use crate::store::{RunFilter, Store};
+use crate::triggers::{SweepRule, SweepWatch};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Everything the service runs on, built by the caller (`treasury run` from settings
+/// and the environment; tests and the demo from their own parts).
+pub struct Parts {
+    pub settings: Settings,
+    pub store: Store,
+    pub clock: Clock,
+    pub keys: Arc<Keyring>,
+    pub oauth: Arc<BushaOAuth>,
+    pub busha: BushaClient,
+    pub jobs: Vec<Job>,
+    /// The queue's own SQLite file (never the store's).
+    pub queue_path: PathBuf,
+    pub operator_token: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    /// How often the scheduler ticks.
+    pub tick: Duration,
+}
+
+/// Where the queue file goes: beside a SQLite store, or in the working directory.
+pub fn queue_path_for(store_url: &str) -> PathBuf {
+    store_url
+        .strip_prefix("sqlite://")
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        .and_then(|path| {
+            Path::new(path)
+                .parent()
+                .map(|dir| dir.join("treasury-queue.db"))
+        })
+        .unwrap_or_else(|| PathBuf::from("treasury-queue.db"))
+}
+
+/// Runs until `shutdown` is cancelled, then stops scheduling and lets in-flight
+/// executions finish or park (within the worker's shutdown bound).
+pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String> {
+    let worker_id = format!("{}-{}", hostname(), std::process::id());
+    let Parts {
+        settings,
+        store,
+        clock,
+        keys,
+        oauth,
+        busha,
+        jobs,
+        queue_path,
+        operator_token,
+        webhook_secret,
+        tick,
+    } = parts;
+    let custodian = Custodian::new(
+        store.clone(),
+        keys.clone(),
+        oauth.clone(),
+        clock.clone(),
+        CustodyConfig::default(),
+    );
+    let guards = Guards::with_config(
+        store.clone(),
+        clock.clone(),
+        GuardsConfig::for_worker(&worker_id),
+    );
+    let cfg = PipelineConfig {
+        worker_id: worker_id.clone(),
+        ..PipelineConfig::default()
+    };
+    let tokens: Arc<dyn TokenSource> = Arc::new(custodian.clone());
+    let pipeline = Pipeline::new(
+        store.clone(),
+        busha.clone(),
+        tokens.clone(),
+        clock.clone(),
+        cfg,
+    )
+    .with_gate(guards.into_gate());
+    let queue = Queue::open(QueueConfig::sqlite(&queue_path))
+        .await
+        .map_err(|e| format!("cannot open the queue {}: {e}", queue_path.display()))?;
+    let jobs = Arc::new(jobs);
+    let scheduler = Scheduler::start(
+        store.clone(),
+        jobs.as_ref().clone(),
+        SchedulerConfig {
+            actor: format!("worker:{worker_id}"),
+            ..SchedulerConfig::default()
+        },
+        clock.now(),
+    )
+    .await
+    .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+    tracing::info!(jobs = jobs.len(), queue = %queue_path.display(), "worker starting");
+
+    let tasks = TaskTracker::new();
+    let worker = Worker::new(pipeline, queue, clock.clone(), WorkerConfig::default())
+        .start(shutdown.clone());
+
+    // The scheduler: every tick creates the runs that are due (idempotently).
+    {
+        let (shutdown, clock) = (shutdown.clone(), clock.clone());
+        tasks.spawn(async move {
+            while !shutdown.is_cancelled() {
+                match scheduler.tick(clock.now()).await {
+                    Ok(report) if !report.created.is_empty() => tracing::info!(created = report.created.len(), "scheduler created runs"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "scheduler tick failed; retrying"),
+                }
+                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(tick) => {} }
+            }
+            tracing::info!("scheduler stopped");
+        });
+    }
+    // One balance watch per sweep job.
+    for job in jobs.iter().filter(|j| j.spec().sweep().is_some()) {
+        let watch = SweepLoop {
+            job: job.clone(),
+            store: store.clone(),
+            busha: busha.clone(),
+            tokens: tokens.clone(),
+            clock: clock.clone(),
+            actor: format!("worker:{worker_id}"),
+        };
+        tasks.spawn(watch.run(shutdown.clone()));
+    }
+    // Alerts from the audit log and stuck transfers.
+    {
+        let mut watcher = AlertWatcher::new(
+            store.clone(),
+            AlertSink::new(None),
+            clock.clone(),
+            chrono::Duration::minutes(30),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            while !shutdown.is_cancelled() {
+                if let Err(e) = watcher.poll().await {
+                    tracing::warn!(error = %e, "alert watcher could not read the store");
+                }
+                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(10)) => {} }
+            }
+        });
+    }
+    // HTTP: health and metrics always; connect routes with an operator token; triggers.
+    let listen = settings.http.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let mut router = crate::http::ops::ops_router(crate::http::ops::OpsState {
+        store: store.clone(),
+        clock: clock.clone(),
+        metrics: crate::metrics::install(),
+        webhook_secret: webhook_secret.map(Arc::new),
+    })
+    .merge(crate::http::triggers::trigger_router(
+        crate::http::triggers::TriggerState {
+            store: store.clone(),
+            clock: clock.clone(),
+            jobs: jobs.clone(),
+            actor: format!("worker:{worker_id}"),
+        },
+    ));
+    match operator_token {
+        Some(token) => {
+            let connector = Connector::new(
+                store.clone(),
+                keys,
+                oauth,
+                clock.clone(),
+                settings.grants.clone(),
+            );
+            router = router.merge(crate::http::router(crate::http::AppState {
+                connector,
+                operator_token: Arc::new(token),
+            }));
+        }
+        None => {
+            tracing::warn!("TREASURY_OPERATOR_TOKEN is not set: the OAuth connect routes are off");
+            router = router.route("/healthz", axum::routing::get(|| async { "ok" }));
+        }
+    }
+    tracing::info!(%listen, "HTTP server listening");
+    let http = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { crate::http::serve(listener, router, shutdown).await })
+    };
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: scheduling stopped, letting in-flight steps finish");
+    tasks.close();
+    let done = worker.join().await;
+    tracing::info!(?done, "worker stopped");
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// The balance watch of one sweep job: polls `available`, and when the watch fires,
+/// creates the sweep's run keyed by the watch tick.
+struct SweepLoop {
+    job: Job,
+    store: Store,
+    busha: BushaClient,
+    tokens: Arc<dyn TokenSource>,
+    clock: Clock,
+    actor: String,
+}
+
+impl SweepLoop {
+    async fn run(self, shutdown: CancellationToken) {
+        let Some(spec) = self.job.spec().sweep().cloned() else {
+            return;
+        };
+        let rule = SweepRule {
+            threshold: spec.threshold,
+            keep: spec.keep,
+            debounce: spec.debounce,
+            min_interval: spec.min_interval,
+        };
+        let job_id = self.job.id().as_str().to_string();
+        let last = self.runs().await.iter().map(|r| r.created_at).max();
+        let mut watch = SweepWatch::resume(last);
+        let interval = spec.interval.to_std().unwrap_or(Duration::from_secs(60));
+        while !shutdown.is_cancelled() {
+            if let Err(e) = self.poll(&mut watch, &rule, &spec.balance).await {
+                tracing::warn!(job = %job_id, error = %e, "sweep watch could not poll");
+            }
+            tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(interval) => {} }
+        }
+    }
+
+    async fn runs(&self) -> Vec<crate::runs::Run> {
+        self.store
+            .list_runs(&RunFilter {
+                job_id: Some(self.job.id().as_str().to_string()),
+                ..RunFilter::default()
+            })
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn poll(
+        &self,
+        watch: &mut SweepWatch,
+        rule: &SweepRule,
+        currency: &crate::money::Currency,
+    ) -> Result<(), String> {
+        let token = self
+            .tokens
+            .access_token(self.job.spec().grant())
+            .await
+            .map_err(|e| e.to_string())?;
+        let balance = self
+            .busha
+            .get_balance(&token, currency.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let in_flight = self
+            .runs()
+            .await
+            .iter()
+            .any(|r| !r.state.is_final() && r.state != RunState::AwaitingApproval);
+        let now = self.clock.now();
+        if let Some(amount) = watch.observe(rule, balance.value.available.amount, now, in_flight) {
+            let key = format!("sweep@{}", now.format("%Y-%m-%dT%H:%M:%SZ"));
+            let runs =
+                create_occurrence(&self.store, &self.job, &key, Some(amount), &self.actor, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tracing::info!(job = %self.job.id().as_str(), %amount, runs = runs.len(), "sweep fired");
+        }
+        Ok(())
+    }
+}
+
+/// Builds [`Parts`] from settings and the environment, for `treasury run`.
+pub async fn parts_from_env(
+    settings: Settings,
+    store: Store,
+    clock: Clock,
+    jobs_dir: &Path,
+) -> Result<Parts, String> {
+    let keys = Arc::new(Keyring::from_env().map_err(|e| e.to_string())?);
+    let secret = crate::config::secret_from_env(
+        crate::config::CLIENT_SECRET_ENV,
+        "the Busha OAuth client secret",
+    )
+    .map_err(|e| e.to_string())?;
+    let b = &settings.busha;
+    let oauth = Arc::new(
+        BushaOAuth::discover(
+            &crate::grants::OAuthSettings::new(
+                b.issuer_url.clone(),
+                &b.client_id,
+                secret,
+                b.redirect_uri.clone(),
+            ),
+            clock.clone(),
+        )
+        .await?,
+    );
+    let busha = BushaClient::new(BushaConfig::new(settings.busha.api_url.clone()))
+        .map_err(|e| e.to_string())?;
+    let jobs = crate::jobs::load(jobs_dir, &settings).map_err(|e| e.to_string())?;
+    let operator_token =
+        crate::config::secret_from_env(crate::config::OPERATOR_TOKEN_ENV, "the operator token")
+            .ok();
+    let webhook_secret =
+        crate::config::secret_from_env("TREASURY_BUSHA_WEBHOOK_SECRET", "the Busha webhook secret")
+            .ok();
+    Ok(Parts {
+        queue_path: queue_path_for(&settings.store.url),
+        settings,
+        store,
+        clock,
+        keys,
+        oauth,
+        busha,
+        jobs,
+        operator_token,
+        webhook_secret,
+        tick: Duration::from_secs(1),
+    })
+}

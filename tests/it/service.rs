@@ -1,0 +1,167 @@
+//! `treasury run` assembled: a signed trigger reaches the HTTP server, the queue and
+//! the worker take the run through guards, the custodian's tokens and the pipeline, and
+//! it settles with exactly one transfer. Then the service shuts down in bounded time.
+
+use std::time::Duration;
+
+use rust_decimal::dec;
+use tokio_util::sync::CancellationToken;
+use treasury::config::{BushaSettings, GrantSpec, HttpSettings, Settings, StoreSettings};
+use treasury::runs::RunState;
+use treasury::sandbox::LedgerEvent;
+use treasury::service::{Parts, run};
+use treasury::store::RunFilter;
+use treasury::triggers::sign_trigger;
+
+use crate::backends::TestStore;
+use crate::grants_harness::{ALIAS, CLIENT_ID, World};
+use crate::pipeline_grants::connect_for_payouts;
+
+const SECRET_ENV: &str = "TREASURY_TRIGGER_SERVICE_TEST";
+
+const JOB: &str = r#"
+id = "on-demand"
+grant = "acme"
+owner = "finance-lead"
+source_currency = "USDT"
+target_currency = "NGN"
+
+[recipient]
+bank_code = "000013"
+account_number = "0123456789"
+account_name = "ADA LOVELACE"
+
+[guard]
+min_rate = "1000"
+
+[trigger]
+side = "source"
+min_amount = "1"
+max_amount = "100"
+secret_env = "TREASURY_TRIGGER_SERVICE_TEST"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_trigger_runs_through_the_assembled_service_to_one_settled_transfer() {
+    // SAFETY: nextest gives this test a process of its own; nothing else reads it.
+    unsafe { std::env::set_var(SECRET_ENV, "service-secret") };
+    let w = World::start(TestStore::sqlite().await).await;
+    connect_for_payouts(&w).await;
+    w.sb.set_balance(&w.user.id, "USDT", dec!(100));
+    w.sb.add_bank_account("000013", "0123456789", "ADA LOVELACE");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("on-demand.toml"), JOB).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = Settings {
+        path: "test.toml".into(),
+        store: StoreSettings {
+            url: w.ts.url.clone(),
+        },
+        busha: BushaSettings {
+            issuer_url: w.sb.url(),
+            api_url: w.sb.url(),
+            client_id: CLIENT_ID.into(),
+            redirect_uri: w.redirect_uri.clone(),
+        },
+        http: HttpSettings {
+            listen: ([127, 0, 0, 1], port).into(),
+        },
+        grants: vec![GrantSpec {
+            alias: ALIAS.into(),
+            provider: "busha".into(),
+            scopes: [
+                "balances:read",
+                "quotes:read",
+                "quotes:write",
+                "transfers:read",
+                "transfers:write",
+                "recipients:read",
+                "recipients:write",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        }],
+    };
+    let jobs = treasury::jobs::load(dir.path(), &settings).unwrap();
+    let parts = Parts {
+        settings,
+        store: w.store(),
+        clock: w.clock.clone(),
+        keys: w.keys.clone(),
+        oauth: w.oauth.clone(),
+        busha: w.api.clone(),
+        jobs,
+        queue_path: dir.path().join("queue.db"),
+        operator_token: None,
+        webhook_secret: None,
+        tick: Duration::from_millis(200),
+    };
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(run(parts, shutdown.clone()));
+
+    // Wait for the HTTP server, then fire the trigger.
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ts = w.clock.now().timestamp().to_string();
+    let body = r#"{"amount": "12.5"}"#;
+    let fired = http
+        .post(format!("{base}/triggers/on-demand"))
+        .header("x-treasury-timestamp", &ts)
+        .header("x-treasury-event-id", "evt-1")
+        .header(
+            "x-treasury-signature",
+            sign_trigger(b"service-secret", &ts, "evt-1", body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fired.status(), 201);
+
+    // The sandbox's transfers move with its clock: nudge it while the worker works.
+    let mut settled = false;
+    for _ in 0..300 {
+        let runs = w.store().list_runs(&RunFilter::default()).await.unwrap();
+        if runs.len() == 1 && runs[0].state == RunState::Settled {
+            settled = true;
+            break;
+        }
+        w.clock.advance(chrono::Duration::seconds(2));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        settled,
+        "the triggered run settled: {:?}",
+        w.store()
+            .list_runs(&RunFilter::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.state, r.reason.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        w.count(|e| matches!(e, LedgerEvent::TransferCreated { .. })),
+        1
+    );
+
+    let started = std::time::Instant::now();
+    shutdown.cancel();
+    service.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded shutdown"
+    );
+    assert!(w.store().verify_audit(None).await.unwrap().is_ok());
+}
