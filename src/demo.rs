@@ -15,7 +15,7 @@ use crate::grants::{
 };
 use crate::provider::busha::{BushaClient, BushaConfig};
 use crate::provider::pacing::EndpointLimits;
-use crate::runs::{Run, mask_account};
+use crate::runs::{Run, mask_account_numbers_in};
 use crate::sandbox::{NewUser, OAuthClientConfig, Sandbox, SandboxConfig, SandboxUser};
 use crate::store::Store;
 
@@ -202,7 +202,7 @@ pub fn write_run_table(runs: &[Run], out: &mut (dyn Write + Send)) -> std::io::R
             out,
             "{:<26} {:<34} {:<19} {:>14} {:>16} {:>9}  {}",
             r.job_id,
-            mask_digit_runs(&occurrence),
+            mask_account_numbers_in(&occurrence),
             r.state.as_str(),
             source,
             target,
@@ -211,21 +211,6 @@ pub fn write_run_table(runs: &[Run], out: &mut (dyn Write + Send)) -> std::io::R
         )?;
     }
     Ok(())
-}
-
-/// Occurrence keys may carry a payee key; long digit runs there are masked like accounts.
-fn mask_digit_runs(s: &str) -> String {
-    s.split('#')
-        .enumerate()
-        .map(|(i, part)| {
-            if i > 0 && part.len() >= 8 && part.chars().all(|c| c.is_ascii_digit()) {
-                mask_account(part)
-            } else {
-                part.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("#")
 }
 
 /// The demo's last line: `audit chain verified (N entries)`, or the break.

@@ -447,6 +447,31 @@ pub fn mask_account(number: &str) -> String {
     format!("{}{}", "*".repeat(n - 4), tail)
 }
 
+/// Masks every run of 8 or more digits in free text (account numbers in reasons,
+/// occurrence keys and error messages), like [`mask_account`].
+pub fn mask_account_numbers_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() >= 8 {
+            out.push_str(&mask_account(digits));
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,5 +551,9 @@ mod tests {
     fn account_numbers_are_masked() {
         assert_eq!(mask_account("0123456789"), "******6789");
         assert_eq!(mask_account("123"), "***");
+        assert_eq!(
+            mask_account_numbers_in("payee#0123456789 at 2026-01-05, ref 12345"),
+            "payee#******6789 at 2026-01-05, ref 12345"
+        );
     }
 }

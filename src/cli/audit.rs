@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 
 use super::{CliError, Context};
 use crate::provider::busha::{BushaClient, BushaConfig};
-use crate::runs::mask_account;
+use crate::runs::mask_account_numbers_in;
 use crate::store::AuditExport;
 
 #[derive(Subcommand, Debug)]
@@ -192,7 +192,7 @@ impl Context {
                 .map_err(io)?;
             }
             for u in &report.unreadable {
-                writeln!(out, "UNREAD   {}", mask_digits(u)).map_err(io)?;
+                writeln!(out, "UNREAD   {}", mask_account_numbers_in(u)).map_err(io)?;
             }
         }
         if report.is_clean() {
@@ -206,25 +206,4 @@ impl Context {
             )))
         }
     }
-}
-
-/// Masks long digit runs (account numbers) in free text.
-fn mask_digits(s: &str) -> String {
-    let mut out = String::new();
-    let mut digits = String::new();
-    for c in s.chars().chain(std::iter::once(' ')) {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        if digits.len() >= 8 {
-            out.push_str(&mask_account(&digits));
-        } else {
-            out.push_str(&digits);
-        }
-        digits.clear();
-        out.push(c);
-    }
-    out.pop();
-    out
 }
