@@ -214,8 +214,7 @@ async fn list_balances(
 ) -> ApiResult {
     let uid = caller.require("balances:read")?;
     let now = sb.now();
-    let mut st = sb.inner.state.lock();
-    st.advance_transfers(now, sb.inner.config.transfer_step);
+    let st = sb.settled(now);
     let u = user(&st, uid)?;
     let filter = list_param(&q, "currency")
         .map(|v| v.iter().map(|c| c.to_ascii_uppercase()).collect::<Vec<_>>());
@@ -235,8 +234,7 @@ async fn get_balance(
 ) -> ApiResult {
     let uid = caller.require("balances:read")?;
     let now = sb.now();
-    let mut st = sb.inner.state.lock();
-    st.advance_transfers(now, sb.inner.config.transfer_step);
+    let st = sb.settled(now);
     let u = user(&st, uid)?;
     let code = u
         .balances
@@ -893,9 +891,8 @@ async fn create_quote(
     }
 
     let now = sb.now();
-    let mut st = sb.inner.state.lock();
     // Refunds due by now must be spendable before the balance check below.
-    st.advance_transfers(now, sb.inner.config.transfer_step);
+    let mut st = sb.settled(now);
     let behaviour = st.behaviour.clone();
     if let Some(r) = &reference {
         let existing = st
@@ -1210,9 +1207,8 @@ async fn create_transfer(
     let quote_id = required(&body, "quote_id")?.to_string();
     let now = sb.now();
     let step = sb.inner.config.transfer_step;
-    let mut st = sb.inner.state.lock();
     // Refunds due by now must be spendable before the balance check below.
-    st.advance_transfers(now, step);
+    let mut st = sb.settled(now);
     let behaviour = st.behaviour.clone();
     let mut quote = {
         let q = st
@@ -1320,8 +1316,7 @@ async fn list_transfers(
 ) -> ApiResult {
     let uid = caller.require("transfers:read")?;
     let now = sb.now();
-    let mut st = sb.inner.state.lock();
-    st.advance_transfers(now, sb.inner.config.transfer_step);
+    let st = sb.settled(now);
     let statuses = list_param(&q, "status");
     let upper = |k: &str| q.get(k).map(|c| c.to_ascii_uppercase());
     let (source, target) = (upper("source_currency"), upper("target_currency"));
@@ -1368,8 +1363,7 @@ async fn get_transfer(
 ) -> ApiResult {
     let uid = caller.require("transfers:read")?;
     let now = sb.now();
-    let mut st = sb.inner.state.lock();
-    st.advance_transfers(now, sb.inner.config.transfer_step);
+    let st = sb.settled(now);
     let t = st
         .transfers
         .get(&id)

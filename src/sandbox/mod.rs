@@ -160,6 +160,14 @@ impl Sandbox {
         self.inner.clock.now()
     }
 
+    /// The state, locked, with every in-flight transfer brought up to `now` (so that
+    /// statuses, refunds and the ledger agree with the clock).
+    fn settled(&self, now: DateTime<Utc>) -> parking_lot::MutexGuard<'_, State> {
+        let mut st = self.inner.state.lock();
+        st.advance_transfers(now, self.inner.config.transfer_step);
+        st
+    }
+
     pub fn register_client(&self, client: OAuthClientConfig) {
         self.inner
             .state
@@ -189,8 +197,7 @@ impl Sandbox {
     /// A user's available balance in `currency`, with transfers brought up to date.
     pub fn balance(&self, user_id: &str, currency: &str) -> Option<Decimal> {
         let now = self.now();
-        let mut st = self.inner.state.lock();
-        st.advance_transfers(now, self.inner.config.transfer_step);
+        let st = self.settled(now);
         st.users
             .get(user_id)?
             .balances
@@ -275,8 +282,7 @@ impl Sandbox {
     /// with the clock, so that their final statuses appear without polling).
     pub fn ledger(&self) -> Vec<LedgerEntry> {
         let now = self.now();
-        let mut st = self.inner.state.lock();
-        st.advance_transfers(now, self.inner.config.transfer_step);
+        let st = self.settled(now);
         st.ledger.clone()
     }
 
