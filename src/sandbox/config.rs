@@ -246,6 +246,17 @@ pub enum TransferOutcome {
     Stuck,
 }
 
+/// A recipient a user saved in their dashboard before we came along, seeded under a
+/// known id (`POST /_sandbox/users/{id}/recipients`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SavedRecipient {
+    pub id: String,
+    pub currency: String,
+    pub bank_code: String,
+    pub account_number: String,
+    pub account_name: String,
+}
+
 /// A user to create, with opening balances.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NewUser {

@@ -12,7 +12,9 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::config::{Behaviour, Fault, NewUser, OAuthClientConfig, RateLimits, TransferOutcome};
+use super::config::{
+    Behaviour, Fault, NewUser, OAuthClientConfig, RateLimits, SavedRecipient, TransferOutcome,
+};
 use super::{Sandbox, SandboxUser};
 
 pub fn routes() -> Router<Sandbox> {
@@ -21,6 +23,7 @@ pub fn routes() -> Router<Sandbox> {
         .route("/users", post(create_user))
         .route("/users/{id}/balances/{currency}", put(set_balance))
         .route("/users/{id}/disconnect", post(disconnect))
+        .route("/users/{id}/recipients", post(add_saved_recipient))
         .route("/bank-accounts", post(add_bank_account))
         .route("/prices", put(set_price))
         .route("/clock", get(clock))
@@ -65,6 +68,18 @@ async fn set_balance(
 
 async fn disconnect(State(sb): State<Sandbox>, Path(id): Path<String>) -> Response {
     Json(json!({ "families_revoked": sb.disconnect_user(&id) })).into_response()
+}
+
+async fn add_saved_recipient(
+    State(sb): State<Sandbox>,
+    Path(id): Path<String>,
+    Json(r): Json<SavedRecipient>,
+) -> StatusCode {
+    if sb.add_saved_recipient(&id, r) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }
 
 #[derive(Deserialize)]

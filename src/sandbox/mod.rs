@@ -26,13 +26,13 @@ use tokio::sync::Notify;
 pub use config::{
     Behaviour, DuplicateTransfers, ExpiredQuoteTransfers, Fault, FaultKind, NewUser,
     OAuthClientConfig, RateLimits, ReferenceReuse, RevokedAccessTokens, SCOPE_CATALOGUE,
-    SandboxConfig, TransferOutcome,
+    SandboxConfig, SavedRecipient, TransferOutcome,
 };
 pub use state::{LedgerEntry, LedgerEvent, Price, RequestRecord};
 
 use crate::clock::Clock;
 use keys::KeySet;
-use state::{BalanceRec, State, User};
+use state::{BalanceRec, RecipientRec, State, User};
 
 /// A running sandbox. Clones share it.
 #[derive(Clone)]
@@ -222,6 +222,42 @@ impl Sandbox {
             (bank_code.into(), account_number.into()),
             account_name.into(),
         );
+    }
+
+    /// Seeds a recipient the user saved before we came along (in their dashboard),
+    /// under a known id, so that job files naming a saved recipient id can run. Not a
+    /// ledger event: nothing of ours created it. Returns `false` for an unknown user.
+    pub fn add_saved_recipient(&self, user_id: &str, saved: SavedRecipient) -> bool {
+        let now = self.now();
+        let mut st = self.inner.state.lock();
+        let Some(profile_id) = st.users.get(user_id).map(|u| u.profile_id.clone()) else {
+            return false;
+        };
+        let currency = saved.currency.to_ascii_uppercase();
+        let bank_name = api::BANKS
+            .iter()
+            .find(|(_, code, c)| *code == saved.bank_code && *c == currency)
+            .map(|(name, _, _)| name.to_string())
+            .unwrap_or_else(|| format!("bank {}", saved.bank_code));
+        let rec = RecipientRec {
+            id: saved.id.clone(),
+            user_id: user_id.to_string(),
+            profile_id,
+            kind: format!("{}_bank", currency.to_ascii_lowercase()),
+            country_code: if currency == "KES" { "KE" } else { "NG" }.into(),
+            currency,
+            bank_name,
+            bank_code: saved.bank_code,
+            account_number: saved.account_number,
+            account_name: saved.account_name,
+            legal_entity_type: "personal".into(),
+            active: true,
+            legacy: false,
+            deleted: false,
+            created_at: now,
+        };
+        st.recipients.insert(saved.id, rec);
+        true
     }
 
     /// Sets the reference price of `base`/`counter` (e.g. USDT/NGN).

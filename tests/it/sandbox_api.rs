@@ -1135,3 +1135,53 @@ fn the_standalone_binary_prints_help_and_exits_0() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_recipient_seeded_through_the_control_surface_is_found_by_its_id() {
+    let ts = TestSandbox::start().await;
+    let token = ts.worker_token();
+    let id = "7c1d2e3f-4a5b-4c6d-8e9f-a0b1c2d3e4f5";
+    let res = ts
+        .http
+        .post(ts.url(&format!("/_sandbox/users/{}/recipients", ts.user.id)))
+        .json(&json!({
+            "id": id,
+            "currency": "NGN",
+            "bank_code": "000015",
+            "account_number": "3000000001",
+            "account_name": "ALAN TURING",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    let reply = ts.get(&format!("/v1/recipients/{id}"), &token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["data"]["id"], id);
+    assert_eq!(reply.body["data"]["currency"], "NGN");
+    assert_eq!(reply.body["data"]["bank_name"], "Zenith Bank");
+    // Nothing of ours created it: the ledger holds no recipient creation.
+    assert!(
+        !ts.sb
+            .ledger()
+            .iter()
+            .any(|e| matches!(e.event, LedgerEvent::RecipientCreated { .. }))
+    );
+
+    // An unknown user is a 404, and nothing is seeded.
+    let res = ts
+        .http
+        .post(ts.url("/_sandbox/users/no-such-user/recipients"))
+        .json(&json!({
+            "id": "8c1d2e3f-4a5b-4c6d-8e9f-a0b1c2d3e4f5",
+            "currency": "NGN",
+            "bank_code": "000015",
+            "account_number": "3000000002",
+            "account_name": "NOBODY",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
