@@ -854,9 +854,22 @@ impl<'t> Parser<'t> {
                 );
                 None
             }
-            (Some(_), false) => self
-                .required_string(sec, "id")
-                .map(|(id, _)| RecipientSpec::Id { id }),
+            (Some(_), false) => self.required_string(sec, "id").and_then(|(id, span)| {
+                // Busha validates `GET /v1/recipients/{id}` as a UUID: anything else
+                // could never be paid, so say so now rather than at the first run.
+                if uuid::Uuid::try_parse(&id).is_ok() {
+                    Some(RecipientSpec::Id { id })
+                } else {
+                    self.at(
+                        span,
+                        format!(
+                            "{} must be a Busha recipient id (a UUID such as 3f2b1c9e-8d4a-4e6b-9a7c-1d2e3f4a5b6c), got {id:?}",
+                            sec.key("id")
+                        ),
+                    );
+                    None
+                }
+            }),
             (None, false) => {
                 self.at(
                     sec.span.clone(),

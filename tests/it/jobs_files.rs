@@ -104,6 +104,11 @@ const MALFORMED: &[(&str, usize, &str)] = &[
     ("no_trigger.toml", 1, "needs exactly one trigger"),
     ("recipient_both_forms.toml", 10, "not both"),
     (
+        "recipient_id_not_uuid.toml",
+        10,
+        "`recipient.id` must be a Busha recipient id (a UUID",
+    ),
+    (
         "recipient_missing_name.toml",
         9,
         "missing required key `recipient.account_name`",
@@ -241,7 +246,7 @@ target_amount = "-1"
 colour = "red"
 
 [recipient]
-id = "rcp_1"
+id = "5b0e7a0c-3c1d-4f7e-9a61-0c2f4b8d9e11"
 
 [guard]
 min_rate = "1450"

@@ -42,7 +42,7 @@ max_rate = "1750"
 pub const ONE_RECIPIENT: &str = r#"source_amount = "100"
 
 [recipient]
-id = "rcp_vendor"
+id = "5b0e7a0c-3c1d-4f7e-9a61-0c2f4b8d9e01"
 "#;
 
 pub fn job(text: &str) -> Job {
@@ -113,12 +113,12 @@ async fn second_scheduler_cannot_create_a_duplicate_run(ts: TestStore) {
 [[payees]]
 key = "a"
 source_amount = "10"
-id = "rcp_a"
+id = "5b0e7a0c-3c1d-4f7e-9a61-0c2f4b8d9e0a"
 
 [[payees]]
 key = "b"
 source_amount = "20"
-id = "rcp_b"
+id = "5b0e7a0c-3c1d-4f7e-9a61-0c2f4b8d9e0b"
 
 [[payees]]
 key = "c"
