@@ -8,11 +8,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
-use treasury::cli::{self, Cli};
+use treasury::cli::{self, Cli, Command};
 use treasury::clock::Clock;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Demo { jobs, .. } = &cli.command {
+        // SAFETY: no other thread exists yet: the runtime starts below.
+        for var in unsafe { treasury::demo::prepare_env(jobs) } {
+            eprintln!("demo: ${var} was unset; using a generated trigger secret");
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

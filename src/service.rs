@@ -41,6 +41,9 @@ pub struct Parts {
     pub webhook_secret: Option<Secret>,
     /// How often the scheduler ticks.
     pub tick: Duration,
+    /// Polls every sweep's balance this often instead of at its job's `interval`
+    /// (the demo, whose clock runs fast).
+    pub sweep_poll: Option<Duration>,
 }
 
 /// Where the queue file goes: beside a SQLite store, or in the working directory.
@@ -72,6 +75,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         operator_token,
         webhook_secret,
         tick,
+        sweep_poll,
     } = parts;
     let custodian = Custodian::new(
         store.clone(),
@@ -143,6 +147,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
             tokens: tokens.clone(),
             clock: clock.clone(),
             actor: format!("worker:{worker_id}"),
+            poll: sweep_poll,
         };
         tasks.spawn(watch.run(shutdown.clone()));
     }
@@ -235,6 +240,7 @@ struct SweepLoop {
     tokens: Arc<dyn TokenSource>,
     clock: Clock,
     actor: String,
+    poll: Option<Duration>,
 }
 
 impl SweepLoop {
@@ -251,7 +257,9 @@ impl SweepLoop {
         let job_id = self.job.id().as_str().to_string();
         let last = self.runs().await.iter().map(|r| r.created_at).max();
         let mut watch = SweepWatch::resume(last);
-        let interval = spec.interval.to_std().unwrap_or(Duration::from_secs(60));
+        let interval = self
+            .poll
+            .unwrap_or_else(|| spec.interval.to_std().unwrap_or(Duration::from_secs(60)));
         while !shutdown.is_cancelled() {
             if let Err(e) = self.poll(&mut watch, &rule, &spec.balance).await {
                 tracing::warn!(job = %job_id, error = %e, "sweep watch could not poll");
@@ -351,5 +359,6 @@ pub async fn parts_from_env(
         operator_token,
         webhook_secret,
         tick: Duration::from_secs(1),
+        sweep_poll: None,
     })
 }

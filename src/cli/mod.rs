@@ -1,7 +1,7 @@
 //! The operator CLI (clap): `serve`, `connect <alias>`,
 //! `grants list|show|refresh|revoke|rekey`, `runs list|show|approve|reject|cancel|retry|summary`,
-//! the kill switch `halt|resume|halts`, `audit verify|head|export`, `reconcile`, and
-//! `jobs validate|plan`.
+//! the kill switch `halt|resume|halts`, `audit verify|head|export`, `reconcile`,
+//! `jobs validate|plan`, `run` and `demo`.
 //!
 //! Commands write to a caller-supplied writer so that tests run them in-process. No
 //! output, of any command, contains a token.
@@ -87,6 +87,18 @@ pub enum Command {
         #[arg(long, default_value = "jobs")]
         jobs: PathBuf,
     },
+    /// The whole product with zero setup: an in-process Busha sandbox, a temporary
+    /// store and key, a customer connected through the real OAuth flow, then the job
+    /// files run by `treasury run`'s own service (a few scheduled occurrences on a
+    /// fast clock, one signed trigger, one sweep). Moves no real money.
+    Demo {
+        /// The directory of job files.
+        #[arg(long, default_value = "jobs")]
+        jobs: PathBuf,
+        /// At most this many scheduled occurrences.
+        #[arg(long, default_value_t = 6)]
+        occurrences: usize,
+    },
     /// Every active halt.
     Halts {
         #[arg(long)]
@@ -144,6 +156,12 @@ pub async fn run(
     // `jobs` reads the config itself (and reports its errors) and needs no store.
     let command = match cli.command {
         Command::Jobs { command } => return jobs::run(&cli.config, command, &clock, out).await,
+        // The demo makes its own sandbox, store and key.
+        Command::Demo { jobs, occurrences } => {
+            let mut opts = crate::demo::DemoOptions::new(&cli.config, jobs);
+            opts.max_occurrences = occurrences;
+            return crate::demo::run(opts, out).await.map_err(CliError);
+        }
         other => other,
     };
     let settings = Settings::load(&cli.config).map_err(CliError::from)?;
@@ -196,7 +214,7 @@ pub async fn run(
             crate::service::run(parts, shutdown).await.map_err(CliError)
         }
         Command::Halts { json } => guards::list(&ctx.store, json, out).await,
-        Command::Jobs { .. } => unreachable!("dispatched above"),
+        Command::Jobs { .. } | Command::Demo { .. } => unreachable!("dispatched above"),
     }
 }
 

@@ -5,6 +5,7 @@ mod backends;
 mod client;
 mod conformance;
 mod connect;
+mod demo;
 mod grants;
 mod grants_cli;
 mod grants_harness;

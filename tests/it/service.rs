@@ -100,6 +100,7 @@ async fn a_signed_trigger_runs_through_the_assembled_service_to_one_settled_tran
         operator_token: None,
         webhook_secret: None,
         tick: Duration::from_millis(200),
+        sweep_poll: None,
     };
     let shutdown = CancellationToken::new();
     let service = tokio::spawn(run(parts, shutdown.clone()));
