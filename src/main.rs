@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(signal(shutdown.clone()));
         let mut out = std::io::stdout();
@@ -43,7 +43,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // A blocking task still running (a stuck DNS lookup, say) must not hold up exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.

@@ -120,8 +120,13 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
     tracing::info!(jobs = jobs.len(), queue = %queue_path.display(), "worker starting");
 
     let tasks = TaskTracker::new();
-    let worker = Worker::new(pipeline, queue, clock.clone(), WorkerConfig::default())
-        .start(shutdown.clone());
+    let worker_cfg = WorkerConfig {
+        // The whole shutdown stays under SHUTDOWN_BOUND: the worker's drain is the
+        // longest part, and everything else stops alongside it.
+        shutdown_timeout: SHUTDOWN_BOUND - Duration::from_secs(1),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(pipeline, queue, clock.clone(), worker_cfg).start(shutdown.clone());
 
     // The scheduler: every tick creates the runs that are due (idempotently).
     {
@@ -218,12 +223,24 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
     shutdown.cancelled().await;
     tracing::info!("shutting down: scheduling stopped, letting in-flight steps finish");
     tasks.close();
-    let done = worker.join().await;
-    tracing::info!(?done, "worker stopped");
-    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    // Everything drains at once, under one bound. A step still in flight at the bound
+    // is abandoned: its lease lapses and the next start reconciles before acting.
+    let drain = async {
+        let (done, _, _) = tokio::join!(worker.join(), tasks.wait(), http);
+        done
+    };
+    match tokio::time::timeout(SHUTDOWN_BOUND, drain).await {
+        Ok(done) => tracing::info!(?done, "worker stopped"),
+        Err(_) => tracing::warn!(
+            bound = ?SHUTDOWN_BOUND,
+            "shutdown bound reached; what was in flight resumes on the next start"
+        ),
+    }
     Ok(())
 }
+
+/// The most a graceful shutdown takes, from SIGTERM to exit.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(8);
 
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")

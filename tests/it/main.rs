@@ -26,6 +26,7 @@ mod sandbox_oauth;
 mod schedule_dst;
 mod servers;
 mod service;
+mod sigterm;
 mod store_audit;
 mod support;
 mod triggers;
