@@ -7,8 +7,8 @@ use std::time::Duration;
 use rust_decimal::dec;
 use tokio_util::sync::CancellationToken;
 use treasury::config::{BushaSettings, GrantSpec, HttpSettings, Settings, StoreSettings};
-use treasury::runs::RunState;
-use treasury::sandbox::LedgerEvent;
+use treasury::runs::{Amount, RunState};
+use treasury::sandbox::{LedgerEvent, TransferOutcome};
 use treasury::service::{Parts, run};
 use treasury::store::RunFilter;
 use treasury::triggers::sign_trigger;
@@ -41,6 +41,99 @@ max_amount = "100"
 secret_env = "TREASURY_TRIGGER_SERVICE_TEST"
 "#;
 
+/// The assembled service on the world's store, clock and sandbox, running `job`.
+struct Service {
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), String>>,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    async fn start(w: &World, job: &str) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("job.toml"), job).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let settings = Settings {
+            path: "test.toml".into(),
+            store: StoreSettings {
+                url: w.ts.url.clone(),
+            },
+            busha: BushaSettings {
+                issuer_url: w.sb.url(),
+                api_url: w.sb.url(),
+                client_id: CLIENT_ID.into(),
+                redirect_uri: w.redirect_uri.clone(),
+            },
+            http: HttpSettings {
+                listen: ([127, 0, 0, 1], port).into(),
+            },
+            grants: vec![GrantSpec {
+                alias: ALIAS.into(),
+                provider: "busha".into(),
+                scopes: [
+                    "balances:read",
+                    "quotes:read",
+                    "quotes:write",
+                    "transfers:read",
+                    "transfers:write",
+                    "recipients:read",
+                    "recipients:write",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            }],
+        };
+        let jobs = treasury::jobs::load(dir.path(), &settings).unwrap();
+        let parts = Parts {
+            settings,
+            store: w.store(),
+            clock: w.clock.clone(),
+            keys: w.keys.clone(),
+            oauth: w.oauth.clone(),
+            busha: w.api.clone(),
+            jobs,
+            queue_path: dir.path().join("queue.db"),
+            operator_token: None,
+            webhook_secret: None,
+            tick: Duration::from_millis(200),
+            sweep_poll: Some(Duration::from_millis(100)),
+        };
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(run(parts, shutdown.clone()));
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Service {
+            shutdown,
+            handle,
+            base,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the service and checks that it stopped in bounded time.
+    async fn stop(self) {
+        let started = std::time::Instant::now();
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "bounded shutdown"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_trigger_runs_through_the_assembled_service_to_one_settled_transfer() {
     // SAFETY: nextest gives this test a process of its own; nothing else reads it.
@@ -49,71 +142,11 @@ async fn a_signed_trigger_runs_through_the_assembled_service_to_one_settled_tran
     connect_for_payouts(&w).await;
     w.sb.set_balance(&w.user.id, "USDT", dec!(100));
     w.sb.add_bank_account("000013", "0123456789", "ADA LOVELACE");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("on-demand.toml"), JOB).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let settings = Settings {
-        path: "test.toml".into(),
-        store: StoreSettings {
-            url: w.ts.url.clone(),
-        },
-        busha: BushaSettings {
-            issuer_url: w.sb.url(),
-            api_url: w.sb.url(),
-            client_id: CLIENT_ID.into(),
-            redirect_uri: w.redirect_uri.clone(),
-        },
-        http: HttpSettings {
-            listen: ([127, 0, 0, 1], port).into(),
-        },
-        grants: vec![GrantSpec {
-            alias: ALIAS.into(),
-            provider: "busha".into(),
-            scopes: [
-                "balances:read",
-                "quotes:read",
-                "quotes:write",
-                "transfers:read",
-                "transfers:write",
-                "recipients:read",
-                "recipients:write",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        }],
-    };
-    let jobs = treasury::jobs::load(dir.path(), &settings).unwrap();
-    let parts = Parts {
-        settings,
-        store: w.store(),
-        clock: w.clock.clone(),
-        keys: w.keys.clone(),
-        oauth: w.oauth.clone(),
-        busha: w.api.clone(),
-        jobs,
-        queue_path: dir.path().join("queue.db"),
-        operator_token: None,
-        webhook_secret: None,
-        tick: Duration::from_millis(200),
-        sweep_poll: None,
-    };
-    let shutdown = CancellationToken::new();
-    let service = tokio::spawn(run(parts, shutdown.clone()));
-
-    // Wait for the HTTP server, then fire the trigger.
+    let service = Service::start(&w, JOB).await;
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let base = service.base.clone();
+
+    // Fire the trigger.
     let ts = w.clock.now().timestamp().to_string();
     let body = r#"{"amount": "12.5"}"#;
     let fired = http
@@ -157,12 +190,88 @@ async fn a_signed_trigger_runs_through_the_assembled_service_to_one_settled_tran
         1
     );
 
-    let started = std::time::Instant::now();
-    shutdown.cancel();
-    service.await.unwrap().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "bounded shutdown"
+    service.stop().await;
+    assert!(w.store().verify_audit(None).await.unwrap().is_ok());
+}
+
+const SWEEP: &str = r#"
+id = "sweep"
+grant = "acme"
+owner = "treasurer"
+source_currency = "USDT"
+target_currency = "NGN"
+
+[recipient]
+bank_code = "000013"
+account_number = "0123456789"
+account_name = "ADA LOVELACE"
+
+[guard]
+min_rate = "1000"
+
+[sweep]
+balance = "USDT"
+threshold = "1000"
+keep = "200"
+interval = "1m"
+min_interval = "30m"
+debounce = "0s"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_above_the_threshold_sweeps_once_and_no_second_sweep_starts_while_it_is_in_flight()
+ {
+    let w = World::start(TestStore::sqlite().await).await;
+    connect_for_payouts(&w).await;
+    w.sb.set_balance(&w.user.id, "USDT", dec!(900));
+    w.sb.add_bank_account("000013", "0123456789", "ADA LOVELACE");
+    // The sweep's transfer never leaves `processing`: it stays in flight.
+    w.sb.push_transfer_outcome(TransferOutcome::Stuck);
+    let service = Service::start(&w, SWEEP).await;
+    let sweeps = || async { w.store().list_runs(&RunFilter::default()).await.unwrap() };
+
+    // Below the threshold: many polls, no sweep.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(sweeps().await.is_empty(), "900 is below the threshold");
+
+    // A deposit takes it above: one sweep of available - keep.
+    w.sb.set_balance(&w.user.id, "USDT", dec!(1500.25));
+    let mut submitted = None;
+    for _ in 0..200 {
+        let runs = sweeps().await;
+        if let Some(r) = runs.iter().find(|r| r.state == RunState::TransferSubmitted) {
+            submitted = Some(r.clone());
+            break;
+        }
+        w.clock.advance(chrono::Duration::seconds(1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run = submitted.expect("the sweep reached its transfer");
+    assert_eq!(
+        run.spec.amount,
+        Amount::Source {
+            amount: dec!(1300.25)
+        }
     );
+    assert_eq!(w.sb.balance(&w.user.id, "USDT"), Some(dec!(200.00)));
+
+    // Another deposit while the first sweep is in flight: still one sweep, even past
+    // the minimum interval.
+    w.sb.set_balance(&w.user.id, "USDT", dec!(5000));
+    for _ in 0..20 {
+        w.clock.advance(chrono::Duration::minutes(2));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let runs = sweeps().await;
+    assert_eq!(runs.len(), 1, "no second sweep while one is in flight");
+    assert_eq!(
+        w.count(|e| matches!(e, LedgerEvent::QuoteCreated { .. })),
+        1
+    );
+    assert_eq!(
+        w.count(|e| matches!(e, LedgerEvent::TransferCreated { .. })),
+        1
+    );
+    service.stop().await;
     assert!(w.store().verify_audit(None).await.unwrap().is_ok());
 }
