@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use apalis::prelude::{
-    AbortError, BackendExt, BoxDynError, Data, Event, TaskBuilder, WorkerBuilder, WorkerBuilderExt,
-    WorkerContext,
+    BackendExt, Event, TaskBuilder, WorkerBuilder, WorkerBuilderExt, WorkerContext,
 };
 use apalis_sqlite::{Config, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage};
 use futures_util::StreamExt;
@@ -16,8 +15,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteJournalMode;
 use tokio_util::sync::CancellationToken;
 
-use super::{Dispatch, Handler, QueueConfig, QueueError, QueueStats};
-use crate::runs::RunId;
+use super::{Deliver, Dispatch, Handler, QueueConfig, QueueError, QueueStats, deliver};
 
 #[derive(Clone)]
 pub(super) struct SqliteQueue {
@@ -198,25 +196,5 @@ impl SqliteQueue {
 
     pub(super) async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-/// The whole handler contract: parse the run id, execute, acknowledge. Never sleeps,
-/// never asks apalis for a retry.
-async fn deliver(run_id: String, handler: Data<Deliver>) -> Result<(), BoxDynError> {
-    let Some(id) = RunId::parse(&run_id) else {
-        return Err(AbortError::new(format!("not a run id: {run_id:?}")).into());
-    };
-    handler.run(id).await;
-    Ok(())
-}
-
-/// The handler as worker data (a named type keeps apalis' extractor bounds simple).
-#[derive(Clone)]
-struct Deliver(Handler);
-
-impl Deliver {
-    fn run(&self, id: RunId) -> futures_util::future::BoxFuture<'static, ()> {
-        (self.0)(id)
     }
 }

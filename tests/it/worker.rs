@@ -39,6 +39,10 @@ struct World {
     dir: tempfile::TempDir,
     /// The pipeline's lease: short, so that an abandoned execution comes back soon.
     lease: chrono::Duration,
+    /// `Some(url)`: the queue is apalis on Redis there, under a queue name of this
+    /// world's own; `None`: apalis on SQLite in `dir`.
+    redis: Option<String>,
+    queue_name: String,
 }
 
 impl World {
@@ -86,7 +90,15 @@ impl World {
             limits: EndpointLimits::busha().scaled(scale),
             dir,
             lease: chrono::Duration::seconds(3),
+            redis: None,
+            queue_name: format!("treasury-test-{}", uuid::Uuid::new_v4().simple()),
         }
+    }
+
+    /// The same world with its queue on Redis at `url`.
+    fn on_redis(mut self, url: &str) -> World {
+        self.redis = Some(url.to_string());
+        self
     }
 
     fn queue_path(&self) -> PathBuf {
@@ -103,7 +115,10 @@ impl World {
             concurrency: 8,
             batch_size: 8,
             busy_timeout: Duration::from_millis(250),
-            ..QueueConfig::sqlite(self.queue_path())
+            ..match &self.redis {
+                Some(url) => QueueConfig::redis(url).named(&self.queue_name),
+                None => QueueConfig::sqlite(self.queue_path()),
+            }
         }
     }
 
@@ -704,4 +719,276 @@ async fn finished_queue_rows_are_purged_by_age() {
     assert_eq!(worker.status().purged, finished);
     worker.shutdown().await;
     assert_eq!(w.transfers(), 10);
+}
+
+// ------------------------------------------------- the same worker on apalis-redis
+
+/// The shared Redis the tests use (`.ci/run` starts it): `TREASURY_TEST_REDIS` or the
+/// local default. Each world takes a queue name of its own on it.
+fn shared_redis() -> String {
+    std::env::var("TREASURY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+async fn redis_world(scale: u32) -> World {
+    World::new(scale, chrono::Duration::zero())
+        .await
+        .on_redis(&shared_redis())
+}
+
+/// Runs drain end to end through the dispatch window on Redis, one transfer each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_runs_drain_through_the_window_with_one_transfer_each() {
+    const RUNS: usize = 500;
+    // Busha's limits raised 10,000 times in both the sandbox and the pacer: volume.
+    let w = redis_world(10_000).await;
+    let mut ids = Vec::with_capacity(RUNS);
+    for i in 0..RUNS {
+        ids.push(w.create(&format!("occ-{i}")).await);
+    }
+    let queue = w.queue().await;
+    let worker = w.start(queue.clone(), w.worker_config()).await;
+    let started = Instant::now();
+    w.settle(&ids, Duration::from_secs(120)).await;
+    eprintln!("drained {RUNS} runs on Redis in {:.1?}", started.elapsed());
+    assert_eq!(w.transfers(), RUNS, "one transfer per run");
+    worker.shutdown().await;
+    queue.flush_redis().await.unwrap();
+}
+
+/// apalis-redis deduplicates nothing unless `idempotency_ttl` is set (a TTL of "0"
+/// expires the key at once). Ours is set: the same dispatch pushed twice is queued once,
+/// and a new generation of the same run is not swallowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_the_same_dispatch_pushed_twice_is_queued_once() {
+    let w = redis_world(100).await;
+    let id = w.create("dup").await;
+    let queue = w.queue().await;
+    queue.push(&id, 7).await.unwrap();
+    queue.push(&id, 7).await.unwrap();
+    assert_eq!(queue.depth().await.unwrap(), 1, "the duplicate was dropped");
+    queue.push(&id, 8).await.unwrap();
+    assert_eq!(queue.depth().await.unwrap(), 2, "a new generation is kept");
+    let mut live: Vec<i64> = queue
+        .live()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.generation)
+        .collect();
+    live.sort();
+    assert_eq!(live, vec![7, 8]);
+
+    // Both deliveries execute the run; it pays once.
+    let worker = w.start(queue.clone(), w.worker_config()).await;
+    w.settle(std::slice::from_ref(&id), Duration::from_secs(10))
+        .await;
+    eventually("both acknowledged", Duration::from_secs(5), || async {
+        let s = queue.stats().await.unwrap();
+        s.pending == 0 && s.claimed == 0
+    })
+    .await;
+    assert_eq!(w.transfers(), 1);
+    worker.shutdown().await;
+    queue.flush_redis().await.unwrap();
+}
+
+/// apalis-redis ignores `max_attempts` and retries a failed task up to 25 times. Our
+/// handler never fails: an execution records its own outcome and returns `Ok`, so a
+/// run whose provider calls keep failing is retried by our state machine (new
+/// generations, at `next_attempt_at`), never by apalis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_failing_execution_is_never_retried_by_apalis() {
+    let w = redis_world(100).await;
+    // Every quote call fails for now.
+    w.sb.add_fault(Fault::new("POST /v1/quotes", FaultKind::ServerError(503)));
+    let id = w.create("failing").await;
+    let queue = w.queue().await;
+    let cfg = WorkerConfig {
+        // Only the one dispatch: no re-dispatch by our side either, for now, and the
+        // finished task kept to be counted.
+        redispatch_after: Duration::from_secs(3600),
+        recovery_interval: Duration::from_secs(3600),
+        purge_after: Duration::from_secs(3600),
+        ..w.worker_config()
+    };
+    // A consumer with no dispatcher: push the one message by hand.
+    queue.push(&id, 1).await.unwrap();
+    let consumer = w
+        .start(
+            queue.clone(),
+            WorkerConfig {
+                tick: Duration::from_secs(3600),
+                ..cfg
+            },
+        )
+        .await;
+    eventually(
+        "the delivery acknowledged",
+        Duration::from_secs(10),
+        || async {
+            let s = queue.stats().await.unwrap();
+            s.finished == 1 && s.pending == 0 && s.claimed == 0
+        },
+    )
+    .await;
+    // Long enough for apalis' linear retry backoff to have re-queued it several times.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = queue.stats().await.unwrap();
+    assert_eq!((s.pending, s.claimed, s.finished), (0, 0, 1), "{s:?}");
+    let quotes_tried =
+        w.sb.requests()
+            .iter()
+            .filter(|r| r.endpoint == "POST /v1/quotes")
+            .count();
+    assert_eq!(quotes_tried, 1, "one delivery, one attempt");
+    let run = w.store.get_run(&id).await.unwrap().unwrap();
+    assert!(!run.state.is_final(), "the run waits for its own retry");
+    consumer.shutdown().await;
+
+    // Our dispatcher retries it when due, and it completes once Busha recovers.
+    w.sb.clear_faults();
+    let worker = w.start(queue.clone(), w.worker_config()).await;
+    w.settle(std::slice::from_ref(&id), Duration::from_secs(15))
+        .await;
+    assert_eq!(w.state(&id).await, RunState::Settled);
+    assert_eq!(w.transfers(), 1);
+    worker.shutdown().await;
+    queue.flush_redis().await.unwrap();
+}
+
+/// apalis-redis keeps finished tasks for ever; our purge deletes them by age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_finished_tasks_are_purged_by_age() {
+    let w = redis_world(100).await;
+    let queue = w.queue().await;
+    let cfg = WorkerConfig {
+        purge_after: Duration::from_secs(3600),
+        ..w.worker_config()
+    };
+    let worker = w.start(queue.clone(), cfg).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(w.create(&format!("p{i}")).await);
+    }
+    w.settle(&ids, Duration::from_secs(20)).await;
+    eventually(
+        "every task acknowledged",
+        Duration::from_secs(5),
+        || async { queue.stats().await.unwrap().finished >= 10 },
+    )
+    .await;
+    worker.shutdown().await;
+    assert_eq!(
+        queue
+            .purge_finished(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0,
+        "recent tasks survive"
+    );
+    let finished = queue.stats().await.unwrap().finished;
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let cfg = WorkerConfig {
+        purge_after: Duration::from_secs(1),
+        ..w.worker_config()
+    };
+    let worker = w.start(queue.clone(), cfg).await;
+    eventually("the purge", Duration::from_secs(5), || async {
+        queue.stats().await.unwrap().finished == 0
+    })
+    .await;
+    assert_eq!(worker.status().purged, finished);
+    worker.shutdown().await;
+    // Nothing of the purged tasks is left behind: only bookkeeping keys remain.
+    let client = redis::Client::open(shared_redis()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let meta: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:meta:*", w.queue_name))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(meta.is_empty(), "task metadata left: {}", meta.len());
+    let data: u64 = redis::cmd("HLEN")
+        .arg(format!("{}:data", w.queue_name))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(data, 0);
+    assert_eq!(w.transfers(), 10);
+    queue.flush_redis().await.unwrap();
+}
+
+/// A Redis restart kills apalis' consumers (broken pipe). The supervisor restarts them
+/// under new names, recovery re-dispatches what the empty Redis lost, and every run
+/// completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_run_kills_the_consumers_and_they_come_back() {
+    let _serial = crate::servers::SERIAL.lock().await;
+    let mut redis = crate::servers::PrivateRedis::start();
+    let w = World::new(10_000, chrono::Duration::zero())
+        .await
+        .on_redis(&redis.url());
+    // Each transfer call takes 300 ms, so that runs are in flight at the restart.
+    w.sb.add_fault(Fault::new(
+        "POST /v1/transfers",
+        FaultKind::Latency(Duration::from_millis(300)),
+    ));
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(w.create(&format!("r{i}")).await);
+    }
+    let worker = w.start(w.queue().await, w.worker_config()).await;
+    eventually("some transfers", Duration::from_secs(20), || async {
+        w.transfers() >= 5
+    })
+    .await;
+    let before = worker.status().restarts;
+    redis.restart();
+    eventually(
+        "the consumers restarted",
+        Duration::from_secs(10),
+        || async { worker.status().restarts > before },
+    )
+    .await;
+    w.settle(&ids, Duration::from_secs(60)).await;
+    for id in &ids {
+        assert_eq!(w.state(id).await, RunState::Settled);
+    }
+    assert_eq!(w.transfers(), ids.len(), "one transfer per run");
+    worker.shutdown().await;
+}
+
+/// Redis flushed while runs are queued and in flight: nothing is lost (recovery sends
+/// every non-final run out again from the store) and nothing is paid twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushed_mid_run_loses_nothing_and_pays_nothing_twice() {
+    let _serial = crate::servers::SERIAL.lock().await;
+    let redis = crate::servers::PrivateRedis::start();
+    let w = World::new(10_000, chrono::Duration::zero())
+        .await
+        .on_redis(&redis.url());
+    w.sb.add_fault(Fault::new(
+        "POST /v1/transfers",
+        FaultKind::Latency(Duration::from_millis(200)),
+    ));
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(w.create(&format!("f{i}")).await);
+    }
+    let worker = w.start(w.queue().await, w.worker_config()).await;
+    eventually("some transfers", Duration::from_secs(20), || async {
+        w.transfers() >= 5
+    })
+    .await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    w.settle(&ids, Duration::from_secs(60)).await;
+    for id in &ids {
+        assert_eq!(w.state(id).await, RunState::Settled);
+    }
+    assert_eq!(w.transfers(), ids.len(), "one transfer per run");
+    assert!(worker.status().recovered >= 1, "{:?}", worker.status());
+    worker.shutdown().await;
 }
