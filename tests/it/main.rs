@@ -17,6 +17,7 @@ mod jobs_cli;
 mod jobs_files;
 mod jobs_scheduler;
 mod ops;
+mod pacing;
 mod pipeline;
 mod pipeline_grants;
 mod queue;

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::AccessToken;
-use super::pacing::{EndpointLimits, Pacer};
+use super::pacing::{EndpointLimits, Pacer, SharedPacing};
 
 /// The recipient shape we send and ask for (`busha-api.md` §2.0, §2.5).
 pub const RECIPIENTS_VERSION: &str = "2025-07-11";
@@ -44,6 +44,9 @@ pub struct BushaConfig {
     /// A worker that must not sleep for pacing (`design.md`) sets a short bound and
     /// schedules the retry itself.
     pub max_pacing_wait: Option<Duration>,
+    /// Pacing state shared with every other process (the distributed profile), or
+    /// `None` for a pacer of this process's own.
+    pub shared_pacing: Option<SharedPacing>,
 }
 
 impl BushaConfig {
@@ -57,6 +60,7 @@ impl BushaConfig {
             connect_timeout: Duration::from_secs(10),
             limits: EndpointLimits::busha(),
             max_pacing_wait: Some(Duration::from_secs(20)),
+            shared_pacing: None,
         }
     }
 }
@@ -259,7 +263,10 @@ impl BushaClient {
             inner: Arc::new(Inner {
                 http,
                 api_base: config.api_base,
-                pacer: Pacer::new(config.limits),
+                pacer: match config.shared_pacing {
+                    Some(shared) => Pacer::shared(config.limits, shared),
+                    None => Pacer::new(config.limits),
+                },
                 max_pacing_wait: config.max_pacing_wait,
                 timeout: config.timeout,
             }),

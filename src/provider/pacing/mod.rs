@@ -4,9 +4,13 @@
 //! limit. We pace ourselves below that instead of discovering it through 429s: a 429 on
 //! `POST /v1/transfers` costs a run a delay, and a burst of them looks like abuse.
 //!
-//! This pacer is per process. In the distributed profile several processes share one
-//! budget, and pacing must move to a shared store (see `design.md`); nothing here
-//! pretends otherwise.
+//! By default the pacer is per process. In the distributed profile several processes
+//! share one budget, and the pacer keeps its state in Redis instead ([`shared`]): the
+//! same intervals, burst one, one slot per endpoint across every process.
+
+mod shared;
+
+pub use shared::SharedPacing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -121,6 +125,7 @@ pub fn quota_for(per_minute: u32) -> Quota {
 pub struct Pacer {
     limits: Arc<EndpointLimits>,
     limiters: Arc<Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>>,
+    shared: Option<SharedPacing>,
 }
 
 impl Pacer {
@@ -128,7 +133,21 @@ impl Pacer {
         Self {
             limits: Arc::new(limits),
             limiters: Arc::default(),
+            shared: None,
         }
+    }
+
+    /// A pacer whose state every process shares, in Redis.
+    pub fn shared(limits: EndpointLimits, shared: SharedPacing) -> Self {
+        Self {
+            shared: Some(shared),
+            ..Self::new(limits)
+        }
+    }
+
+    /// Whether the budget is shared with other processes.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     pub fn limits(&self) -> &EndpointLimits {
@@ -137,6 +156,11 @@ impl Pacer {
 
     /// Waits until `endpoint` may be called again, then takes its cell.
     pub async fn acquire(&self, endpoint: &str) {
+        if let Some(shared) = &self.shared {
+            let interval = cell_interval(self.limits.limit_for(endpoint));
+            shared.acquire_within(endpoint, interval, None).await;
+            return;
+        }
         self.limiter(endpoint).until_ready().await;
     }
 
@@ -144,6 +168,12 @@ impl Pacer {
     /// taking a cell, for callers that must not sleep long (a worker handler records a
     /// `next_attempt_at` instead). The waiting is governor's own `until_ready`.
     pub async fn acquire_within(&self, endpoint: &str, max_wait: std::time::Duration) -> bool {
+        if let Some(shared) = &self.shared {
+            let interval = cell_interval(self.limits.limit_for(endpoint));
+            return shared
+                .acquire_within(endpoint, interval, Some(max_wait))
+                .await;
+        }
         let limiter = self.limiter(endpoint);
         tokio::time::timeout(max_wait, limiter.until_ready())
             .await
@@ -168,6 +198,7 @@ impl std::fmt::Debug for Pacer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pacer")
             .field("limits", &self.limits)
+            .field("shared", &self.shared)
             .finish()
     }
 }
