@@ -54,6 +54,9 @@ pub struct Settings {
     pub store: StoreSettings,
     pub busha: BushaSettings,
     pub http: HttpSettings,
+    pub queue: QueueSettings,
+    pub pacing: PacingSettings,
+    pub worker: WorkerSettings,
     pub grants: Vec<GrantSpec>,
 }
 
@@ -112,6 +115,160 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8787))
 }
 
+/// `[queue]`: where run ids travel to the executors.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// `sqlite` (embedded default: apalis in a file of its own beside the store) or
+    /// `redis` (distributed: shared by every process).
+    #[serde(default)]
+    pub backend: QueueBackendKind,
+    /// For `redis`: `redis://host:port/db`. Run that Redis with `noeviction`.
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackendKind {
+    #[default]
+    Sqlite,
+    Redis,
+}
+
+/// `[pacing]`: how Busha's rate limits are kept.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacingSettings {
+    /// `local` (this process alone) or `redis` (one budget shared by every process).
+    /// Defaults to `redis` when the queue is on Redis, `local` otherwise.
+    pub backend: Option<PacingBackendKind>,
+    /// For `redis`: defaults to the queue's URL.
+    pub url: Option<String>,
+    /// Multiplies Busha's documented limits. Keep 1 unless Busha raised yours.
+    #[serde(default = "one")]
+    pub limits_scale: u32,
+}
+
+impl Default for PacingSettings {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            url: None,
+            limits_scale: 1,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PacingBackendKind {
+    Local,
+    Redis,
+}
+
+impl Settings {
+    /// The Redis URL the pacer shares its state in, or `None` to pace locally.
+    pub fn shared_pacing_url(&self) -> Option<&str> {
+        let backend = self.pacing.backend.unwrap_or(match self.queue.backend {
+            QueueBackendKind::Redis => PacingBackendKind::Redis,
+            QueueBackendKind::Sqlite => PacingBackendKind::Local,
+        });
+        match backend {
+            PacingBackendKind::Local => None,
+            PacingBackendKind::Redis => self.pacing.url.as_deref().or(self.queue.url.as_deref()),
+        }
+    }
+}
+
+/// `[worker]`: how one `treasury run` process executes. Durations are written like
+/// job files' (`"30s"`, `"2m"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// Queue consumers in this process.
+    pub consumers: usize,
+    /// Executions in flight per consumer.
+    pub concurrency: usize,
+    /// A run's lease; raised to twice the longest Busha call if shorter. After a crash,
+    /// a run waits this long before another process takes it over.
+    pub lease: std::time::Duration,
+    /// The whole-call limit on every Busha request.
+    pub busha_timeout: std::time::Duration,
+    /// The longest a call waits for its pacer before the run schedules a retry.
+    pub max_pacing_wait: std::time::Duration,
+    /// The queue consumers' heartbeat; a consumer silent for three is dead and its
+    /// messages go back to the queue.
+    pub queue_heartbeat: std::time::Duration,
+    /// How often runs the queue lost are looked for and sent out again.
+    pub recovery_interval: std::time::Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        use std::time::Duration;
+        Self {
+            consumers: 2,
+            concurrency: 16,
+            lease: Duration::from_secs(120),
+            busha_timeout: Duration::from_secs(30),
+            max_pacing_wait: Duration::from_secs(20),
+            queue_heartbeat: Duration::from_secs(10),
+            recovery_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    consumers: Option<usize>,
+    concurrency: Option<usize>,
+    lease: Option<String>,
+    busha_timeout: Option<String>,
+    max_pacing_wait: Option<String>,
+    queue_heartbeat: Option<String>,
+    recovery_interval: Option<String>,
+}
+
+impl RawWorker {
+    fn resolve(self) -> Result<WorkerSettings, String> {
+        let d = WorkerSettings::default();
+        let duration = |key: &str, v: Option<String>, default: std::time::Duration| {
+            match v {
+            None => Ok(default),
+            Some(text) => crate::jobs::schedule::parse_duration(&text)
+                .ok()
+                .and_then(|d| d.to_std().ok())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    format!("[worker] {key} = {text:?} is not a positive duration (e.g. \"30s\", \"2m\")")
+                }),
+        }
+        };
+        let count = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(format!("[worker] {key} must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        Ok(WorkerSettings {
+            consumers: count("consumers", self.consumers, d.consumers)?,
+            concurrency: count("concurrency", self.concurrency, d.concurrency)?,
+            lease: duration("lease", self.lease, d.lease)?,
+            busha_timeout: duration("busha_timeout", self.busha_timeout, d.busha_timeout)?,
+            max_pacing_wait: duration("max_pacing_wait", self.max_pacing_wait, d.max_pacing_wait)?,
+            queue_heartbeat: duration("queue_heartbeat", self.queue_heartbeat, d.queue_heartbeat)?,
+            recovery_interval: duration(
+                "recovery_interval",
+                self.recovery_interval,
+                d.recovery_interval,
+            )?,
+        })
+    }
+}
+
 /// A grant alias that job files may name, and the scopes it must hold. Validating a job
 /// file needs only this, so a fresh clone validates without a store.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -131,6 +288,12 @@ struct File {
     busha: BushaSettings,
     #[serde(default)]
     http: HttpSettings,
+    #[serde(default)]
+    queue: QueueSettings,
+    #[serde(default)]
+    pacing: PacingSettings,
+    #[serde(default)]
+    worker: RawWorker,
     #[serde(default)]
     grants: Vec<GrantSpec>,
 }
@@ -188,11 +351,39 @@ impl Settings {
                 )));
             }
         }
+        match (file.queue.backend, &file.queue.url) {
+            (QueueBackendKind::Redis, None) => {
+                return Err(invalid(
+                    "[queue] backend = \"redis\" needs `url` (redis://host:port/db)".into(),
+                ));
+            }
+            (QueueBackendKind::Sqlite, Some(_)) => {
+                return Err(invalid(
+                    "[queue] `url` is for backend = \"redis\"; the SQLite queue lives beside the store".into(),
+                ));
+            }
+            _ => {}
+        }
+        if file.pacing.backend == Some(PacingBackendKind::Redis)
+            && file.pacing.url.is_none()
+            && file.queue.url.is_none()
+        {
+            return Err(invalid(
+                "[pacing] backend = \"redis\" needs `url`, or a Redis [queue] to share".into(),
+            ));
+        }
+        if file.pacing.limits_scale == 0 {
+            return Err(invalid("[pacing] limits_scale must be at least 1".into()));
+        }
+        let worker = file.worker.resolve().map_err(invalid)?;
         Ok(Settings {
             path: path.to_path_buf(),
             store: file.store,
             busha: file.busha,
             http: file.http,
+            queue: file.queue,
+            pacing: file.pacing,
+            worker,
             grants: file.grants,
         })
     }
@@ -290,6 +481,68 @@ scopes = ["balances:read", "transfers:write"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("declared twice"), "{err}");
+    }
+
+    #[test]
+    fn the_distributed_sections_parse_and_pacing_follows_a_redis_queue() {
+        let s = Settings::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(s.queue.backend, QueueBackendKind::Sqlite);
+        assert_eq!(s.shared_pacing_url(), None, "embedded: local pacing");
+        assert_eq!(s.worker, WorkerSettings::default());
+
+        let text = format!(
+            "{GOOD}\n[queue]\nbackend = \"redis\"\nurl = \"redis://q:6379/0\"\n\n[worker]\nlease = \"30s\"\nconcurrency = 4\n"
+        );
+        let s = Settings::parse(Path::new("t.toml"), &text).unwrap();
+        assert_eq!(s.shared_pacing_url(), Some("redis://q:6379/0"));
+        assert_eq!(s.worker.lease, std::time::Duration::from_secs(30));
+        assert_eq!(s.worker.concurrency, 4);
+        assert_eq!(s.worker.consumers, 2);
+
+        let local = format!("{text}\n[pacing]\nbackend = \"local\"\n");
+        let s = Settings::parse(Path::new("t.toml"), &local).unwrap();
+        assert_eq!(s.shared_pacing_url(), None, "explicitly local");
+    }
+
+    #[test]
+    fn inconsistent_distributed_sections_are_refused_with_the_reason() {
+        for (extra, expected) in [
+            ("[queue]\nbackend = \"redis\"\n", "needs `url`"),
+            (
+                "[queue]\nurl = \"redis://x/\"\n",
+                "is for backend = \"redis\"",
+            ),
+            ("[queue]\nbackend = \"kafka\"\n", "kafka"),
+            (
+                "[pacing]\nbackend = \"redis\"\n",
+                "[pacing] backend = \"redis\" needs `url`",
+            ),
+            ("[pacing]\nlimits_scale = 0\n", "at least 1"),
+            (
+                "[worker]\nlease = \"soon\"\n",
+                "[worker] lease = \"soon\" is not a positive duration",
+            ),
+            (
+                "[worker]\nconsumers = 0\n",
+                "[worker] consumers must be at least 1",
+            ),
+            ("[worker]\nthreads = 4\n", "threads"),
+        ] {
+            let text = format!("{GOOD}\n{extra}");
+            let err = Settings::parse(Path::new("t.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{extra:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_committed_distributed_example_is_valid_and_shares_redis() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/distributed.toml");
+        let s = Settings::load(&path).unwrap();
+        assert!(s.store.url.starts_with("postgres://"));
+        assert_eq!(s.queue.backend, QueueBackendKind::Redis);
+        assert!(s.shared_pacing_url().is_some());
     }
 
     #[test]

@@ -299,7 +299,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         .map_err(|e| format!("cannot find a free port: {e}"))?;
     env.settings.http.listen = listener.local_addr().map_err(|e| e.to_string())?;
     drop(listener);
-    let queue_path = env._dir.path().join("treasury-queue.db");
+    let queue = crate::queue::QueueConfig::sqlite(env._dir.path().join("treasury-queue.db"));
     let parts = Parts {
         settings: env.settings.clone(),
         store: env.store.clone(),
@@ -308,7 +308,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         oauth: env.oauth.clone(),
         busha: env.busha.clone(),
         jobs: jobs.clone(),
-        queue_path,
+        queue,
         operator_token: None,
         webhook_secret: None,
         tick: Duration::from_millis(100),

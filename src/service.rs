@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::alerts::{AlertSink, AlertWatcher};
 use crate::clock::Clock;
+use crate::config::QueueBackendKind;
 use crate::config::{Secret, Settings};
 use crate::grants::{BushaOAuth, Connector, Custodian, CustodyConfig, Keyring};
 use crate::guards::{Guards, GuardsConfig};
@@ -19,7 +20,7 @@ use crate::jobs::Job;
 use crate::jobs::scheduler::{Scheduler, SchedulerConfig, create_occurrence};
 use crate::pipeline::{Pipeline, PipelineConfig, TokenSource};
 use crate::provider::busha::{BushaClient, BushaConfig};
-use crate::queue::{Queue, QueueConfig};
+use crate::queue::{Queue, QueueBackend, QueueConfig};
 use crate::runs::RunState;
 use crate::store::{RunFilter, Store};
 use crate::triggers::{SweepRule, SweepWatch};
@@ -35,8 +36,8 @@ pub struct Parts {
     pub oauth: Arc<BushaOAuth>,
     pub busha: BushaClient,
     pub jobs: Vec<Job>,
-    /// The queue's own SQLite file (never the store's).
-    pub queue_path: PathBuf,
+    /// The dispatch queue: its own SQLite file (never the store's), or Redis.
+    pub queue: QueueConfig,
     pub operator_token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
     /// How often the scheduler ticks.
@@ -71,7 +72,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         oauth,
         busha,
         jobs,
-        queue_path,
+        queue,
         operator_token,
         webhook_secret,
         tick,
@@ -89,8 +90,10 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         clock.clone(),
         GuardsConfig::for_worker(&worker_id),
     );
+    let ws = &settings.worker;
     let cfg = PipelineConfig {
         worker_id: worker_id.clone(),
+        lease: chrono::Duration::from_std(ws.lease).unwrap_or(chrono::Duration::minutes(2)),
         ..PipelineConfig::default()
     };
     let tokens: Arc<dyn TokenSource> = Arc::new(custodian.clone());
@@ -102,9 +105,10 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         cfg,
     )
     .with_gate(guards.into_gate());
-    let queue = Queue::open(QueueConfig::sqlite(&queue_path))
+    let queue_shown = describe_queue(&queue);
+    let queue = Queue::open(queue)
         .await
-        .map_err(|e| format!("cannot open the queue {}: {e}", queue_path.display()))?;
+        .map_err(|e| format!("cannot open the queue ({queue_shown}): {e}"))?;
     let jobs = Arc::new(jobs);
     let scheduler = Scheduler::start(
         store.clone(),
@@ -117,10 +121,12 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
     )
     .await
     .map_err(|e| format!("cannot start the scheduler: {e}"))?;
-    tracing::info!(jobs = jobs.len(), queue = %queue_path.display(), "worker starting");
+    tracing::info!(jobs = jobs.len(), queue = %queue_shown, pacing = if busha.pacer().is_shared() { "shared (redis)" } else { "local" }, "worker starting");
 
     let tasks = TaskTracker::new();
     let worker_cfg = WorkerConfig {
+        consumers: ws.consumers,
+        recovery_interval: ws.recovery_interval,
         // The whole shutdown stays under SHUTDOWN_BOUND: the worker's drain is the
         // longest part, and everything else stops alongside it.
         shutdown_timeout: SHUTDOWN_BOUND - Duration::from_secs(1),
@@ -242,6 +248,53 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
 /// The most a graceful shutdown takes, from SIGTERM to exit.
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(8);
 
+/// Where the queue is, for messages (never a Redis password).
+fn describe_queue(q: &QueueConfig) -> String {
+    match &q.backend {
+        QueueBackend::Sqlite { path } => format!("sqlite {}", path.display()),
+        QueueBackend::Redis { url } => match url::Url::parse(url) {
+            Ok(u) => format!(
+                "redis {}:{}",
+                u.host_str().unwrap_or("?"),
+                u.port().unwrap_or(6379)
+            ),
+            Err(_) => "redis".into(),
+        },
+    }
+}
+
+/// The queue the settings name: SQLite beside the store, or Redis.
+pub fn queue_config(settings: &Settings) -> QueueConfig {
+    let base = match (settings.queue.backend, &settings.queue.url) {
+        (QueueBackendKind::Redis, Some(url)) => QueueConfig::redis(url),
+        _ => QueueConfig::sqlite(queue_path_for(&settings.store.url)),
+    };
+    QueueConfig {
+        concurrency: settings.worker.concurrency,
+        batch_size: settings.worker.concurrency,
+        // apalis compares heartbeats in whole seconds.
+        heartbeat: settings.worker.queue_heartbeat.max(Duration::from_secs(1)),
+        ..base
+    }
+}
+
+/// The Busha client the settings describe: Busha's limits (times `limits_scale`),
+/// paced locally or in the shared Redis.
+pub fn busha_client(settings: &Settings) -> Result<BushaClient, String> {
+    let mut config = BushaConfig::new(settings.busha.api_url.clone());
+    config.timeout = settings.worker.busha_timeout;
+    config.max_pacing_wait = Some(settings.worker.max_pacing_wait);
+    config.limits =
+        crate::provider::pacing::EndpointLimits::busha().scaled(settings.pacing.limits_scale);
+    if let Some(url) = settings.shared_pacing_url() {
+        config.shared_pacing = Some(crate::provider::pacing::SharedPacing::new(
+            url,
+            &settings.busha.client_id,
+        )?);
+    }
+    BushaClient::new(config).map_err(|e| e.to_string())
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
@@ -355,8 +408,7 @@ pub async fn parts_from_env(
         )
         .await?,
     );
-    let busha = BushaClient::new(BushaConfig::new(settings.busha.api_url.clone()))
-        .map_err(|e| e.to_string())?;
+    let busha = busha_client(&settings)?;
     let jobs = crate::jobs::load(jobs_dir, &settings).map_err(|e| e.to_string())?;
     let operator_token =
         crate::config::secret_from_env(crate::config::OPERATOR_TOKEN_ENV, "the operator token")
@@ -365,7 +417,7 @@ pub async fn parts_from_env(
         crate::config::secret_from_env("TREASURY_BUSHA_WEBHOOK_SECRET", "the Busha webhook secret")
             .ok();
     Ok(Parts {
-        queue_path: queue_path_for(&settings.store.url),
+        queue: queue_config(&settings),
         settings,
         store,
         clock,

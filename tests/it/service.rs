@@ -72,6 +72,9 @@ impl Service {
             http: HttpSettings {
                 listen: ([127, 0, 0, 1], port).into(),
             },
+            queue: Default::default(),
+            pacing: Default::default(),
+            worker: Default::default(),
             grants: vec![GrantSpec {
                 alias: ALIAS.into(),
                 provider: "busha".into(),
@@ -98,7 +101,7 @@ impl Service {
             oauth: w.oauth.clone(),
             busha: w.api.clone(),
             jobs,
-            queue_path: dir.path().join("queue.db"),
+            queue: treasury::queue::QueueConfig::sqlite(dir.path().join("queue.db")),
             operator_token: None,
             webhook_secret: None,
             tick: Duration::from_millis(200),
