@@ -2,6 +2,7 @@
 
 mod audit_cli;
 mod backends;
+mod chaos;
 mod client;
 mod conformance;
 mod connect;
@@ -20,6 +21,7 @@ mod ops;
 mod pacing;
 mod pipeline;
 mod pipeline_grants;
+mod processes;
 mod queue;
 mod runs_cli;
 mod sandbox_api;

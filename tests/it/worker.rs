@@ -95,6 +95,12 @@ impl World {
         }
     }
 
+    /// The same world with its store at `url` instead (e.g. a private PostgreSQL).
+    async fn on_store(mut self, url: &str) -> World {
+        self.store = Store::connect(url).await.unwrap();
+        self
+    }
+
     /// The same world with its queue on Redis at `url`.
     fn on_redis(mut self, url: &str) -> World {
         self.redis = Some(url.to_string());
@@ -990,5 +996,53 @@ async fn redis_flushed_mid_run_loses_nothing_and_pays_nothing_twice() {
     }
     assert_eq!(w.transfers(), ids.len(), "one transfer per run");
     assert!(worker.status().recovered >= 1, "{:?}", worker.status());
+    worker.shutdown().await;
+}
+
+/// PostgreSQL goes away mid-run (stopped for two seconds, then back): executions fail
+/// transiently and record nothing half-done, the worker keeps going without a crash
+/// loop, and once the database is back every run completes, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_mid_run_is_waited_out_and_every_run_completes_once() {
+    let _serial = crate::servers::SERIAL.lock().await;
+    let pg = crate::servers::PrivatePostgres::start();
+    let redis = crate::servers::PrivateRedis::start();
+    let w = World::new(10_000, chrono::Duration::zero())
+        .await
+        .on_store(&pg.url())
+        .await
+        .on_redis(&redis.url());
+    w.sb.add_fault(Fault::new(
+        "POST /v1/transfers",
+        FaultKind::Latency(Duration::from_millis(200)),
+    ));
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(w.create(&format!("pg{i}")).await);
+    }
+    let worker = w.start(w.queue().await, w.worker_config()).await;
+    eventually("some transfers", Duration::from_secs(20), || async {
+        w.transfers() >= 3
+    })
+    .await;
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = w.transfers();
+    pg.restart();
+    w.settle(&ids, Duration::from_secs(60)).await;
+    for id in &ids {
+        assert_eq!(w.state(id).await, RunState::Settled);
+    }
+    assert!(during < ids.len(), "the outage hit runs in progress");
+    // An execution stalled on the database past the consumer's 2 s orphan timeout
+    // gets its message re-queued, and apalis-redis then kills that consumer on the
+    // late ack: a restart each at most, never a loop.
+    let restarts = worker.status().restarts;
+    assert!(
+        restarts <= 2,
+        "{restarts} consumer restarts: a crash loop over the outage"
+    );
+    assert_eq!(w.transfers(), ids.len(), "one transfer per run");
+    assert!(w.store.verify_audit(None).await.unwrap().is_ok());
     worker.shutdown().await;
 }
