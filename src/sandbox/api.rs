@@ -1224,7 +1224,10 @@ async fn create_transfer(
             "this quote requires two-step verification",
         ));
     }
-    let duplicate = st.transfers.iter().any(|(_, t)| t.quote_id == quote_id);
+    let duplicate = st
+        .transfers_by_quote
+        .get(&quote_id)
+        .is_some_and(|p| !p.is_empty());
     if duplicate && behaviour.duplicate_transfers == DuplicateTransfers::Refuse {
         return Err(ApiError::bad_request(
             "the quote has already been used for a transfer",
@@ -1294,7 +1297,12 @@ async fn create_transfer(
             duplicate,
         },
     );
+    let quote_key = rec.quote_id.clone();
     let pos = st.transfers.insert(id.clone(), rec);
+    st.transfers_by_quote
+        .entry(quote_key)
+        .or_default()
+        .push(pos);
     st.in_flight.push(pos);
     st.advance_transfers(now, step);
     let data = st
@@ -1320,9 +1328,18 @@ async fn list_transfers(
     let statuses = list_param(&q, "status");
     let upper = |k: &str| q.get(k).map(|c| c.to_ascii_uppercase());
     let (source, target) = (upper("source_currency"), upper("target_currency"));
-    let matching: Vec<usize> = st
-        .transfers
-        .iter()
+    // A quote id narrows the scan to that quote's transfers.
+    let candidates: Box<dyn Iterator<Item = (usize, &TransferRec)>> = match q.get("quote_id") {
+        Some(quote) => Box::new(
+            st.transfers_by_quote
+                .get(quote)
+                .into_iter()
+                .flatten()
+                .map(|&pos| (pos, st.transfers.at(pos))),
+        ),
+        None => Box::new(st.transfers.iter()),
+    };
+    let matching: Vec<usize> = candidates
         .filter(|(_, t)| t.user_id == uid)
         .filter(|(_, t)| q.get("id").is_none_or(|id| *id == t.id))
         .filter(|(_, t)| q.get("quote_id").is_none_or(|id| *id == t.quote_id))

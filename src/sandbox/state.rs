@@ -310,6 +310,9 @@ pub struct State {
     pub recipients: Table<RecipientRec>,
     pub quotes: Table<QuoteRec>,
     pub transfers: Table<TransferRec>,
+    /// Positions in `transfers` by quote id, for the `quote_id` lookups every
+    /// reconciling client makes (a scan would make big runs quadratic).
+    pub transfers_by_quote: HashMap<String, Vec<usize>>,
     /// Positions in `transfers` that have not reached a final status yet.
     pub in_flight: Vec<usize>,
     pub bank_accounts: HashMap<(String, String), String>,
