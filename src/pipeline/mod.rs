@@ -636,6 +636,15 @@ impl Pipeline {
                 self.check_quote(lease, run, reference, c.value, c.request_id, "locked")
                     .await
             }
+            Err(e) if matches!(e.kind(), ErrorKind::RateLimited { .. }) => {
+                // Nothing was created: our pacer never sent it, or Busha refused it
+                // with a 429. That attempt did not happen, so it uses up no re-quote
+                // (a large batch at Busha's limits would otherwise fail for pacing)
+                // and its reference is used again next time.
+                run.quote_attempt -= 1;
+                run.pending = None;
+                self.wait_or_fail(lease, run, e).await
+            }
             Err(e) => self.wait_or_fail(lease, run, e).await,
         }
     }

@@ -676,6 +676,38 @@ async fn a_429_storm_completes_every_run_and_no_minute_exceeds_the_limits() {
     );
 }
 
+/// A quote request that Busha answers with 429 (or that our pacer holds back) created
+/// nothing: it uses up no re-quote, so a large batch at Busha's limits never fails for
+/// pacing. Here the run allows no re-quote at all and meets three 429s first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_quote_requests_use_up_no_requote() {
+    let w = World::new().await;
+    w.sb.add_fault(Fault::new("POST /v1/quotes", FaultKind::RateLimited).times(3));
+    let p = w.pipeline("w");
+    let mut s = ngn(dec!(1000));
+    s.max_requotes = 0;
+    let id = w.create("paced", s).await;
+    assert_eq!(
+        w.drive(&p, &id).await,
+        RunState::Settled,
+        "{:?}",
+        w.run(&id).await.reason
+    );
+    let run = w.run(&id).await;
+    assert_eq!(
+        run.quote_attempt, 1,
+        "one quote attempt, after three refusals"
+    );
+    assert_eq!(run.quote.unwrap().reference, id.quote_reference(1));
+    assert_eq!((w.quotes(), w.transfers()), (1, 1));
+    let refused =
+        w.sb.requests()
+            .iter()
+            .filter(|r| r.endpoint == "POST /v1/quotes" && r.status == 429)
+            .count();
+    assert_eq!(refused, 3);
+}
+
 // The exactly-once suite on both backends.
 crate::on_both_backends!(
     a_bank_payout_resolves_quotes_transfers_and_settles_with_an_audit_trail,
