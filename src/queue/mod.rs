@@ -292,6 +292,51 @@ async fn deliver(
     Ok(())
 }
 
+/// Follows a running apalis worker's events until `stop` is cancelled (then it stops
+/// claiming, lets the executions in flight finish and returns `Ok`) or the worker dies
+/// (then the error, for the supervisor to restart it under a new name).
+async fn supervise_events<S, E>(
+    name: &str,
+    ctx: &apalis::prelude::WorkerContext,
+    events: S,
+    stop: CancellationToken,
+) -> Result<(), QueueError>
+where
+    S: futures_util::Stream<Item = Result<apalis::prelude::Event, E>>,
+    E: fmt::Display,
+{
+    use apalis::prelude::Event;
+    use futures_util::StreamExt;
+    let died = |reason: String| QueueError::ConsumerDied {
+        worker: name.to_string(),
+        reason,
+    };
+    let mut events = std::pin::pin!(events);
+    let mut stopped = std::pin::pin!(stop.cancelled_owned());
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            _ = &mut stopped, if !stopping => {
+                stopping = true;
+                // Stops claiming; the executions in flight finish, buffered messages
+                // go back to the queue.
+                if ctx.stop().is_err() {
+                    return Ok(()); // never started: nothing in flight
+                }
+            }
+            event = events.next() => match event {
+                None | Some(Ok(Event::Exit)) if stopping => return Ok(()),
+                None | Some(Ok(Event::Exit)) => return Err(died("exited".into())),
+                Some(Err(e)) => return Err(died(e.to_string())),
+                Some(Ok(Event::Error(e))) => {
+                    tracing::warn!(consumer = name, error = %e, "queue handler error");
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
 /// The handler as worker data (a named type keeps apalis' extractor bounds simple).
 #[derive(Clone)]
 struct Deliver(Handler);

@@ -15,15 +15,14 @@
 
 use std::time::Duration;
 
-use apalis::prelude::{
-    BackendExt, Event, TaskBuilder, WorkerBuilder, WorkerBuilderExt, WorkerContext,
-};
+use apalis::prelude::{BackendExt, TaskBuilder, WorkerBuilder, WorkerBuilderExt, WorkerContext};
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
-use futures_util::StreamExt;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
-use super::{Deliver, Dispatch, Handler, QueueConfig, QueueError, QueueStats, deliver};
+use super::{
+    Deliver, Dispatch, Handler, QueueConfig, QueueError, QueueStats, deliver, supervise_events,
+};
 
 /// How long a dispatch's idempotency key lives: longer than any dispatch waits in the
 /// queue, so that a duplicate push of one dispatch is always dropped.
@@ -219,32 +218,7 @@ impl RedisQueue {
             .data(Deliver(handler))
             .concurrency(self.config.concurrency)
             .build(deliver);
-        let died = |reason: String| QueueError::ConsumerDied {
-            worker: name.to_string(),
-            reason,
-        };
-        let mut events = std::pin::pin!(worker.stream());
-        let mut stopped = std::pin::pin!(stop.cancelled_owned());
-        let mut stopping = false;
-        loop {
-            tokio::select! {
-                _ = &mut stopped, if !stopping => {
-                    stopping = true;
-                    if ctx.stop().is_err() {
-                        return Ok(());
-                    }
-                }
-                event = events.next() => match event {
-                    None | Some(Ok(Event::Exit)) if stopping => return Ok(()),
-                    None | Some(Ok(Event::Exit)) => return Err(died("exited".into())),
-                    Some(Err(e)) => return Err(died(e.to_string())),
-                    Some(Ok(Event::Error(e))) => {
-                        tracing::warn!(consumer = name, error = %e, "queue handler error");
-                    }
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
+        supervise_events(name, &ctx, worker.stream(), stop).await
     }
 
     pub(super) async fn close(&self) {}

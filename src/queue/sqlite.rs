@@ -6,16 +6,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use apalis::prelude::{
-    BackendExt, Event, TaskBuilder, WorkerBuilder, WorkerBuilderExt, WorkerContext,
-};
+use apalis::prelude::{BackendExt, TaskBuilder, WorkerBuilder, WorkerBuilderExt, WorkerContext};
 use apalis_sqlite::{Config, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage};
-use futures_util::StreamExt;
 use sqlx::Row;
 use sqlx::sqlite::SqliteJournalMode;
 use tokio_util::sync::CancellationToken;
 
-use super::{Deliver, Dispatch, Handler, QueueConfig, QueueError, QueueStats, deliver};
+use super::{
+    Deliver, Dispatch, Handler, QueueConfig, QueueError, QueueStats, deliver, supervise_events,
+};
 
 #[derive(Clone)]
 pub(super) struct SqliteQueue {
@@ -164,34 +163,7 @@ impl SqliteQueue {
             .data(Deliver(handler))
             .concurrency(self.config.concurrency)
             .build(deliver);
-        let died = |reason: String| QueueError::ConsumerDied {
-            worker: name.to_string(),
-            reason,
-        };
-        let mut events = std::pin::pin!(worker.stream());
-        let mut stopped = std::pin::pin!(stop.cancelled_owned());
-        let mut stopping = false;
-        loop {
-            tokio::select! {
-                _ = &mut stopped, if !stopping => {
-                    stopping = true;
-                    // Stops claiming; the executions in flight finish, buffered
-                    // messages go back to the queue.
-                    if ctx.stop().is_err() {
-                        return Ok(()); // never started: nothing in flight
-                    }
-                }
-                event = events.next() => match event {
-                    None | Some(Ok(Event::Exit)) if stopping => return Ok(()),
-                    None | Some(Ok(Event::Exit)) => return Err(died("exited".into())),
-                    Some(Err(e)) => return Err(died(e.to_string())),
-                    Some(Ok(Event::Error(e))) => {
-                        tracing::warn!(consumer = name, error = %e, "queue handler error");
-                    }
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
+        supervise_events(name, &ctx, worker.stream(), stop).await
     }
 
     pub(super) async fn close(&self) {
