@@ -45,7 +45,8 @@ pub struct DemoEnv {
     pub oauth: Arc<BushaOAuth>,
     pub custodian: Custodian,
     pub busha: BushaClient,
-    _dir: tempfile::TempDir,
+    /// The temporary directory the store and queue live in (deleted on drop).
+    pub dir: tempfile::TempDir,
 }
 
 /// A bank account the sandbox's name enquiry knows: (bank code, number, name).
@@ -188,7 +189,7 @@ pub async fn setup(
         oauth,
         custodian,
         busha,
-        _dir: dir,
+        dir,
     })
 }
 
@@ -299,7 +300,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         .map_err(|e| format!("cannot find a free port: {e}"))?;
     env.settings.http.listen = listener.local_addr().map_err(|e| e.to_string())?;
     drop(listener);
-    let queue = crate::queue::QueueConfig::sqlite(env._dir.path().join("treasury-queue.db"));
+    let queue = crate::queue::QueueConfig::sqlite(env.dir.path().join("treasury-queue.db"));
     let parts = Parts {
         settings: env.settings.clone(),
         store: env.store.clone(),

@@ -20,7 +20,7 @@ use crate::jobs::Job;
 use crate::jobs::scheduler::{Scheduler, SchedulerConfig, create_occurrence};
 use crate::pipeline::{Pipeline, PipelineConfig, TokenSource};
 use crate::provider::busha::{BushaClient, BushaConfig};
-use crate::queue::{Queue, QueueBackend, QueueConfig};
+use crate::queue::{Queue, QueueConfig};
 use crate::runs::RunState;
 use crate::store::{RunFilter, Store};
 use crate::triggers::{SweepRule, SweepWatch};
@@ -105,7 +105,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         cfg,
     )
     .with_gate(guards.into_gate());
-    let queue_shown = describe_queue(&queue);
+    let queue_shown = queue.backend.to_string();
     let queue = Queue::open(queue)
         .await
         .map_err(|e| format!("cannot open the queue ({queue_shown}): {e}"))?;
@@ -247,21 +247,6 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
 
 /// The most a graceful shutdown takes, from SIGTERM to exit.
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(8);
-
-/// Where the queue is, for messages (never a Redis password).
-fn describe_queue(q: &QueueConfig) -> String {
-    match &q.backend {
-        QueueBackend::Sqlite { path } => format!("sqlite {}", path.display()),
-        QueueBackend::Redis { url } => match url::Url::parse(url) {
-            Ok(u) => format!(
-                "redis {}:{}",
-                u.host_str().unwrap_or("?"),
-                u.port().unwrap_or(6379)
-            ),
-            Err(_) => "redis".into(),
-        },
-    }
-}
 
 /// The queue the settings name: SQLite beside the store, or Redis.
 pub fn queue_config(settings: &Settings) -> QueueConfig {

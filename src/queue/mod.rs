@@ -77,13 +77,39 @@ impl fmt::Display for Dispatch {
 /// (the pipeline does) and never fail: the queue always acknowledges.
 pub type Handler = Arc<dyn Fn(RunId) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// Where the queue lives.
-#[derive(Clone, Debug)]
+/// Where the queue lives. `Display` and `Debug` never show a Redis password.
+#[derive(Clone)]
 pub enum QueueBackend {
     /// apalis on SQLite, in a file of its own (never the store's file).
     Sqlite { path: PathBuf },
     /// apalis on Redis (run it with `maxmemory-policy noeviction`).
     Redis { url: String },
+}
+
+impl fmt::Display for QueueBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueBackend::Sqlite { path } => write!(f, "sqlite {}", path.display()),
+            QueueBackend::Redis { url } => write!(f, "redis {}", redact_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for QueueBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QueueBackend({self})")
+    }
+}
+
+/// A URL with any password replaced by `***`, for messages and logs.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// How the queue is opened and consumed.
@@ -352,5 +378,30 @@ impl fmt::Debug for Queue {
         f.debug_struct("Queue")
             .field("config", self.config())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_password_never_shows_in_display_or_debug() {
+        let backend = QueueBackend::Redis {
+            url: "redis://:hunter2@queue.internal:6379/0".into(),
+        };
+        let config = QueueConfig::redis("redis://user:hunter2@queue.internal:6379/");
+        for shown in [
+            backend.to_string(),
+            format!("{backend:?}"),
+            format!("{config:?}"),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+        let plain = QueueBackend::Redis {
+            url: "redis://queue.internal:6379/0".into(),
+        };
+        assert_eq!(plain.to_string(), "redis redis://queue.internal:6379/0");
     }
 }

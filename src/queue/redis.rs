@@ -44,12 +44,17 @@ impl RedisQueue {
         let client = redis::Client::open(url).map_err(|e| {
             QueueError::Config(format!(
                 "the queue URL {:?} is not a Redis URL: {e}",
-                redact(url)
+                super::redact_url(url)
             ))
         })?;
         let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
             .await
-            .map_err(|_| unavailable(format!("no answer from Redis at {} in 10 s", redact(url))))?
+            .map_err(|_| {
+                unavailable(format!(
+                    "no answer from Redis at {} in 10 s",
+                    super::redact_url(url)
+                ))
+            })?
             .map_err(unavailable)?;
         let apalis = Config::default()
             .queue(&config.name)
@@ -240,16 +245,5 @@ impl RedisQueue {
             n += conn.del::<_, u64>(chunk).await.map_err(unavailable)?;
         }
         Ok(n)
-    }
-}
-
-/// A Redis URL with any password replaced, for messages.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
     }
 }

@@ -72,7 +72,7 @@ struct Bench {
     busha: BushaClient,
     store: Store,
     clock: Clock,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn bench_world(transfer_step_zero: bool) -> Bench {
@@ -153,7 +153,7 @@ async fn bench_world_with(transfer_step_zero: bool, scale: u32, store_url: Optio
         busha,
         store,
         clock,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -403,7 +403,7 @@ async fn through_the_worker(n: usize, distributed: bool, tmpfs: bool) -> Value {
     } else {
         QueueConfig::sqlite(
             shm.as_ref()
-                .map_or(b._dir.path(), |d| d.path())
+                .map_or(b.dir.path(), |d| d.path())
                 .join("queue.db"),
         )
     };
