@@ -5,7 +5,9 @@ use futures_util::TryStreamExt;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, StoreError, Tx, from_millis, millis};
+use sqlx::AnyConnection;
+
+use super::{AuditHead, Backend, Store, StoreError, Tx, from_millis, millis};
 use crate::audit::{AuditEntry, ChainBreak, ChainVerifier, GENESIS, NewAuditEntry, VerifiedChain};
 
 /// Any key will do: it only has to be the same for every appender of this store.
@@ -29,37 +31,7 @@ impl Store {
         at: DateTime<Utc>,
         entry: NewAuditEntry,
     ) -> Result<AuditEntry, StoreError> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(AUDIT_LOCK_KEY)
-                .execute(&mut **tx)
-                .await?;
-        }
-        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
-        let (seq, prev) = match head {
-            Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
-            None => (1, GENESIS.to_string()),
-        };
-        let e = AuditEntry::chain(seq, at, entry, &prev);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at_ms, actor, action, run_id, job_id, grant_id, payload, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(e.seq)
-        .bind(millis(e.at))
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.run_id)
-        .bind(&e.job_id)
-        .bind(&e.grant_id)
-        .bind(crate::audit::canonical_json(&e.payload))
-        .bind(&e.prev_hash)
-        .bind(&e.hash)
-        .execute(&mut **tx)
-        .await?;
-        Ok(e)
+        append_audit_on(self.backend, tx, &mut AuditHead::default(), at, entry).await
     }
 
     /// Appends `entry` in a transaction of its own.
@@ -127,6 +99,56 @@ impl Store {
         }
         Ok(verifier.finish())
     }
+}
+
+/// Appends `entry` on `conn`, inside the transaction open there. `head` is the chain's
+/// head as this transaction last left it; when it is unknown, the head is read from the
+/// table (on PostgreSQL after taking the advisory lock that serialises appenders, held
+/// until the transaction ends). A batch of writes thus reads the head once.
+pub(crate) async fn append_audit_on(
+    backend: Backend,
+    conn: &mut AnyConnection,
+    head: &mut AuditHead,
+    at: DateTime<Utc>,
+    entry: NewAuditEntry,
+) -> Result<AuditEntry, StoreError> {
+    let (seq, prev) = match head.0.take() {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => {
+            if backend == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(AUDIT_LOCK_KEY)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *conn)
+                .await?;
+            match row {
+                Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
+                None => (1, GENESIS.to_string()),
+            }
+        }
+    };
+    let e = AuditEntry::chain(seq, at, entry, &prev);
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at_ms, actor, action, run_id, job_id, grant_id, payload, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(e.seq)
+    .bind(millis(e.at))
+    .bind(&e.actor)
+    .bind(&e.action)
+    .bind(&e.run_id)
+    .bind(&e.job_id)
+    .bind(&e.grant_id)
+    .bind(crate::audit::canonical_json(&e.payload))
+    .bind(&e.prev_hash)
+    .bind(&e.hash)
+    .execute(&mut *conn)
+    .await?;
+    head.0 = Some((e.seq, e.hash.clone()));
+    Ok(e)
 }
 
 /// Export formats for `treasury audit export`.

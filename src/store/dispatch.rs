@@ -128,6 +128,7 @@ impl Store {
     /// Forgets a dispatch the queue lost, so that the next tick sends the run out
     /// again. Only if that dispatch is still the run's latest and still undelivered.
     pub async fn forget_dispatch(&self, run: &RunId, generation: i64) -> Result<bool, StoreError> {
+        let _gate = self.gate().await;
         let done = sqlx::query(
             "UPDATE runs SET dispatched_at = NULL \
              WHERE id = $1 AND dispatch_gen = $2 AND dispatch_fence = fence",

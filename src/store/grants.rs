@@ -221,6 +221,7 @@ impl Store {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
+        let _gate = self.gate().await;
         let row = sqlx::query(
             "UPDATE grants SET lease_owner = $1, lease_until = $2, fence = fence + 1 \
              WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4 OR lease_owner = $1) \
@@ -245,6 +246,7 @@ impl Store {
         owner: &str,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let _gate = self.gate().await;
         let n = sqlx::query(
             "UPDATE grants SET lease_until = $1 WHERE id = $2 AND fence = $3 AND lease_owner = $4",
         )
@@ -260,6 +262,7 @@ impl Store {
 
     /// Releases a lease still held under `fence` (a no-op once the fence moved on).
     pub async fn release_grant_lease(&self, id: &str, fence: i64) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
         sqlx::query(
             "UPDATE grants SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND fence = $2",
         )
@@ -358,6 +361,7 @@ impl Store {
 
     /// Records a browser authorization in flight.
     pub async fn insert_authorization(&self, a: &AuthorizationRow) -> Result<(), StoreError> {
+        let _gate = self.gate().await;
         sqlx::query(
             "INSERT INTO grant_authorizations (state_hash, provider, alias, scopes, key_version, \
              verifier_ct, nonce, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -384,6 +388,7 @@ impl Store {
         now: DateTime<Utc>,
         not_before: DateTime<Utc>,
     ) -> Result<Option<AuthorizationRow>, StoreError> {
+        let _gate = self.gate().await;
         let row = sqlx::query(
             "UPDATE grant_authorizations SET consumed_at = $1 \
              WHERE state_hash = $2 AND consumed_at IS NULL AND created_at >= $3 \
@@ -420,6 +425,7 @@ impl Store {
 
     /// Deletes authorizations created before `before` (pending or consumed).
     pub async fn purge_authorizations(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _gate = self.gate().await;
         let n = sqlx::query("DELETE FROM grant_authorizations WHERE created_at < $1")
             .bind(millis(before))
             .execute(self.pool())

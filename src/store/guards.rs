@@ -18,7 +18,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError, Tx, from_millis, millis};
+use sqlx::AnyConnection;
+
+use super::audit::append_audit_on;
+use super::{AuditHead, Backend, Store, StoreError, Tx, from_millis, millis};
 use crate::audit::NewAuditEntry;
 use crate::guards::{
     Ask, CapUse, Halt, HaltScope, Operator, RunFacts, approvals_needed, check_caps, may_approve,
@@ -183,108 +186,21 @@ impl Store {
         &self,
         c: CapCheck<'_>,
     ) -> Result<Result<CapUse, Refusal>, StoreError> {
-        let run = c.run;
-        let currency = run.spec.source_currency.as_str();
-        let mut tx = self.begin().await?;
-        if self.backend == Backend::Postgres {
-            // Fixed order (grant before job) so that two reservations never deadlock.
-            for key in [
-                format!("cap:grant:{}", run.spec.grant),
-                format!("cap:job:{}", run.job_id),
-            ] {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(lock_key(&key))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        let since = c.at - Duration::hours(24);
-        let rows = sqlx::query(
-            "SELECT r.job_id, r.grant_alias, r.amount FROM cap_reservations r JOIN runs u ON u.id = r.run_id \
-             WHERE r.released_at IS NULL AND r.reserved_at > $1 AND r.currency = $2 AND r.run_id <> $3 \
-             AND u.state NOT IN ('failed', 'cancelled', 'needs_human') \
-             AND (r.job_id = $4 OR r.grant_alias = $5)",
-        )
-        .bind(millis(since))
-        .bind(currency)
-        .bind(run.id.as_str())
-        .bind(&run.job_id)
-        .bind(&run.spec.grant)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut used = CapUse::default();
-        for row in &rows {
-            let job: String = row.try_get(0)?;
-            let grant: String = row.try_get(1)?;
-            let amount = decimal(&row.try_get::<String, _>(2)?)?;
-            if job == run.job_id {
-                used.job += amount;
-            }
-            if grant == run.spec.grant {
-                used.grant += amount;
-            }
-        }
-        if let Err(reason) = check_caps(run, c.ask, &used) {
-            tx.rollback().await?;
-            return Ok(Err(reason));
-        }
-        let (amount, estimated) = match c.ask {
-            Ask::Amount { amount, estimated } => (*amount, *estimated),
-            Ask::Headroom => (Decimal::ZERO, true),
-        };
-        let mine = sqlx::query(
-            "SELECT amount, estimated, released_at FROM cap_reservations WHERE run_id = $1",
-        )
-        .bind(run.id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = &mine {
-            let same = decimal(&row.try_get::<String, _>(0)?)? == amount
-                && (row.try_get::<i64, _>(1)? == 1) == estimated
-                && row.try_get::<Option<i64>, _>(2)?.is_none();
-            if same {
-                // A retried step asks again for what it holds: nothing to write.
-                tx.rollback().await?;
-                return Ok(Ok(used));
-            }
-        }
-        // A live reservation keeps its time (the 24 hours run from the first lock); a
-        // released one (the run was retried) starts again.
-        sqlx::query(
-            "INSERT INTO cap_reservations (run_id, job_id, grant_alias, currency, amount, estimated, reserved_at, released_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL) \
-             ON CONFLICT (run_id) DO UPDATE SET amount = excluded.amount, estimated = excluded.estimated, \
-             currency = excluded.currency, \
-             reserved_at = CASE WHEN cap_reservations.released_at IS NULL THEN cap_reservations.reserved_at ELSE excluded.reserved_at END, \
-             released_at = NULL",
-        )
-        .bind(run.id.as_str())
-        .bind(&run.job_id)
-        .bind(&run.spec.grant)
-        .bind(currency)
-        .bind(amount.to_string())
-        .bind(i64::from(estimated))
-        .bind(millis(c.at))
-        .execute(&mut *tx)
-        .await?;
-        let limits = &run.spec.limits;
-        let entry = NewAuditEntry::new(
-            c.actor,
-            "run.cap.reserved",
-            json!({
-                "amount": amount.to_string(), "currency": currency, "estimated": estimated,
-                "job_used": used.job.to_string(), "grant_used": used.grant.to_string(),
-                "max_per_run": limits.max_per_run.map(|d| d.to_string()),
-                "job_daily_cap": limits.job_daily_cap.map(|d| d.to_string()),
-                "grant_daily_cap": limits.grant_daily_cap.map(|d| d.to_string()),
-            }),
-        )
-        .run(run.id.as_str())
-        .job(&run.job_id)
-        .grant(&run.spec.grant);
-        self.append_audit_in(&mut tx, c.at, entry).await?;
-        tx.commit().await?;
-        Ok(Ok(used))
+        let backend = self.backend;
+        let (run, ask, at, actor) = (c.run.clone(), c.ask.clone(), c.at, c.actor.to_string());
+        self.write(Box::new(move |conn, head| {
+            let (run, ask, actor) = (run.clone(), ask.clone(), actor.clone());
+            Box::pin(async move {
+                let c = CapCheck {
+                    run: &run,
+                    ask: &ask,
+                    at,
+                    actor: &actor,
+                };
+                reserve_caps_on(backend, conn, head, c).await
+            })
+        }))
+        .await
     }
 
     /// Releases the run's reservation, if it holds one. Idempotent.
@@ -294,10 +210,13 @@ impl Store {
         at: DateTime<Utc>,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let released = self.release_caps_in(&mut tx, run_id, at, actor).await?;
-        tx.commit().await?;
-        Ok(released)
+        let backend = self.backend;
+        let (run_id, actor) = (run_id.clone(), actor.to_string());
+        self.write(Box::new(move |conn, head| {
+            let (run_id, actor) = (run_id.clone(), actor.clone());
+            Box::pin(async move { release_caps_on(backend, conn, head, &run_id, at, &actor).await })
+        }))
+        .await
     }
 
     async fn release_caps_in(
@@ -307,29 +226,15 @@ impl Store {
         at: DateTime<Utc>,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "UPDATE cap_reservations SET released_at = $1 WHERE run_id = $2 AND released_at IS NULL \
-             RETURNING amount, currency, job_id, grant_alias",
-        )
-        .bind(millis(at))
-        .bind(run_id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(row) = row else { return Ok(false) };
-        let amount: String = row.try_get(0)?;
-        let currency: String = row.try_get(1)?;
-        let job: String = row.try_get(2)?;
-        let grant: String = row.try_get(3)?;
-        let entry = NewAuditEntry::new(
+        release_caps_on(
+            self.backend,
+            tx,
+            &mut AuditHead::default(),
+            run_id,
+            at,
             actor,
-            "run.cap.released",
-            json!({ "amount": amount, "currency": currency }),
         )
-        .run(run_id.as_str())
-        .job(job)
-        .grant(grant);
-        self.append_audit_in(tx, at, entry).await?;
-        Ok(true)
+        .await
     }
 
     /// The run's reservation, released or not.
@@ -718,6 +623,156 @@ fn scoped(entry: NewAuditEntry, scope: &HaltScope) -> NewAuditEntry {
         HaltScope::Job(j) => entry.job(j),
         HaltScope::Grant(g) => entry.grant(g),
     }
+}
+
+/// Check-and-reserve on `conn`, inside the write transaction open there.
+async fn reserve_caps_on(
+    backend: Backend,
+    conn: &mut AnyConnection,
+    head: &mut AuditHead,
+    c: CapCheck<'_>,
+) -> Result<Result<CapUse, Refusal>, StoreError> {
+    let run = c.run;
+    let currency = run.spec.source_currency.as_str();
+    if backend == Backend::Postgres {
+        // Fixed order (grant before job) so that two reservations never deadlock.
+        for key in [
+            format!("cap:grant:{}", run.spec.grant),
+            format!("cap:job:{}", run.job_id),
+        ] {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock_key(&key))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    // What other runs hold matters only to a daily cap. A run without one skips the
+    // scan (its reservation still counts against the caps of the grant's other jobs).
+    let limits = &run.spec.limits;
+    let daily = limits.job_daily_cap.is_some() || limits.grant_daily_cap.is_some();
+    let mut used = CapUse::default();
+    if daily {
+        let since = c.at - Duration::hours(24);
+        let rows = sqlx::query(
+            "SELECT r.job_id, r.grant_alias, r.amount FROM cap_reservations r JOIN runs u ON u.id = r.run_id \
+             WHERE r.released_at IS NULL AND r.reserved_at > $1 AND r.currency = $2 AND r.run_id <> $3 \
+             AND u.state NOT IN ('failed', 'cancelled', 'needs_human') \
+             AND (r.job_id = $4 OR r.grant_alias = $5)",
+        )
+        .bind(millis(since))
+        .bind(currency)
+        .bind(run.id.as_str())
+        .bind(&run.job_id)
+        .bind(&run.spec.grant)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in &rows {
+            let job: String = row.try_get(0)?;
+            let grant: String = row.try_get(1)?;
+            let amount = decimal(&row.try_get::<String, _>(2)?)?;
+            if job == run.job_id {
+                used.job += amount;
+            }
+            if grant == run.spec.grant {
+                used.grant += amount;
+            }
+        }
+    }
+    if let Err(reason) = check_caps(run, c.ask, &used) {
+        return Ok(Err(reason));
+    }
+    let (amount, estimated) = match c.ask {
+        Ask::Amount { amount, estimated } => (*amount, *estimated),
+        Ask::Headroom => (Decimal::ZERO, true),
+    };
+    let mine = sqlx::query(
+        "SELECT amount, estimated, released_at FROM cap_reservations WHERE run_id = $1",
+    )
+    .bind(run.id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = &mine {
+        let same = decimal(&row.try_get::<String, _>(0)?)? == amount
+            && (row.try_get::<i64, _>(1)? == 1) == estimated
+            && row.try_get::<Option<i64>, _>(2)?.is_none();
+        if same {
+            // A retried step asks again for what it holds: nothing to write.
+            return Ok(Ok(used));
+        }
+    }
+    // A live reservation keeps its time (the 24 hours run from the first lock); a
+    // released one (the run was retried) starts again.
+    sqlx::query(
+        "INSERT INTO cap_reservations (run_id, job_id, grant_alias, currency, amount, estimated, reserved_at, released_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL) \
+         ON CONFLICT (run_id) DO UPDATE SET amount = excluded.amount, estimated = excluded.estimated, \
+         currency = excluded.currency, \
+         reserved_at = CASE WHEN cap_reservations.released_at IS NULL THEN cap_reservations.reserved_at ELSE excluded.reserved_at END, \
+         released_at = NULL",
+    )
+    .bind(run.id.as_str())
+    .bind(&run.job_id)
+    .bind(&run.spec.grant)
+    .bind(currency)
+    .bind(amount.to_string())
+    .bind(i64::from(estimated))
+    .bind(millis(c.at))
+    .execute(&mut *conn)
+    .await?;
+    let (job_used, grant_used) = if daily {
+        (Some(used.job.to_string()), Some(used.grant.to_string()))
+    } else {
+        (None, None)
+    };
+    let entry = NewAuditEntry::new(
+        c.actor,
+        "run.cap.reserved",
+        json!({
+            "amount": amount.to_string(), "currency": currency, "estimated": estimated,
+            "job_used": job_used, "grant_used": grant_used,
+            "max_per_run": limits.max_per_run.map(|d| d.to_string()),
+            "job_daily_cap": limits.job_daily_cap.map(|d| d.to_string()),
+            "grant_daily_cap": limits.grant_daily_cap.map(|d| d.to_string()),
+        }),
+    )
+    .run(run.id.as_str())
+    .job(&run.job_id)
+    .grant(&run.spec.grant);
+    append_audit_on(backend, conn, head, c.at, entry).await?;
+    Ok(Ok(used))
+}
+
+async fn release_caps_on(
+    backend: Backend,
+    conn: &mut AnyConnection,
+    head: &mut AuditHead,
+    run_id: &RunId,
+    at: DateTime<Utc>,
+    actor: &str,
+) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "UPDATE cap_reservations SET released_at = $1 WHERE run_id = $2 AND released_at IS NULL \
+         RETURNING amount, currency, job_id, grant_alias",
+    )
+    .bind(millis(at))
+    .bind(run_id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(false) };
+    let amount: String = row.try_get(0)?;
+    let currency: String = row.try_get(1)?;
+    let job: String = row.try_get(2)?;
+    let grant: String = row.try_get(3)?;
+    let entry = NewAuditEntry::new(
+        actor,
+        "run.cap.released",
+        json!({ "amount": amount, "currency": currency }),
+    )
+    .run(run_id.as_str())
+    .job(job)
+    .grant(grant);
+    append_audit_on(backend, conn, head, at, entry).await?;
+    Ok(true)
 }
 
 fn decimal(s: &str) -> Result<Decimal, StoreError> {

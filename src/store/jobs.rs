@@ -83,6 +83,7 @@ impl Store {
         job_id: &str,
         start: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StoreError> {
+        let _gate = self.gate().await;
         sqlx::query(
             "INSERT INTO job_schedules (job_id, cursor_at, updated_at) VALUES ($1, $2, $2) \
              ON CONFLICT DO NOTHING",

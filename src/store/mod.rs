@@ -7,7 +7,9 @@
 //!
 //! Writes that read before they write go through [`Store::begin`], which takes the
 //! SQLite write lock up front (`BEGIN IMMEDIATE`), so that concurrent writers queue
-//! instead of failing on a lock upgrade.
+//! instead of failing on a lock upgrade. The writes every run makes (its lease, its
+//! saves, its audit entries) go through [`Store::write`] instead: on SQLite many of them
+//! share one commit (see `writer`), on PostgreSQL each is a transaction of its own.
 
 mod audit;
 mod dispatch;
@@ -15,12 +17,18 @@ mod grants;
 mod guards;
 mod jobs;
 mod runs;
+mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use writer::Writer;
+pub(crate) use writer::{AuditHead, WriteFn};
 
 pub use audit::AuditExport;
 pub use dispatch::Claimed;
@@ -28,8 +36,35 @@ pub use grants::{AuthorizationRow, ConnectedGrantRow, GrantRow, Resealed, Sealed
 pub use guards::{ApprovalRow, Approved, CapCheck, Refusal, Reservation};
 pub use runs::{RunFilter, RunLease};
 
-/// A write transaction on the store.
-pub type Tx = sqlx::Transaction<'static, Any>;
+/// A write transaction on the store. It derefs to the connection it runs on; on
+/// SQLite it also holds the store's in-process write gate until it ends.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, Any>,
+    _gate: Option<OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
 
 /// Which database the store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +131,10 @@ impl StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: the group-commit writer, and the gate that every in-process write
+    /// transaction takes (so that writers queue here, fairly, not in SQLite's busy loop).
+    writer: Option<Writer>,
+    gate: Arc<Mutex<()>>,
 }
 
 impl Store {
@@ -130,8 +169,18 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        let store = Store { pool, backend };
+        let gate = Arc::new(Mutex::new(()));
+        let mut store = Store {
+            pool,
+            backend,
+            writer: None,
+            gate: gate.clone(),
+        };
         store.migrate().await?;
+        if backend == Backend::Sqlite {
+            let conn = store.pool.acquire().await?.detach();
+            store.writer = Some(Writer::start(conn, gate));
+        }
         Ok(store)
     }
 
@@ -156,17 +205,48 @@ impl Store {
         &self.pool
     }
 
-    /// Starts a write transaction. On SQLite it takes the write lock at once.
+    /// Starts a write transaction. On SQLite it takes the write gate and then the
+    /// write lock at once.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        let tx = match self.backend {
+        let gate = self.gate().await;
+        let inner = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(tx)
+        Ok(Tx { inner, _gate: gate })
     }
 
-    /// Closes every connection.
+    /// The in-process write gate (SQLite only), for a write outside a transaction.
+    pub(crate) async fn gate(&self) -> Option<OwnedMutexGuard<()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.gate.clone().lock_owned().await),
+            Backend::Postgres => None,
+        }
+    }
+
+    /// Runs `f` in a write transaction and returns its answer once committed. On
+    /// SQLite the transaction is shared with the other writes waiting at that moment
+    /// (group commit); `f` may then run more than once (see `writer`), so it must own
+    /// what it binds. On PostgreSQL it is a transaction of its own.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        mut f: WriteFn<T>,
+    ) -> Result<T, StoreError> {
+        if let Some(writer) = &self.writer {
+            return writer.write(f).await;
+        }
+        let mut tx = self.begin().await?;
+        let mut head = AuditHead::default();
+        let answer = f(&mut tx, &mut head).await?;
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    /// Finishes the writes in flight, then closes every connection.
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         self.pool.close().await;
     }
 }

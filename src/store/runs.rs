@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::audit::append_audit_on;
 use super::{Store, StoreError, from_millis, millis};
 use crate::audit::NewAuditEntry;
 use crate::runs::{LockedQuote, PendingOp, Run, RunId, RunState};
@@ -38,32 +39,39 @@ impl Store {
     /// Creates `run` unless its occurrence already has one (invariant 2). Returns
     /// whether this call created it; the `run.created` audit entry commits with it.
     pub async fn create_run(&self, run: &Run, audit: NewAuditEntry) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO runs (id, job_id, occurrence_key, job_version, grant_alias, spec, state, reason, \
-             quote_attempt, attempts, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, $10) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(run.id.as_str())
-        .bind(&run.job_id)
-        .bind(&run.occurrence_key)
-        .bind(&run.job_version)
-        .bind(&run.spec.grant)
-        .bind(spec_json(run)?)
-        .bind(run.state.as_str())
-        .bind(&run.reason)
-        .bind(millis(run.next_attempt_at))
-        .bind(millis(run.created_at))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
-            self.append_audit_in(&mut tx, run.created_at, audit).await?;
-        }
-        tx.commit().await?;
-        Ok(inserted)
+        let backend = self.backend;
+        let spec = spec_json(run)?;
+        let run = run.clone();
+        self.write(Box::new(move |conn, head| {
+            let (run, spec, audit) = (run.clone(), spec.clone(), audit.clone());
+            Box::pin(async move {
+                let inserted = sqlx::query(
+                    "INSERT INTO runs (id, job_id, occurrence_key, job_version, grant_alias, spec, state, reason, \
+                     quote_attempt, attempts, next_attempt_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, $10) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(run.id.as_str())
+                .bind(&run.job_id)
+                .bind(&run.occurrence_key)
+                .bind(&run.job_version)
+                .bind(&run.spec.grant)
+                .bind(spec)
+                .bind(run.state.as_str())
+                .bind(&run.reason)
+                .bind(millis(run.next_attempt_at))
+                .bind(millis(run.created_at))
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                    == 1;
+                if inserted {
+                    append_audit_on(backend, conn, head, run.created_at, audit).await?;
+                }
+                Ok(inserted)
+            })
+        }))
+        .await
     }
 
     pub async fn get_run(&self, id: &RunId) -> Result<Option<Run>, StoreError> {
@@ -88,33 +96,40 @@ impl Store {
         lease: Duration,
     ) -> Result<Option<(RunLease, Run)>, StoreError> {
         let until = now + lease;
-        let row = sqlx::query(
-            "UPDATE runs SET lease_owner = $1, lease_until = $2, fence = fence + 1 \
-             WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4) \
-             AND state NOT IN ('settled', 'failed', 'cancelled', 'needs_human') \
-             RETURNING fence",
-        )
-        .bind(owner)
-        .bind(millis(until))
-        .bind(id.as_str())
-        .bind(millis(now))
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let fence: i64 = row.try_get(0)?;
-        let run = self
-            .get_run(id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("run {id} vanished under its lease")))?;
-        Ok(Some((
-            RunLease {
-                run_id: id.clone(),
-                owner: owner.into(),
-                fence,
-                until,
-            },
-            run,
-        )))
+        let (key, holder) = (id.to_string(), owner.to_string());
+        let row = self
+            .write(Box::new(move |conn, _| {
+                let (key, holder) = (key.clone(), holder.clone());
+                Box::pin(async move {
+                    let row = sqlx::query(concat!(
+                        "UPDATE runs SET lease_owner = $1, lease_until = $2, fence = fence + 1 \
+                         WHERE id = $3 AND (lease_until IS NULL OR lease_until < $4) \
+                         AND state NOT IN ('settled', 'failed', 'cancelled', 'needs_human') \
+                         RETURNING fence, ",
+                        run_columns!()
+                    ))
+                    .bind(holder)
+                    .bind(millis(until))
+                    .bind(key)
+                    .bind(millis(now))
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    row.map(|row| Ok((row.try_get::<i64, _>(0)?, run_from_row_at(&row, 1)?)))
+                        .transpose()
+                })
+            }))
+            .await?;
+        Ok(row.map(|(fence, run)| {
+            (
+                RunLease {
+                    run_id: id.clone(),
+                    owner: owner.into(),
+                    fence,
+                    until,
+                },
+                run,
+            )
+        }))
     }
 
     /// Writes `run` and its audit entries in one transaction, and extends the lease,
@@ -128,58 +143,73 @@ impl Store {
         now: DateTime<Utc>,
         extend: Duration,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
+        let backend = self.backend;
         let until = now + extend;
         let quote = run
             .quote
             .as_ref()
             .map(|q| serde_json::to_string(q).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()?;
-        let updated = sqlx::query(
-            "UPDATE runs SET state = $1, reason = $2, recipient_id = $3, quote_attempt = $4, quote = $5, \
-             transfer_id = $6, transfer_status = $7, pending_op = $8, attempts = $9, next_attempt_at = $10, \
-             updated_at = $11, lease_until = $12 \
-             WHERE id = $13 AND fence = $14 AND lease_owner = $15",
-        )
-        .bind(run.state.as_str())
-        .bind(&run.reason)
-        .bind(&run.recipient_id)
-        .bind(i64::from(run.quote_attempt))
-        .bind(quote)
-        .bind(&run.transfer_id)
-        .bind(&run.transfer_status)
-        .bind(run.pending.map(PendingOp::as_str))
-        .bind(i64::from(run.attempts))
-        .bind(millis(run.next_attempt_at))
-        .bind(millis(now))
-        .bind(millis(until))
-        .bind(run.id.as_str())
-        .bind(lease.fence)
-        .bind(&lease.owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            return Err(StoreError::LeaseLost(run.id.to_string()));
-        }
-        for entry in audit {
-            self.append_audit_in(&mut tx, now, entry).await?;
-        }
-        tx.commit().await?;
+        let (run, fence, owner) = (run.clone(), lease.fence, lease.owner.clone());
+        self.write(Box::new(move |conn, head| {
+            let (run, quote, owner, audit) =
+                (run.clone(), quote.clone(), owner.clone(), audit.clone());
+            Box::pin(async move {
+                let updated = sqlx::query(
+                    "UPDATE runs SET state = $1, reason = $2, recipient_id = $3, quote_attempt = $4, quote = $5, \
+                     transfer_id = $6, transfer_status = $7, pending_op = $8, attempts = $9, next_attempt_at = $10, \
+                     updated_at = $11, lease_until = $12 \
+                     WHERE id = $13 AND fence = $14 AND lease_owner = $15",
+                )
+                .bind(run.state.as_str())
+                .bind(&run.reason)
+                .bind(&run.recipient_id)
+                .bind(i64::from(run.quote_attempt))
+                .bind(quote)
+                .bind(&run.transfer_id)
+                .bind(&run.transfer_status)
+                .bind(run.pending.map(PendingOp::as_str))
+                .bind(i64::from(run.attempts))
+                .bind(millis(run.next_attempt_at))
+                .bind(millis(now))
+                .bind(millis(until))
+                .bind(run.id.as_str())
+                .bind(fence)
+                .bind(owner)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if updated != 1 {
+                    return Err(StoreError::LeaseLost(run.id.to_string()));
+                }
+                for entry in audit {
+                    append_audit_on(backend, conn, head, now, entry).await?;
+                }
+                Ok(())
+            })
+        }))
+        .await?;
         lease.until = until;
         Ok(())
     }
 
     /// Gives the lease back so that the next dispatch need not wait for it to lapse.
     pub async fn release_run(&self, lease: &RunLease) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND fence = $2",
-        )
-        .bind(lease.run_id.as_str())
-        .bind(lease.fence)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        let (key, fence) = (lease.run_id.to_string(), lease.fence);
+        self.write(Box::new(move |conn, _| {
+            let key = key.clone();
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND fence = $2",
+                )
+                .bind(key)
+                .bind(fence)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        }))
+        .await
     }
 
     /// Unfinished runs that are due and not leased, oldest first.
@@ -242,19 +272,26 @@ impl Store {
         recipient_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO known_recipients (grant_alias, bank_code, account_number, recipient_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (grant_alias, bank_code, account_number) DO UPDATE SET recipient_id = excluded.recipient_id",
-        )
-        .bind(grant)
-        .bind(bank_code)
-        .bind(account_number)
-        .bind(recipient_id)
-        .bind(millis(now))
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        let keys = [grant, bank_code, account_number, recipient_id].map(str::to_string);
+        self.write(Box::new(move |conn, _| {
+            let [grant, bank_code, account_number, recipient_id] = keys.clone();
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO known_recipients (grant_alias, bank_code, account_number, recipient_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (grant_alias, bank_code, account_number) DO UPDATE SET recipient_id = excluded.recipient_id",
+                )
+                .bind(grant)
+                .bind(bank_code)
+                .bind(account_number)
+                .bind(recipient_id)
+                .bind(millis(now))
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        }))
+        .await
     }
 }
 
@@ -263,39 +300,45 @@ fn spec_json(run: &Run) -> Result<String, StoreError> {
 }
 
 fn run_from_row(row: &AnyRow) -> Result<Run, StoreError> {
+    run_from_row_at(row, 0)
+}
+
+/// A run from `run_columns!()`, starting at column `at` of `row`.
+fn run_from_row_at(row: &AnyRow, at: usize) -> Result<Run, StoreError> {
     let corrupt =
         |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("run {what}: {e}"));
-    let id: String = row.try_get(0)?;
-    let spec: String = row.try_get(4)?;
-    let state: String = row.try_get(5)?;
-    let quote: Option<String> = row.try_get(9)?;
-    let pending: Option<String> = row.try_get(12)?;
+    let id: String = row.try_get(at)?;
+    let spec: String = row.try_get(at + 4)?;
+    let state: String = row.try_get(at + 5)?;
+    let quote: Option<String> = row.try_get(at + 9)?;
+    let pending: Option<String> = row.try_get(at + 12)?;
     let quote: Option<LockedQuote> = quote
         .map(|q| serde_json::from_str(&q))
         .transpose()
         .map_err(|e| corrupt("quote", &e))?;
     Ok(Run {
         id: RunId::parse(&id).ok_or_else(|| corrupt("id", &id))?,
-        job_id: row.try_get(1)?,
-        occurrence_key: row.try_get(2)?,
-        job_version: row.try_get(3)?,
+        job_id: row.try_get(at + 1)?,
+        occurrence_key: row.try_get(at + 2)?,
+        job_version: row.try_get(at + 3)?,
         spec: serde_json::from_str(&spec).map_err(|e| corrupt("spec", &e))?,
         state: state.parse().map_err(|e: String| corrupt("state", &e))?,
-        reason: row.try_get(6)?,
-        recipient_id: row.try_get(7)?,
-        quote_attempt: u32::try_from(row.try_get::<i64, _>(8)?)
+        reason: row.try_get(at + 6)?,
+        recipient_id: row.try_get(at + 7)?,
+        quote_attempt: u32::try_from(row.try_get::<i64, _>(at + 8)?)
             .map_err(|e| corrupt("quote_attempt", &e))?,
         quote,
-        transfer_id: row.try_get(10)?,
-        transfer_status: row.try_get(11)?,
+        transfer_id: row.try_get(at + 10)?,
+        transfer_status: row.try_get(at + 11)?,
         pending: pending
             .map(|p| PendingOp::parse(&p).ok_or_else(|| corrupt("pending_op", &p)))
             .transpose()?,
-        attempts: u32::try_from(row.try_get::<i64, _>(13)?).map_err(|e| corrupt("attempts", &e))?,
-        next_attempt_at: from_millis(row.try_get(14)?)?,
-        created_at: from_millis(row.try_get(15)?)?,
-        updated_at: from_millis(row.try_get(16)?)?,
-        quote_attempt_base: u32::try_from(row.try_get::<i64, _>(17)?)
+        attempts: u32::try_from(row.try_get::<i64, _>(at + 13)?)
+            .map_err(|e| corrupt("attempts", &e))?,
+        next_attempt_at: from_millis(row.try_get(at + 14)?)?,
+        created_at: from_millis(row.try_get(at + 15)?)?,
+        updated_at: from_millis(row.try_get(at + 16)?)?,
+        quote_attempt_base: u32::try_from(row.try_get::<i64, _>(at + 17)?)
             .map_err(|e| corrupt("quote_attempt_base", &e))?,
     })
 }
@@ -308,6 +351,7 @@ impl Store {
         transfer_id: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        let _gate = self.gate().await;
         let woke = sqlx::query(
             "UPDATE runs SET next_attempt_at = $1 WHERE transfer_id = $2 AND state = 'transfer_submitted' AND next_attempt_at > $1",
         )
