@@ -5,7 +5,9 @@
 //!
 //! `cargo bench --bench e2e` runs everything (about 15 minutes, ten of them the
 //! pacing figure at Busha's real limits); `-- --quick` runs small sizes, and
-//! `-- --no-pacing` leaves the pacing figure out.
+//! `-- --no-pacing` leaves the pacing figure out, and `-- --only pipeline,bare` measures
+//! only the parts named (scale, pipeline, bare, embedded, tmpfs, distributed, latency,
+//! storm, pacing).
 //!
 //! Durability stays on: the store is SQLite with `synchronous = FULL`, and every state
 //! change that guards money commits before the provider call it guards. Throughput and
@@ -717,24 +719,64 @@ async fn main() {
     } else {
         (2000, 640, 200, 10_000, 1_000)
     };
-    eprintln!("config scale ({jobs_n} job files)...");
-    let scale = config_scale(jobs_n);
-    eprintln!("throughput ({n} payouts, zero latency, pipeline only)...");
-    let tp = throughput(n, 64).await;
-    eprintln!("bare loop ({n} runs of the same calls, no store)...");
-    let bare = bare_loop(n, 64).await;
-    eprintln!("through the worker, embedded ({n} payouts)...");
-    let embedded = through_the_worker(n, false, false).await;
-    eprintln!("through the worker, embedded, store on tmpfs ({n} payouts, diagnostic)...");
-    let embedded_tmpfs = through_the_worker(n, false, true).await;
-    eprintln!("through the worker, distributed ({n} payouts)...");
-    let distributed = through_the_worker(n, true, false).await;
-    eprintln!("under latency ({lat_n} payouts, 50 ms per call, concurrency 64)...");
-    let lat = under_latency(lat_n, 64, 50).await;
-    eprintln!("refresh storm ({storm_n} runs on 10 expired grants)...");
-    let storm = refresh_storm(storm_n, 10).await;
-    let pace = if no_pacing {
-        json!({ "skipped": "--no-pacing" })
+    // `--only a,b` measures only those parts (for a quick look at one figure); the
+    // report then shows the others as skipped.
+    let only: Option<Vec<String>> = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == name));
+    let skipped = || json!({ "skipped": "--only" });
+    let scale = if wanted("scale") {
+        eprintln!("config scale ({jobs_n} job files)...");
+        config_scale(jobs_n)
+    } else {
+        skipped()
+    };
+    let tp = if wanted("pipeline") {
+        eprintln!("throughput ({n} payouts, zero latency, pipeline only)...");
+        throughput(n, 64).await
+    } else {
+        skipped()
+    };
+    let bare = if wanted("bare") {
+        eprintln!("bare loop ({n} runs of the same calls, no store)...");
+        bare_loop(n, 64).await
+    } else {
+        skipped()
+    };
+    let embedded = if wanted("embedded") {
+        eprintln!("through the worker, embedded ({n} payouts)...");
+        through_the_worker(n, false, false).await
+    } else {
+        skipped()
+    };
+    let embedded_tmpfs = if wanted("tmpfs") {
+        eprintln!("through the worker, embedded, store on tmpfs ({n} payouts, diagnostic)...");
+        through_the_worker(n, false, true).await
+    } else {
+        skipped()
+    };
+    let distributed = if wanted("distributed") {
+        eprintln!("through the worker, distributed ({n} payouts)...");
+        through_the_worker(n, true, false).await
+    } else {
+        skipped()
+    };
+    let lat = if wanted("latency") {
+        eprintln!("under latency ({lat_n} payouts, 50 ms per call, concurrency 64)...");
+        under_latency(lat_n, 64, 50).await
+    } else {
+        skipped()
+    };
+    let storm = if wanted("storm") {
+        eprintln!("refresh storm ({storm_n} runs on 10 expired grants)...");
+        refresh_storm(storm_n, 10).await
+    } else {
+        skipped()
+    };
+    let pace = if no_pacing || !wanted("pacing") {
+        json!({ "skipped": if no_pacing { "--no-pacing" } else { "--only" } })
     } else {
         eprintln!(
             "pacing ({pace_n} payouts at Busha's documented limits; about {} min)...",
