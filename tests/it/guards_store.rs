@@ -418,6 +418,82 @@ async fn an_ask_for_headroom_only_needs_some_left(ts: TestStore) {
     assert!(why.contains("0 USDT is left"), "{why}");
 }
 
+/// Many executors save at once (on SQLite they share commits). One of them lost its
+/// lease: that save fails alone with `LeaseLost` and writes nothing; every other save
+/// and its audit entry lands, and the chain verifies.
+async fn concurrent_saves_land_and_a_lost_lease_fails_alone(t: TestStore) {
+    let s = &t.store;
+    let mut leased = Vec::new();
+    for i in 0..24 {
+        let run = create(
+            s,
+            "payroll",
+            &format!("save-{i}"),
+            spec(dec!(10), Limits::default(), None),
+            false,
+        )
+        .await;
+        let (lease, run) = s
+            .acquire_run(&run.id, "w1", now(), Duration::minutes(2))
+            .await
+            .unwrap()
+            .expect("a free run is leased");
+        leased.push((lease, run));
+    }
+    // Another executor takes run 7 once w1's lease has lapsed.
+    let stolen = leased[7].1.id.clone();
+    s.acquire_run(
+        &stolen,
+        "w2",
+        now() + Duration::minutes(3),
+        Duration::minutes(2),
+    )
+    .await
+    .unwrap()
+    .expect("a lapsed lease is taken");
+    let tasks: Vec<_> = leased
+        .into_iter()
+        .map(|(mut lease, mut run)| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                run.recipient_id = Some("RCP_1".into());
+                run.state = RunState::RecipientResolved;
+                let e = NewAuditEntry::new(
+                    "worker:w1",
+                    "run.recipient.resolved",
+                    serde_json::json!({}),
+                )
+                .run(run.id.as_str());
+                let saved = s
+                    .save_run(&mut lease, &run, vec![e], now(), Duration::minutes(2))
+                    .await;
+                (run.id, saved)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (id, saved) = task.await.unwrap();
+        let stored = s.get_run(&id).await.unwrap().unwrap();
+        if id == stolen {
+            assert!(matches!(saved, Err(StoreError::LeaseLost(_))), "{saved:?}");
+            assert_eq!(
+                stored.state,
+                RunState::Created,
+                "a lost lease writes nothing"
+            );
+        } else {
+            saved.unwrap();
+            assert_eq!(stored.state, RunState::RecipientResolved);
+        }
+    }
+    let chain = s
+        .verify_audit(None)
+        .await
+        .unwrap()
+        .expect("an intact chain");
+    assert_eq!(chain.entries, 24 + 23, "24 creations and 23 saves");
+}
+
 crate::on_both_backends!(
     only_one_of_many_racing_reservations_takes_the_last_headroom,
     the_grant_cap_spans_jobs_and_the_window_rolls_after_24_hours,
@@ -426,4 +502,5 @@ crate::on_both_backends!(
     approvals_count_distinct_approvers_and_never_the_owner,
     operator_commands_take_the_lease_from_a_running_executor,
     an_ask_for_headroom_only_needs_some_left,
+    concurrent_saves_land_and_a_lost_lease_fails_alone,
 );
