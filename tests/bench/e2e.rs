@@ -411,6 +411,10 @@ async fn through_the_worker(n: usize, distributed: bool, tmpfs: bool) -> Value {
     };
     let queue = Queue::open(QueueConfig {
         poll_interval: Duration::from_millis(50),
+        // Two consumers of 32: 64 executions in flight, as in the pipeline-only figure
+        // (`[worker] concurrency = 32`; the shipped default is 16).
+        concurrency: 32,
+        batch_size: 32,
         ..queue_cfg
     })
     .await
