@@ -91,7 +91,8 @@ pub struct KeySet {
     /// Tokens whose signature and issuer already verified, with their claims: an RSA
     /// check per request was a tenth of the sandbox's CPU. A rotation clears it, so a
     /// token signed by a retired key stops verifying at once.
-    verified: parking_lot::Mutex<HashMap<(String, String), serde_json::Value>>,
+    /// Keyed by token, with the issuer it verified for.
+    verified: parking_lot::Mutex<HashMap<String, (String, serde_json::Value)>>,
 }
 
 /// Past this many, the verified-token cache starts again empty.
@@ -145,9 +146,10 @@ impl KeySet {
     /// Checks the signature of an RS256 JWT issued by `issuer`. Time claims are checked
     /// by the caller against the sandbox clock, not the wall clock.
     pub fn verify<T: DeserializeOwned>(&self, token: &str, issuer: &str) -> Result<T, VerifyError> {
-        let key = (token.to_string(), issuer.to_string());
-        if let Some(claims) = self.verified.lock().get(&key) {
-            return serde_json::from_value(claims.clone()).map_err(|_| VerifyError::Invalid);
+        if let Some((iss, claims)) = self.verified.lock().get(token) {
+            if iss == issuer {
+                return serde_json::from_value(claims.clone()).map_err(|_| VerifyError::Invalid);
+            }
         }
         let claims: serde_json::Value = self.verify_signature(token, issuer)?;
         let typed = serde_json::from_value(claims.clone()).map_err(|_| VerifyError::Invalid)?;
@@ -155,7 +157,7 @@ impl KeySet {
         if verified.len() >= VERIFIED_CAP {
             verified.clear();
         }
-        verified.insert(key, claims);
+        verified.insert(token.to_string(), (issuer.to_string(), claims));
         Ok(typed)
     }
 

@@ -178,8 +178,7 @@ impl Store {
         };
         store.migrate().await?;
         if backend == Backend::Sqlite {
-            let conn = store.pool.acquire().await?.detach();
-            store.writer = Some(Writer::start(conn, gate));
+            store.writer = Some(Writer::start(store.pool.clone(), gate).await?);
         }
         Ok(store)
     }

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use sqlx::{AnyConnection, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::StoreError;
@@ -105,11 +105,13 @@ fn closed() -> StoreError {
 }
 
 impl Writer {
-    /// Starts the task that owns `conn`. `gate` is the store's in-process write gate.
-    pub(super) fn start(conn: AnyConnection, gate: Arc<Mutex<()>>) -> Self {
+    /// Starts the task that owns a connection taken from `pool` (and a fresh one
+    /// whenever that one breaks). `gate` is the store's in-process write gate.
+    pub(super) async fn start(pool: AnyPool, gate: Arc<Mutex<()>>) -> Result<Self, StoreError> {
+        let conn = pool.acquire().await?.detach();
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(conn, rx, gate));
-        Self { tx }
+        tokio::spawn(run(pool, conn, rx, gate));
+        Ok(Self { tx })
     }
 
     /// Applies `f` in the next batch; returns its answer once that batch committed.
@@ -135,7 +137,12 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: AnyConnection, mut rx: mpsc::UnboundedReceiver<Msg>, gate: Arc<Mutex<()>>) {
+async fn run(
+    pool: AnyPool,
+    mut conn: AnyConnection,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    gate: Arc<Mutex<()>>,
+) {
     let mut batch: Vec<Box<dyn Pending>> = Vec::new();
     let mut closing = None;
     while closing.is_none() {
@@ -153,7 +160,13 @@ async fn run(mut conn: AnyConnection, mut rx: mpsc::UnboundedReceiver<Msg>, gate
         }
         if !batch.is_empty() {
             let _gate = gate.lock().await;
-            commit(&mut conn, &mut batch).await;
+            if !commit(&mut conn, &mut batch).await && conn.ping().await.is_err() {
+                // The connection itself broke: the next batch gets a fresh one (if
+                // none can be had, it fails and the one after tries again).
+                if let Ok(fresh) = pool.acquire().await {
+                    conn = fresh.detach();
+                }
+            }
         }
     }
     // Writes sent after the close are refused (their callers hear "unavailable").
@@ -163,30 +176,36 @@ async fn run(mut conn: AnyConnection, mut rx: mpsc::UnboundedReceiver<Msg>, gate
             op.finish(Err(closed()));
         }
     }
-    let _ = sqlx::Connection::close(conn).await;
+    let _ = conn.close().await;
     if let Some(done) = closing {
         let _ = done.send(());
     }
 }
 
-/// Commits `batch` together, or, if that fails, each write on its own.
-async fn commit(conn: &mut AnyConnection, batch: &mut Vec<Box<dyn Pending>>) {
+/// Commits `batch` together, or, if that fails, each write on its own. Returns
+/// whether every write committed.
+async fn commit(conn: &mut AnyConnection, batch: &mut Vec<Box<dyn Pending>>) -> bool {
     match transaction(conn, batch).await {
         Ok(()) => {
             for op in batch.drain(..) {
                 op.finish(Ok(()));
             }
+            true
         }
         Err(e) if batch.len() == 1 => {
             if let Some(op) = batch.pop() {
                 op.finish(Err(e));
             }
+            false
         }
         Err(_) => {
+            let mut all = true;
             for mut op in batch.drain(..) {
                 let alone = transaction(conn, std::slice::from_mut(&mut op)).await;
+                all &= alone.is_ok();
                 op.finish(alone);
             }
+            all
         }
     }
 }
