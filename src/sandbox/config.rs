@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -172,65 +171,6 @@ impl From<crate::provider::pacing::EndpointLimits> for RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         Self::busha()
-    }
-}
-
-/// A fault injected on one endpoint (`METHOD /route` or `*`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Fault {
-    pub endpoint: String,
-    #[serde(flatten)]
-    pub kind: FaultKind,
-    /// Fire this many times, then disappear. `None`: no limit.
-    #[serde(default)]
-    pub times: Option<u32>,
-    /// Fire with this probability in thousandths. `None`: every time.
-    #[serde(default)]
-    pub permille: Option<u32>,
-}
-
-impl Fault {
-    pub fn new(endpoint: &str, kind: FaultKind) -> Self {
-        Self {
-            endpoint: endpoint.into(),
-            kind,
-            times: None,
-            permille: None,
-        }
-    }
-    pub fn times(mut self, n: u32) -> Self {
-        self.times = Some(n);
-        self
-    }
-    pub fn permille(mut self, p: u32) -> Self {
-        self.permille = Some(p);
-        self
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
-pub enum FaultKind {
-    /// Delay the request by this long (milliseconds in JSON) before handling it.
-    Latency(#[serde(with = "millis")] Duration),
-    /// Answer with this 5xx status without handling the request.
-    ServerError(u16),
-    /// Answer 429 without handling the request.
-    RateLimited,
-    /// Drop the connection without handling the request (it never arrived).
-    DropBeforeCommit,
-    /// Handle the request, commit its effect, then drop the connection.
-    DropAfterCommit,
-}
-
-mod millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }
 

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::config::{
-    Behaviour, Fault, NewUser, OAuthClientConfig, RateLimits, SavedRecipient, TransferOutcome,
+    Behaviour, NewUser, OAuthClientConfig, RateLimits, SavedRecipient, TransferOutcome,
 };
+use super::faults::Fault;
 use super::{Sandbox, SandboxUser};
 
 pub fn routes() -> Router<Sandbox> {

@@ -17,7 +17,7 @@ use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 
-use super::config::FaultKind;
+use super::faults::{CannedResponse, FaultKind, Rewrite};
 use super::oauth::{AccessClaims, verify_access_token};
 use super::reply::ApiError;
 use super::state::{LedgerEvent, RequestRecord};
@@ -64,6 +64,7 @@ pub async fn edge(
 
     let faults = pick_faults(&sb, &endpoint);
     let mut drop_after = false;
+    let mut rewrites = Vec::new();
     for fault in faults {
         match fault {
             FaultKind::Latency(d) => tokio::time::sleep(d).await,
@@ -86,6 +87,22 @@ pub async fn edge(
                 return finish(&sb, &endpoint, client_id, &request_id, dropped(), true);
             }
             FaultKind::DropAfterCommit => drop_after = true,
+            FaultKind::Respond(canned) => {
+                let res = canned_response(&canned);
+                return finish(&sb, &endpoint, client_id, &request_id, res, false);
+            }
+            FaultKind::IgnoreFilters => {
+                strip_filters(&mut req);
+                let now = sb.now();
+                sb.inner.state.lock().record(
+                    now,
+                    LedgerEvent::FiltersIgnored {
+                        endpoint: endpoint.clone(),
+                        request_id: request_id.clone(),
+                    },
+                );
+            }
+            FaultKind::Rewrite(rewrite) => rewrites.push(rewrite),
         }
     }
 
@@ -95,7 +112,10 @@ pub async fn edge(
         return finish(&sb, &endpoint, client_id, &request_id, res, false);
     }
 
-    let res = next.run(req).await;
+    let mut res = next.run(req).await;
+    if !rewrites.is_empty() {
+        res = rewrite_response(&sb, &endpoint, &request_id, res, &rewrites).await;
+    }
     if drop_after {
         let now = sb.now();
         sb.inner.state.lock().record(
@@ -137,6 +157,74 @@ fn dropped() -> Response {
         Err::<Bytes, std::io::Error>(std::io::Error::other("response dropped by sandbox fault"))
     });
     Response::new(Body::from_stream(stream))
+}
+
+fn canned_response(canned: &CannedResponse) -> Response {
+    let status = axum::http::StatusCode::from_u16(canned.status)
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = (status, axum::Json(canned.body.clone())).into_response();
+    if let Some(secs) = canned.retry_after {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
+}
+
+/// Removes every query parameter but the paging ones, as a server that ignores its
+/// filters would.
+fn strip_filters(req: &mut Request) {
+    let uri = req.uri().clone();
+    let kept: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .filter(|(k, _)| matches!(k.as_ref(), "cursor" | "limit" | "sort"))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(kept)
+        .finish();
+    let path_and_query = if query.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{query}", uri.path())
+    };
+    let mut parts = uri.into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    if let Ok(new) = axum::http::Uri::from_parts(parts) {
+        *req.uri_mut() = new;
+    }
+}
+
+/// Applies `rewrites` to a JSON answer, recording each one that changed something.
+async fn rewrite_response(
+    sb: &Sandbox,
+    endpoint: &str,
+    request_id: &str,
+    res: Response,
+    rewrites: &[Rewrite],
+) -> Response {
+    let (mut parts, body) = res.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return dropped();
+    };
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let now = sb.now();
+    for rewrite in rewrites {
+        if rewrite.apply(&mut doc) {
+            sb.inner.state.lock().record(
+                now,
+                LedgerEvent::ResponseRewritten {
+                    endpoint: endpoint.to_string(),
+                    request_id: request_id.to_string(),
+                    pointer: rewrite.pointer.clone(),
+                },
+            );
+        }
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = serde_json::to_vec(&doc).unwrap_or_else(|_| bytes.to_vec());
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// Faults that fire for this request, consuming their `times`.

@@ -10,6 +10,7 @@ mod api;
 mod config;
 mod control;
 mod edge;
+mod faults;
 mod keys;
 mod oauth;
 mod reply;
@@ -24,10 +25,11 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use config::{
-    Behaviour, DuplicateTransfers, ExpiredQuoteTransfers, Fault, FaultKind, NewUser,
-    OAuthClientConfig, RateLimits, ReferenceReuse, RevokedAccessTokens, SCOPE_CATALOGUE,
-    SandboxConfig, SavedRecipient, TransferOutcome,
+    Behaviour, DuplicateTransfers, ExpiredQuoteTransfers, NewUser, OAuthClientConfig, RateLimits,
+    ReferenceReuse, RevokedAccessTokens, SCOPE_CATALOGUE, SandboxConfig, SavedRecipient,
+    TransferOutcome,
 };
+pub use faults::{CannedResponse, Fault, FaultKind, Rewrite};
 pub use state::{LedgerEntry, LedgerEvent, Price, RequestRecord};
 
 use crate::clock::Clock;

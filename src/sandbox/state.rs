@@ -7,7 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::config::{Behaviour, Fault, OAuthClientConfig, RateLimits, TransferOutcome};
+use super::config::{Behaviour, OAuthClientConfig, RateLimits, TransferOutcome};
+use super::faults::Fault;
 
 /// Rows in insertion order with an id index. Rows are never removed, so the position
 /// of a row is a stable cursor.
@@ -270,6 +271,17 @@ pub enum LedgerEvent {
         status: String,
     },
     ResponseDropped {
+        endpoint: String,
+        request_id: String,
+    },
+    /// A `rewrite` fault changed the answer after the request was handled.
+    ResponseRewritten {
+        endpoint: String,
+        request_id: String,
+        pointer: String,
+    },
+    /// An `ignore_filters` fault handled the request without its filters.
+    FiltersIgnored {
         endpoint: String,
         request_id: String,
     },

@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use rust_decimal::{Decimal, dec};
 use serde_json::{Value, json};
 use treasury::sandbox::{
-    DuplicateTransfers, ExpiredQuoteTransfers, Fault, FaultKind, LedgerEvent, OAuthClientConfig,
-    RateLimits, TransferOutcome,
+    CannedResponse, DuplicateTransfers, ExpiredQuoteTransfers, Fault, FaultKind, LedgerEvent,
+    OAuthClientConfig, RateLimits, Rewrite, TransferOutcome,
 };
 
 use crate::support::{
@@ -559,6 +559,83 @@ async fn an_injected_503_creates_nothing() {
     assert_eq!(lookup.body["data"], json!([]));
     assert!(transfers_created(&ts).is_empty());
     assert_eq!(ts.available(&token, "USDT").await, dec!(1000));
+}
+
+#[tokio::test]
+async fn an_ignore_filters_fault_lists_every_transfer_whatever_the_quote_id() {
+    let (ts, token, recipient) = payout_setup().await;
+    let mut quote_ids = Vec::new();
+    for _ in 0..3 {
+        let quote = ts.payout_quote(&token, &recipient, "10").await;
+        let id = quote["id"].as_str().expect("id").to_string();
+        assert_eq!(ts.transfer(&token, &id).await.status, StatusCode::CREATED);
+        quote_ids.push(id);
+    }
+    let path = format!("/v1/transfers?quote_id={}", quote_ids[0]);
+    let honest = ts.get(&path, &token).await;
+    assert_eq!(honest.body["data"].as_array().map(Vec::len), Some(1));
+
+    ts.sb
+        .add_fault(Fault::new("GET /v1/transfers", FaultKind::IgnoreFilters).times(1));
+    let lying = ts.get(&path, &token).await;
+
+    assert_eq!(lying.status, StatusCode::OK);
+    let listed: HashSet<&str> = lying.body["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|t| t["quote_id"].as_str())
+        .collect();
+    assert_eq!(listed.len(), 3, "{}", lying.body);
+    assert!(
+        ts.sb
+            .ledger()
+            .iter()
+            .any(|e| matches!(e.event, LedgerEvent::FiltersIgnored { .. }))
+    );
+}
+
+#[tokio::test]
+async fn a_rewrite_fault_answers_for_other_currencies_but_commits_the_real_quote() {
+    let (ts, token, recipient) = payout_setup().await;
+    ts.sb.add_fault(
+        Fault::new(
+            "POST /v1/quotes",
+            FaultKind::Rewrite(Rewrite::new("/data/source_currency", json!("BTC"))),
+        )
+        .times(1),
+    );
+
+    let lying = ts.payout_quote(&token, &recipient, "13").await;
+    let id = lying["id"].as_str().expect("id");
+    let stored = ts.get(&format!("/v1/quotes/{id}"), &token).await;
+
+    assert_eq!(lying["source_currency"], "BTC");
+    assert_eq!(stored.body["data"]["source_currency"], "USDT");
+    assert_eq!(quotes_created(&ts), 1);
+}
+
+#[tokio::test]
+async fn a_respond_fault_answers_the_canned_status_body_and_retry_after() {
+    let (ts, token, recipient) = payout_setup().await;
+    ts.sb.add_fault(
+        Fault::new(
+            "POST /v1/quotes",
+            FaultKind::Respond(CannedResponse {
+                status: 503,
+                body: json!({"error": "temporarily_unavailable"}),
+                retry_after: Some(7),
+            }),
+        )
+        .times(1),
+    );
+
+    let reply = ts.quote(&token, payout_body(&recipient, "10")).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body["error"], "temporarily_unavailable");
+    assert_eq!(reply.header("retry-after"), Some("7"));
+    assert_eq!(quotes_created(&ts), 0);
 }
 
 #[tokio::test]
