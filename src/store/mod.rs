@@ -17,6 +17,7 @@ mod grants;
 mod guards;
 mod jobs;
 mod runs;
+mod transfers;
 mod writer;
 
 use std::str::FromStr;
@@ -35,6 +36,7 @@ pub use dispatch::Claimed;
 pub use grants::{AuthorizationRow, ConnectedGrantRow, GrantRow, Resealed, SealedTokens};
 pub use guards::{ApprovalRow, Approved, CapCheck, Refusal, Reservation};
 pub use runs::{RunFilter, RunLease};
+pub use transfers::{HeldTransfer, NewHeldTransfer, SharedTransfer};
 
 /// A write transaction on the store. It derefs to the connection it runs on; on
 /// SQLite it also holds the store's in-process write gate until it ends.
@@ -85,6 +87,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("the lease on {0} was lost to another executor; nothing was written")]
     LeaseLost(String),
+    /// A run tried to record a transfer that another run already holds: no two runs
+    /// may ever hold one transfer id.
+    #[error("transfer {transfer_id} is already held by run {holder}; nothing was written")]
+    TransferHeld { transfer_id: String, holder: String },
     #[error("store data is not valid: {0}")]
     Corrupt(String),
     #[error("migrating the store failed: {0}")]

@@ -6,6 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::audit::append_audit_on;
+use super::transfers::{NewHeldTransfer, hold_transfer_on};
 use super::{Store, StoreError, from_millis, millis};
 use crate::audit::NewAuditEntry;
 use crate::runs::{LockedQuote, PendingOp, Run, RunId, RunState};
@@ -143,6 +144,22 @@ impl Store {
         now: DateTime<Utc>,
         extend: Duration,
     ) -> Result<(), StoreError> {
+        self.save_run_holding(lease, run, None, audit, now, extend)
+            .await
+    }
+
+    /// [`Self::save_run`], recording in the same transaction that `run` now holds
+    /// `held`. If another run already holds that transfer id, nothing is written and
+    /// the answer is [`StoreError::TransferHeld`].
+    pub async fn save_run_holding(
+        &self,
+        lease: &mut RunLease,
+        run: &Run,
+        held: Option<NewHeldTransfer>,
+        audit: Vec<NewAuditEntry>,
+        now: DateTime<Utc>,
+        extend: Duration,
+    ) -> Result<(), StoreError> {
         let backend = self.backend;
         let until = now + extend;
         let quote = run
@@ -152,8 +169,13 @@ impl Store {
             .transpose()?;
         let (run, fence, owner) = (run.clone(), lease.fence, lease.owner.clone());
         self.write(Box::new(move |conn, head| {
-            let (run, quote, owner, audit) =
-                (run.clone(), quote.clone(), owner.clone(), audit.clone());
+            let (run, quote, owner, audit, held) = (
+                run.clone(),
+                quote.clone(),
+                owner.clone(),
+                audit.clone(),
+                held.clone(),
+            );
             Box::pin(async move {
                 let updated = sqlx::query(
                     "UPDATE runs SET state = $1, reason = $2, recipient_id = $3, quote_attempt = $4, quote = $5, \
@@ -181,6 +203,9 @@ impl Store {
                 .rows_affected();
                 if updated != 1 {
                     return Err(StoreError::LeaseLost(run.id.to_string()));
+                }
+                if let Some(held) = &held {
+                    hold_transfer_on(conn, &run.id, held, now).await?;
                 }
                 for entry in audit {
                     append_audit_on(backend, conn, head, now, entry).await?;

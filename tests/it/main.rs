@@ -31,6 +31,7 @@ mod servers;
 mod service;
 mod sigterm;
 mod store_audit;
+mod store_transfers;
 mod support;
 mod triggers;
 mod worker;
