@@ -1,0 +1,234 @@
+//! What every step shares: saving under the lease, audit entries, the gate, waiting and failing.
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::*;
+
+impl Pipeline {
+    /// Persists the run and its audit entries under the lease, with crash points.
+    pub(super) async fn save(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        audit: Vec<NewAuditEntry>,
+    ) -> Result<(), Stop> {
+        self.point("before save")?;
+        let now = self.clock.now();
+        run.updated_at = now;
+        self.store
+            .save_run(lease, run, audit, now, self.cfg.lease)
+            .await?;
+        self.point("after save")?;
+        Ok(())
+    }
+
+    pub(super) fn point(&self, point: &str) -> Result<(), Stop> {
+        match &self.crash {
+            Some(c) if c.crash_here(point) => Err(Stop::Crash(point.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn advance(&self, run: &mut Run, to: RunState) {
+        run.state = to;
+        run.attempts = 0;
+    }
+
+    pub(super) fn entry(&self, run: &Run, action: &str, payload: Value) -> NewAuditEntry {
+        NewAuditEntry::new(format!("worker:{}", self.cfg.worker_id), action, payload)
+            .run(run.id.as_str())
+            .job(&run.job_id)
+            .grant(&run.spec.grant)
+    }
+
+    /// Asks the gate whether a money-moving step may start now. A hold makes the run
+    /// wait (and be re-checked); a refusal fails it with the reason.
+    pub(super) async fn gated(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        step: GateStep,
+    ) -> Result<Option<Executed>, Stop> {
+        match self.gate.check(run, step).await {
+            Ok(()) => Ok(None),
+            Err(Hold::Wait { reason, until }) => {
+                // A hold is not a failure: it does not grow the backoff, and it is
+                // audited when it starts or its reason changes, not at every recheck.
+                let until = until.max(self.clock.now() + self.cfg.retry_base);
+                let audit = if run.reason.as_deref() == Some(reason.as_str()) {
+                    Vec::new()
+                } else {
+                    vec![self.entry(run, "run.held", json!({ "reason": reason, "until": until }))]
+                };
+                run.next_attempt_at = until;
+                run.reason = Some(reason);
+                self.save(lease, run, audit).await?;
+                Ok(Some(Executed::Waiting(until)))
+            }
+            Err(Hold::Refuse { reason }) => self.fail(lease, run, reason).await,
+            Err(Hold::Unavailable { reason }) => {
+                let until = self.clock.now() + self.backoff(run.attempts);
+                self.wait(lease, run, until, reason, "run.retry_scheduled")
+                    .await
+            }
+        }
+    }
+
+    pub(super) async fn fail(&self, lease: &mut RunLease, run: &mut Run, reason: String) -> Step {
+        run.pending = None;
+        run.reason = Some(reason.clone());
+        self.advance(run, RunState::Failed);
+        let e = self.entry(run, "run.failed", json!({ "reason": reason }));
+        self.save(lease, run, vec![e]).await?;
+        self.gate.released(run).await;
+        Ok(Some(Executed::Finished(RunState::Failed)))
+    }
+
+    pub(super) async fn wait(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        until: DateTime<Utc>,
+        note: String,
+        action: &str,
+    ) -> Step {
+        run.attempts += 1;
+        run.next_attempt_at = until;
+        run.reason = Some(note.clone());
+        let e = self.entry(
+            run,
+            action,
+            json!({ "reason": note, "until": until, "attempt": run.attempts }),
+        );
+        self.save(lease, run, vec![e]).await?;
+        Ok(Some(Executed::Waiting(until)))
+    }
+
+    /// The one place provider errors become decisions of the run's state machine.
+    pub(super) async fn wait_or_fail(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        e: ProviderError,
+    ) -> Step {
+        let now = self.clock.now();
+        let what = describe(&e);
+        match e.kind() {
+            ErrorKind::RateLimited { retry_after } => {
+                let wait = retry_after
+                    .and_then(|d| Duration::from_std(d).ok())
+                    .unwrap_or(Duration::seconds(3));
+                self.wait(
+                    lease,
+                    run,
+                    now + wait,
+                    format!("rate limited: {what}"),
+                    "run.rate_limited",
+                )
+                .await
+            }
+            k if k.outcome_unknown() => {
+                // The call may have been applied: the next attempt reconciles first.
+                let until = now
+                    + self
+                        .backoff(run.attempts.min(3))
+                        .max(self.cfg.unknown_outcome_grace);
+                self.wait(
+                    lease,
+                    run,
+                    until,
+                    format!("outcome unknown, will reconcile: {what}"),
+                    "run.outcome_unknown",
+                )
+                .await
+            }
+            ErrorKind::Transient | ErrorKind::Decode { .. } | ErrorKind::OutcomeUnknown => {
+                let until = now + self.backoff(run.attempts);
+                self.wait(
+                    lease,
+                    run,
+                    until,
+                    format!("transient: {what}"),
+                    "run.retry_scheduled",
+                )
+                .await
+            }
+            ErrorKind::Unauthorized => {
+                self.fail(
+                    lease,
+                    run,
+                    format!("Busha refused the grant's token even after a refresh: {what}"),
+                )
+                .await
+            }
+            ErrorKind::InsufficientScope { required } => {
+                let scope = required.clone().unwrap_or_else(|| "a scope".into());
+                self.fail(
+                    lease,
+                    run,
+                    format!("grant {} lacks {scope}: {what}", run.spec.grant),
+                )
+                .await
+            }
+            ErrorKind::NotFound
+            | ErrorKind::Validation { .. }
+            | ErrorKind::Rejected { .. }
+            | ErrorKind::InvalidRequest => self.fail(lease, run, what).await,
+        }
+    }
+
+    pub(super) fn backoff(&self, attempts: u32) -> Duration {
+        doubling(self.cfg.retry_base, self.cfg.retry_max, attempts)
+    }
+
+    pub(super) fn track_backoff(&self, attempts: u32) -> Duration {
+        doubling(self.cfg.track_base, self.cfg.track_max, attempts)
+    }
+}
+
+pub(super) fn doubling(base: Duration, max: Duration, attempts: u32) -> Duration {
+    let factor = 1i32 << attempts.min(16);
+    (base * factor).min(max)
+}
+
+/// A provider error as one line for reasons and audit entries: endpoint, kind, message
+/// and request id. Never tokens or bodies.
+pub(super) fn describe(e: &ProviderError) -> String {
+    let mut s = format!("{} {}", e.endpoint(), e.kind());
+    if let Some(m) = e.message() {
+        s.push_str(": ");
+        s.push_str(m);
+    }
+    if let Some(id) = e.request_id() {
+        s.push_str(&format!(" (request {id})"));
+    }
+    s
+}
+
+/// Total fees of a quote in `source` units.
+pub(super) fn fees_in(q: &Quote, source: &Currency) -> Decimal {
+    q.fees
+        .iter()
+        .map(|f| match &f.converted_amount {
+            Some(c) if &c.currency == source => c.amount,
+            _ if &f.amount.currency == source => f.amount.amount,
+            _ if !q.rate.rate.is_zero() => f.amount.amount / q.rate.rate,
+            _ => Decimal::ZERO,
+        })
+        .sum::<Decimal>()
+        .round_dp(source.precision())
+}
+
+/// The ISO country of a payout currency's bank system.
+pub(super) fn country_of(currency: &Currency) -> String {
+    match currency.as_str() {
+        "KES" => "KE",
+        "GHS" => "GH",
+        "USD" => "US",
+        "GBP" => "GB",
+        _ => "NG",
+    }
+    .to_string()
+}
