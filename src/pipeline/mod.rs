@@ -19,6 +19,7 @@
 macro_rules! call {
     ($self:ident, $run:expr, $token:expr, $what:literal, |$t:ident| $body:expr) => {{
         $self.point(concat!("before ", $what))?;
+        $self.pause(concat!("before ", $what)).await;
         let mut result = {
             let $t: &AccessToken = &*$token;
             $body.await
@@ -36,6 +37,7 @@ macro_rules! call {
 }
 
 mod gate;
+mod lease;
 mod plumbing;
 mod quote;
 mod recipient;
@@ -87,6 +89,12 @@ pub struct PipelineConfig {
     pub track_max: Duration,
     /// How many pages of recent quotes (100 each) to search for our reference.
     pub quote_search_pages: u32,
+    /// Added to every lease in the store, for another executor to wait out before it
+    /// takes a lapsed lease over: the longest a request takes once sent (raised to
+    /// the client's call timeout, which is what the default of zero means). See `lease`.
+    pub takeover_grace: Duration,
+    /// Kept back from the lease when proving it covers a call.
+    pub send_margin: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -102,6 +110,8 @@ impl Default for PipelineConfig {
             track_base: Duration::seconds(2),
             track_max: Duration::seconds(60),
             quote_search_pages: 5,
+            takeover_grace: Duration::zero(),
+            send_margin: Duration::seconds(2),
         }
     }
 }
@@ -137,6 +147,12 @@ pub enum PipelineError {
 /// after each provider call and each store write) whether to abandon the execution.
 pub trait CrashPoints: Send + Sync {
     fn crash_here(&self, point: &str) -> bool;
+
+    /// Freezes the execution at `point` until the returned future completes, as
+    /// SIGSTOP or a VM stall would (tests of the lease proof). Points are those above.
+    fn pause_at(&self, _point: &str) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+        None
+    }
 }
 
 /// An internal stop: unwinds `drive` without writing.
@@ -190,6 +206,8 @@ impl Pipeline {
                 "the Busha client's pacing is unbounded: a paced call can outlive the run's lease; set max_pacing_wait"
             ),
         }
+        let timeout = Duration::from_std(busha.call_timeout()).unwrap_or(Duration::MAX);
+        cfg.takeover_grace = cfg.takeover_grace.max(timeout);
         Self {
             store,
             busha,
@@ -221,13 +239,19 @@ impl Pipeline {
         &self.cfg
     }
 
+    /// How long after an executor's last save another may take its run over: the
+    /// lease plus the grace for a call still in flight.
+    pub fn takeover_after(&self) -> Duration {
+        self.cfg.lease + self.cfg.takeover_grace
+    }
+
     /// Executes what is due of `run_id` under its lease, and records the outcome.
     pub async fn execute(&self, run_id: &RunId) -> Result<Executed, PipelineError> {
         let owner = format!("{}/{}", self.cfg.worker_id, nanoid::nanoid!(8));
         let now = self.clock.now();
         let Some((mut lease, mut run)) = self
             .store
-            .acquire_run(run_id, &owner, now, self.cfg.lease)
+            .acquire_run(run_id, &owner, now, self.stored_lease())
             .await?
         else {
             // Not leasable: finished (then say so), or another executor holds it.

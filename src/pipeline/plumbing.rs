@@ -18,10 +18,33 @@ impl Pipeline {
         let now = self.clock.now();
         run.updated_at = now;
         self.store
-            .save_run(lease, run, audit, now, self.cfg.lease)
+            .save_run(lease, run, audit, now, self.stored_lease())
             .await?;
         self.point("after save")?;
         Ok(())
+    }
+
+    /// The lease as the store holds it: its length plus the takeover grace.
+    pub(super) fn stored_lease(&self) -> Duration {
+        self.cfg.lease + self.cfg.takeover_grace
+    }
+
+    /// What the Busha client checks right before a money-moving request leaves.
+    pub(super) fn cover<'a>(&'a self, lease: &'a RunLease) -> super::lease::Cover<'a> {
+        super::lease::Cover {
+            lease,
+            clock: &self.clock,
+            hold: self.cfg.lease.to_std().unwrap_or_default(),
+            grace: self.cfg.takeover_grace,
+            margin: self.cfg.send_margin.to_std().unwrap_or_default(),
+        }
+    }
+
+    /// An injected freeze (tests): the execution stands still, as a stopped process.
+    pub(super) async fn pause(&self, point: &str) {
+        if let Some(frozen) = self.crash.as_ref().and_then(|c| c.pause_at(point)) {
+            frozen.await;
+        }
     }
 
     pub(super) fn point(&self, point: &str) -> Result<(), Stop> {
@@ -116,6 +139,19 @@ impl Pipeline {
         let now = self.clock.now();
         let what = describe(&e);
         match e.kind() {
+            ErrorKind::Withheld => {
+                // Nothing left the process. Saving renews the lease, or proves it lost
+                // (then this executor stops here and writes nothing more).
+                let until = now + self.cfg.retry_base;
+                self.wait(
+                    lease,
+                    run,
+                    until,
+                    format!("not sent, the lease was too short: {what}"),
+                    "run.call_withheld",
+                )
+                .await
+            }
             ErrorKind::RateLimited { retry_after } => {
                 let wait = retry_after
                     .and_then(|d| Duration::from_std(d).ok())

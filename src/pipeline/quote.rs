@@ -127,14 +127,19 @@ impl Pipeline {
         };
         let created = call!(self, run, token, "POST /v1/quotes", |t| self
             .busha
-            .create_quote(t, &new));
+            .create_quote(t, &new, &self.cover(lease)));
         match created {
             Ok(c) => {
                 let reference = reference_price.map(|(price, _)| price);
                 self.check_quote(lease, run, reference, c.value, c.request_id, "locked")
                     .await
             }
-            Err(e) if matches!(e.kind(), ErrorKind::RateLimited { .. }) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::RateLimited { .. } | ErrorKind::Withheld
+                ) =>
+            {
                 // Nothing was created: our pacer never sent it, or Busha refused it
                 // with a 429. That attempt did not happen, so it uses up no re-quote
                 // (a large batch at Busha's limits would otherwise fail for pacing)

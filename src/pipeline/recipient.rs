@@ -146,7 +146,7 @@ impl Pipeline {
         };
         let created = call!(self, run, token, "POST /v1/recipients", |t| self
             .busha
-            .create_recipient(t, &new));
+            .create_recipient(t, &new, &self.cover(lease)));
         match created {
             Ok(c) => {
                 self.store

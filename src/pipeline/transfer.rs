@@ -61,7 +61,7 @@ impl Pipeline {
         self.save(lease, run, vec![intent]).await?;
         let created = call!(self, run, token, "POST /v1/transfers", |t| self
             .busha
-            .create_transfer(t, &quote.id));
+            .create_transfer(t, &quote.id, &self.cover(lease)));
         match created {
             Ok(c) => {
                 self.transfer_submitted(lease, run, &c.value, c.request_id, "created")

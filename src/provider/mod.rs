@@ -10,6 +10,7 @@ pub mod busha;
 pub mod pacing;
 
 use std::fmt;
+use std::time::Duration;
 
 /// An OAuth2 bearer access token for one customer's grant.
 ///
@@ -32,6 +33,30 @@ impl AccessToken {
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AccessToken(***)")
+    }
+}
+
+/// What a caller promises before a money-moving request leaves the process.
+///
+/// A caller that holds a lease (a run's executor) can be paused at any instant. The
+/// client asks, after any wait in its pacer and right before the request is written
+/// to the socket, how much longer the caller's lease covers a call that starts now,
+/// measured on a monotonic clock. If that is less than the call's whole timeout, the
+/// request is not sent ([`busha::ErrorKind::Withheld`]); the pacer never waits past
+/// what the lease can cover either.
+pub trait SendCheck: Send + Sync {
+    /// How long a call starting now stays covered.
+    fn covered_for(&self) -> Duration;
+}
+
+/// For callers that hold no lease (an operator's one-off command, a test of the
+/// client): every call is covered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unleased;
+
+impl SendCheck for Unleased {
+    fn covered_for(&self) -> Duration {
+        Duration::MAX
     }
 }
 

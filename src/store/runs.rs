@@ -17,7 +17,12 @@ pub struct RunLease {
     pub run_id: RunId,
     pub owner: String,
     pub fence: i64,
+    /// The lease's end as the store holds it, on the caller's clock.
     pub until: DateTime<Utc>,
+    /// A monotonic instant taken before the write that last took or renewed the
+    /// lease was sent: the lease runs for its length from here at least, whatever the
+    /// wall clock does and however long the write took to commit.
+    pub renewed_at: std::time::Instant,
 }
 
 macro_rules! run_columns {
@@ -98,6 +103,7 @@ impl Store {
     ) -> Result<Option<(RunLease, Run)>, StoreError> {
         let until = now + lease;
         let (key, holder) = (id.to_string(), owner.to_string());
+        let renewed_at = std::time::Instant::now();
         let row = self
             .write(Box::new(move |conn, _| {
                 let (key, holder) = (key.clone(), holder.clone());
@@ -127,6 +133,7 @@ impl Store {
                     owner: owner.into(),
                     fence,
                     until,
+                    renewed_at,
                 },
                 run,
             )
@@ -168,6 +175,7 @@ impl Store {
             .map(|q| serde_json::to_string(q).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()?;
         let (run, fence, owner) = (run.clone(), lease.fence, lease.owner.clone());
+        let renewed_at = std::time::Instant::now();
         self.write(Box::new(move |conn, head| {
             let (run, quote, owner, audit, held) = (
                 run.clone(),
@@ -215,6 +223,7 @@ impl Store {
         }))
         .await?;
         lease.until = until;
+        lease.renewed_at = renewed_at;
         Ok(())
     }
 

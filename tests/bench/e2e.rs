@@ -135,6 +135,7 @@ async fn bench_world_with(transfer_step_zero: bool, scale: u32, store_url: Optio
                 address: None,
                 memo: None,
             },
+            &treasury::provider::Unleased,
         )
         .await
         .unwrap()
@@ -269,6 +270,7 @@ async fn bare_run(b: &Bench) {
                     recipient_id: b.recipient.clone(),
                 }),
             },
+            &treasury::provider::Unleased,
         )
         .await
         .unwrap()
@@ -285,7 +287,12 @@ async fn bare_run(b: &Bench) {
         )
         .await
         .unwrap();
-    let tr = b.busha.create_transfer(t, &q.id).await.unwrap().value;
+    let tr = b
+        .busha
+        .create_transfer(t, &q.id, &treasury::provider::Unleased)
+        .await
+        .unwrap()
+        .value;
     b.busha.get_transfer(t, &tr.id).await.unwrap();
 }
 

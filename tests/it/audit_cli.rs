@@ -1,6 +1,7 @@
 //! `treasury audit verify|head|export` in-process, and reconciliation against Busha.
 
 use std::sync::Arc;
+use treasury::provider::Unleased;
 
 use chrono::Duration;
 use clap::Parser;
@@ -187,13 +188,14 @@ async fn reconcile_is_clean_for_our_own_runs_and_flags_a_transfer_no_run_made() 
                     recipient_id: recipient,
                 }),
             },
+            &Unleased,
         )
         .await
         .unwrap()
         .value;
     let stray = w
         .api
-        .create_transfer(&token, &quote.id)
+        .create_transfer(&token, &quote.id, &Unleased)
         .await
         .unwrap()
         .value;

@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 use std::time::Duration;
+use treasury::provider::Unleased;
 
 use rust_decimal::Decimal;
 use treasury::money::Currency;
@@ -109,7 +110,7 @@ impl Harness {
         );
         let created = self
             .client
-            .create_recipient(&self.token, &new)
+            .create_recipient(&self.token, &new, &Unleased)
             .await
             .unwrap();
         created.value.id
@@ -132,7 +133,7 @@ impl Harness {
         let recipient = self.recipient().await;
         let new = self.payout(&recipient, usdt_amount, reference);
         self.client
-            .create_quote(&self.token, &new)
+            .create_quote(&self.token, &new, &Unleased)
             .await
             .unwrap()
             .value
@@ -271,7 +272,7 @@ async fn a_recipient_is_resolved_created_found_read_and_deleted() {
     let created = ok(
         &h,
         "POST /v1/recipients",
-        h.client.create_recipient(&h.token, &new).await,
+        h.client.create_recipient(&h.token, &new, &Unleased).await,
     );
     assert_eq!(created.shape, RecipientShape::Flat);
     assert_eq!(created.kind, RecipientType::NgnBank);
@@ -384,7 +385,7 @@ async fn a_quote_is_locked_read_listed_and_turned_into_a_delivered_transfer() {
         &h,
         "POST /v1/quotes",
         h.client
-            .create_quote(&h.token, &h.payout(&recipient, "100", reference))
+            .create_quote(&h.token, &h.payout(&recipient, "100", reference), &Unleased)
             .await,
     );
     assert_eq!(quote.reference, reference);
@@ -422,7 +423,9 @@ async fn a_quote_is_locked_read_listed_and_turned_into_a_delivered_transfer() {
     let transfer = ok(
         &h,
         "POST /v1/transfers",
-        h.client.create_transfer(&h.token, &quote.id).await,
+        h.client
+            .create_transfer(&h.token, &quote.id, &Unleased)
+            .await,
     );
     assert_eq!(transfer.quote_id, quote.id);
     assert_eq!(transfer.target_amount, quote.target_amount);
@@ -477,7 +480,7 @@ async fn lists_page_with_cursors_until_there_is_no_next_cursor() {
     for i in 0..3 {
         let reference = format!("paging-test-quote-{i}");
         h.client
-            .create_quote(&h.token, &h.payout(&recipient, "10", &reference))
+            .create_quote(&h.token, &h.payout(&recipient, "10", &reference), &Unleased)
             .await
             .unwrap();
     }
@@ -560,7 +563,7 @@ async fn a_token_without_the_scope_is_insufficient_scope_naming_it() {
     let err = failed(
         &h,
         "POST /v1/quotes",
-        h.client.create_quote(&narrow, &quote).await,
+        h.client.create_quote(&narrow, &quote, &Unleased).await,
     );
     assert!(
         matches!(err.kind(), ErrorKind::InsufficientScope { required: Some(s) } if s == "quotes:write")
@@ -663,7 +666,11 @@ async fn business_refusals_are_rejected_with_busha_s_name_and_message() {
         &h,
         "POST /v1/quotes",
         h.client
-            .create_quote(&h.token, &h.payout(&recipient, "5000", "too-much-for-ada"))
+            .create_quote(
+                &h.token,
+                &h.payout(&recipient, "5000", "too-much-for-ada"),
+                &Unleased,
+            )
             .await,
     );
     assert_eq!(
@@ -684,21 +691,34 @@ async fn business_refusals_are_rejected_with_busha_s_name_and_message() {
         pay_out: None,
         ..h.payout(&recipient, "10", "unknown-currency")
     };
-    let err = h.client.create_quote(&h.token, &unknown).await.unwrap_err();
+    let err = h
+        .client
+        .create_quote(&h.token, &unknown, &Unleased)
+        .await
+        .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Rejected { .. }), "{err}");
 
     // A quote is good for one transfer only.
     let quote = h
         .client
-        .create_quote(&h.token, &h.payout(&recipient, "10", "used-once-quote"))
+        .create_quote(
+            &h.token,
+            &h.payout(&recipient, "10", "used-once-quote"),
+            &Unleased,
+        )
         .await
         .unwrap()
         .value;
-    h.client.create_transfer(&h.token, &quote.id).await.unwrap();
+    h.client
+        .create_transfer(&h.token, &quote.id, &Unleased)
+        .await
+        .unwrap();
     let err = failed(
         &h,
         "POST /v1/transfers",
-        h.client.create_transfer(&h.token, &quote.id).await,
+        h.client
+            .create_transfer(&h.token, &quote.id, &Unleased)
+            .await,
     );
     assert!(matches!(err.kind(), ErrorKind::Rejected { .. }), "{err}");
     assert_eq!(h.transfers_created_for(&quote.id), 1);
@@ -752,7 +772,9 @@ async fn a_server_error_on_a_transfer_is_outcome_unknown() {
     let err = failed(
         &h,
         "POST /v1/transfers",
-        h.client.create_transfer(&h.token, &quote.id).await,
+        h.client
+            .create_transfer(&h.token, &quote.id, &Unleased)
+            .await,
     );
     assert_eq!(err.kind(), &ErrorKind::OutcomeUnknown);
     assert!(err.outcome_unknown());
@@ -766,7 +788,7 @@ async fn a_transfer_whose_response_is_lost_is_outcome_unknown_and_found_by_quote
 
     let err = h
         .client
-        .create_transfer(&h.token, &quote.id)
+        .create_transfer(&h.token, &quote.id, &Unleased)
         .await
         .expect_err("the response was dropped");
     assert!(err.outcome_unknown(), "{err}");
@@ -803,13 +825,17 @@ async fn a_request_dropped_before_commit_is_transient_on_reads_and_unknown_on_wr
     h.sb.add_fault(Fault::new("POST /v1/transfers", FaultKind::DropBeforeCommit).times(1));
     let err = h
         .client
-        .create_transfer(&h.token, &quote.id)
+        .create_transfer(&h.token, &quote.id, &Unleased)
         .await
         .unwrap_err();
     assert!(err.outcome_unknown(), "{err}");
     // Reconciliation shows nothing happened, so a retry is safe.
     assert_eq!(h.transfers_created_for(&quote.id), 0);
-    let retried = h.client.create_transfer(&h.token, &quote.id).await.unwrap();
+    let retried = h
+        .client
+        .create_transfer(&h.token, &quote.id, &Unleased)
+        .await
+        .unwrap();
     assert_eq!(retried.value.quote_id, quote.id);
 }
 
@@ -822,7 +848,11 @@ async fn a_call_slower_than_the_timeout_is_outcome_unknown_on_writes_and_transie
     h.sb.add_fault(Fault::new("POST /v1/quotes", slow.clone()).times(1));
     let err = h
         .client
-        .create_quote(&h.token, &h.payout(&recipient, "10", "timed-out-quote-1"))
+        .create_quote(
+            &h.token,
+            &h.payout(&recipient, "10", "timed-out-quote-1"),
+            &Unleased,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::OutcomeUnknown, "{err}");
@@ -917,7 +947,10 @@ async fn an_unreadable_success_is_decode_and_on_a_transfer_also_outcome_unknown(
     let client = BushaClient::new(BushaConfig::new(misbehaving_busha().await)).unwrap();
     let token = AccessToken::new("tok");
 
-    let err = client.create_transfer(&token, "QUO_x").await.unwrap_err();
+    let err = client
+        .create_transfer(&token, "QUO_x", &Unleased)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::Decode { mutating: true });
     assert!(err.outcome_unknown(), "the transfer was created: reconcile");
     assert_eq!(err.request_id(), Some("req_created0001"));

@@ -21,6 +21,8 @@ mod ops;
 mod pacing;
 mod pipeline;
 mod pipeline_grants;
+mod pipeline_lease;
+mod pipeline_world;
 mod processes;
 mod queue;
 mod runs_cli;

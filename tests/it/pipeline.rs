@@ -8,190 +8,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::Duration;
 use parking_lot::Mutex;
-use rust_decimal::{Decimal, dec};
-use treasury::clock::Clock;
-use treasury::money::Currency;
-use treasury::pipeline::{
-    CrashPoints, Executed, Pipeline, PipelineConfig, PipelineError, StaticTokens,
-};
-use treasury::provider::AccessToken;
+use rust_decimal::dec;
+use treasury::pipeline::{CrashPoints, Executed, Pipeline, PipelineError, StaticTokens};
 use treasury::provider::busha::{BushaClient, BushaConfig};
 use treasury::provider::pacing::EndpointLimits;
-use treasury::runs::{Amount, PayoutSpec, RateGuard, RecipientSpec, Run, RunId, RunState};
+use treasury::runs::{Amount, RecipientSpec, RunState};
 use treasury::sandbox::{
-    Fault, FaultKind, LedgerEvent, NewUser, OAuthClientConfig, RateLimits, Sandbox, SandboxConfig,
-    SandboxUser, TransferOutcome,
+    Fault, FaultKind, LedgerEvent, RateLimits, SandboxConfig, TransferOutcome,
 };
 use treasury::store::Store;
 
 use crate::backends::TestStore;
 
-const CLIENT: &str = "treasury-test";
-const GRANT: &str = "acme";
-const BANK: &str = "000013";
-const ACCOUNT: &str = "0123456789";
-const NAME: &str = "ADA LOVELACE";
-
-/// A sandbox, a store and a pipeline sharing one clock.
-struct World {
-    sb: Sandbox,
-    user: SandboxUser,
-    clock: Clock,
-    store: Store,
-    /// The store's URL, for a second "process" or an admin connection.
-    url: String,
-    token: AccessToken,
-    _guard: Option<TestStore>,
-}
-
-impl World {
-    async fn new() -> World {
-        Self::with(fast(), None).await
-    }
-
-    /// `shared`: use this store (a fresh pool on it) instead of a new SQLite file.
-    async fn with(mut config: SandboxConfig, shared: Option<&TestStore>) -> World {
-        let clock = Clock::system();
-        config.clock = clock.clone();
-        config.clients = vec![OAuthClientConfig::new(
-            CLIENT,
-            "secret",
-            "http://localhost/cb",
-        )];
-        let sb = Sandbox::start(config).await.unwrap();
-        let user = sb.create_user(NewUser::new("ada").balance("USDT", dec!(10000)));
-        sb.add_bank_account(BANK, ACCOUNT, NAME);
-        let scopes = [
-            "balances:read",
-            "quotes:read",
-            "quotes:write",
-            "transfers:read",
-            "transfers:write",
-            "recipients:read",
-            "recipients:write",
-        ];
-        let token = AccessToken::new(sb.mint_tokens(CLIENT, &user.id, &scopes).access_token);
-        let (store, url, guard) = match shared {
-            Some(t) => (t.reopen().await, t.url.clone(), None),
-            None => {
-                let t = TestStore::sqlite().await;
-                (t.store.clone(), t.url.clone(), Some(t))
-            }
-        };
-        World {
-            sb,
-            user,
-            clock,
-            store,
-            url,
-            token,
-            _guard: guard,
-        }
-    }
-
-    /// A pipeline whose pacer allows 100 times Busha's limits, as does the sandbox: these
-    /// tests are about exactly-once, not pacing (the 429 storm keeps the real limits).
-    fn pipeline(&self, worker: &str) -> Pipeline {
-        self.pipeline_with(worker, EndpointLimits::busha().scaled(100))
-    }
-
-    fn pipeline_with(&self, worker: &str, limits: EndpointLimits) -> Pipeline {
-        let mut config = BushaConfig::new(self.sb.url());
-        config.limits = limits;
-        let busha = BushaClient::new(config).unwrap();
-        let tokens = Arc::new(StaticTokens::new().with(GRANT, self.token.clone()));
-        let cfg = PipelineConfig {
-            worker_id: worker.into(),
-            ..PipelineConfig::default()
-        };
-        Pipeline::new(self.store.clone(), busha, tokens, self.clock.clone(), cfg)
-    }
-
-    async fn create(&self, occurrence: &str, spec: PayoutSpec) -> RunId {
-        let run = Run::new(
-            "vendor-payout",
-            occurrence,
-            "v1",
-            spec,
-            false,
-            self.clock.now(),
-        );
-        let entry =
-            treasury::audit::NewAuditEntry::new("test", "run.created", serde_json::json!({}))
-                .run(run.id.as_str());
-        assert!(self.store.create_run(&run, entry).await.unwrap());
-        run.id
-    }
-
-    /// Executes until the run is final, moving the shared clock to each wake-up time.
-    async fn drive(&self, p: &Pipeline, id: &RunId) -> RunState {
-        for _ in 0..200 {
-            match p.execute(id).await.unwrap() {
-                Executed::Finished(state) => return state,
-                Executed::Waiting(until) => self.clock.set(until),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        panic!("run {id} did not finish");
-    }
-
-    fn count(&self, pick: impl Fn(&LedgerEvent) -> bool) -> usize {
-        self.sb.ledger().iter().filter(|e| pick(&e.event)).count()
-    }
-
-    fn transfers(&self) -> usize {
-        self.count(|e| matches!(e, LedgerEvent::TransferCreated { .. }))
-    }
-    fn quotes(&self) -> usize {
-        self.count(|e| matches!(e, LedgerEvent::QuoteCreated { .. }))
-    }
-    fn recipients(&self) -> usize {
-        self.count(|e| matches!(e, LedgerEvent::RecipientCreated { .. }))
-    }
-
-    async fn run(&self, id: &RunId) -> Run {
-        self.store.get_run(id).await.unwrap().unwrap()
-    }
-
-    async fn audit_verifies(&self) -> u64 {
-        self.store
-            .verify_audit(None)
-            .await
-            .unwrap()
-            .expect("the audit chain verifies")
-            .entries
-    }
-}
-
-/// A sandbox with 100 times Busha's rate limits (see [`World::pipeline`]).
-fn fast() -> SandboxConfig {
-    SandboxConfig {
-        rate_limits: RateLimits::busha().scaled(100),
-        ..SandboxConfig::default()
-    }
-}
-
-fn spec(amount: Amount) -> PayoutSpec {
-    PayoutSpec {
-        grant: GRANT.into(),
-        source_currency: Currency::new("USDT").unwrap(),
-        target_currency: Currency::new("NGN").unwrap(),
-        amount,
-        recipient: RecipientSpec::Bank {
-            bank_code: BANK.into(),
-            account_number: ACCOUNT.into(),
-            expected_name: "Ada Lovelace".into(),
-        },
-        guard: RateGuard::default(),
-        max_requotes: 3,
-        limits: Default::default(),
-        approval: None,
-    }
-}
-
-fn ngn(amount: Decimal) -> PayoutSpec {
-    spec(Amount::Target { amount })
-}
+use crate::pipeline_world::*;
 
 async fn a_bank_payout_resolves_quotes_transfers_and_settles_with_an_audit_trail(t: TestStore) {
     let w = World::with(fast(), Some(&t)).await;
@@ -302,7 +131,7 @@ async fn a_crash_at_any_step_boundary_still_pays_exactly_once(t: TestStore) {
                 "crash at {point}"
             );
             w.clock
-                .advance(survivor.config().lease + Duration::seconds(1));
+                .advance(survivor.takeover_after() + Duration::seconds(1));
         }
         assert_eq!(
             w.drive(&survivor, &id).await,

@@ -42,6 +42,10 @@ pub enum ErrorKind {
     OutcomeUnknown,
     /// Refused locally before anything was sent (precision, reference length, bad URL).
     InvalidRequest,
+    /// Not sent: the caller's lease could not cover the whole call (see
+    /// [`crate::provider::SendCheck`]). Nothing reached Busha; the caller renews its
+    /// lease, or finds it lost, and tries again.
+    Withheld,
     /// A 2xx response whose body we could not parse. On a mutating call the effect
     /// happened but we do not know what it created: treat it as [`Self::OutcomeUnknown`].
     Decode { mutating: bool },
@@ -81,6 +85,7 @@ impl fmt::Display for ErrorKind {
             Self::Transient => f.write_str("transient failure"),
             Self::OutcomeUnknown => f.write_str("outcome unknown: the call may have been applied"),
             Self::InvalidRequest => f.write_str("refused locally"),
+            Self::Withheld => f.write_str("withheld: the lease could not cover the call"),
             Self::Decode { mutating: true } => {
                 f.write_str("unreadable success response: the call was applied")
             }

@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::AccessToken;
 use super::pacing::{EndpointLimits, Pacer, SharedPacing};
+use super::{AccessToken, SendCheck};
 
 /// The recipient shape we send and ask for (`busha-api.md` §2.0, §2.5).
 pub const RECIPIENTS_VERSION: &str = "2025-07-11";
@@ -180,6 +180,8 @@ struct Call<'a> {
     query: Vec<(&'static str, String)>,
     body: Option<Vec<u8>>,
     recipients_version: bool,
+    /// For money-moving calls: proven right before the request leaves.
+    check: Option<&'a dyn SendCheck>,
 }
 
 impl<'a> Call<'a> {
@@ -190,7 +192,13 @@ impl<'a> Call<'a> {
             query: Vec::new(),
             body: None,
             recipients_version: false,
+            check: None,
         }
+    }
+
+    fn checked(mut self, check: &'a dyn SendCheck) -> Self {
+        self.check = Some(check);
+        self
     }
 
     fn query(mut self, name: &'static str, value: Option<impl ToString>) -> Self {
@@ -281,6 +289,11 @@ impl BushaClient {
     /// bound plus the request timeout. `None` when pacing is unbounded.
     pub fn longest_call(&self) -> Option<Duration> {
         self.inner.max_pacing_wait.map(|p| p + self.inner.timeout)
+    }
+
+    /// The whole-call timeout: the longest a request takes once it has been sent.
+    pub fn call_timeout(&self) -> Duration {
+        self.inner.timeout
     }
 
     /// The pacer this client waits on before every call.
@@ -381,8 +394,11 @@ impl BushaClient {
         &self,
         token: &AccessToken,
         recipient: &NewRecipient,
+        check: &dyn SendCheck,
     ) -> Result<Called<Recipient>, ProviderError> {
-        let mut call = Call::new(Some(token), &["v1", "recipients"]).recipients_version();
+        let mut call = Call::new(Some(token), &["v1", "recipients"])
+            .recipients_version()
+            .checked(check);
         call.body = Some(json_body(CREATE_RECIPIENT, recipient)?);
         self.data(CREATE_RECIPIENT, call).await
     }
@@ -421,11 +437,12 @@ impl BushaClient {
         &self,
         token: &AccessToken,
         quote: &NewQuote,
+        check: &dyn SendCheck,
     ) -> Result<Called<Quote>, ProviderError> {
         quote
             .check()
             .map_err(|reason| ProviderError::invalid_request(CREATE_QUOTE.key, reason))?;
-        let mut call = Call::new(Some(token), &["v1", "quotes"]);
+        let mut call = Call::new(Some(token), &["v1", "quotes"]).checked(check);
         call.body = Some(json_body(CREATE_QUOTE, &quote.wire())?);
         self.data(CREATE_QUOTE, call).await
     }
@@ -462,8 +479,9 @@ impl BushaClient {
         &self,
         token: &AccessToken,
         quote_id: &str,
+        check: &dyn SendCheck,
     ) -> Result<Called<Transfer>, ProviderError> {
-        let mut call = Call::new(Some(token), &["v1", "transfers"]);
+        let mut call = Call::new(Some(token), &["v1", "transfers"]).checked(check);
         call.body = Some(json_body(
             CREATE_TRANSFER,
             &types::WireTransfer { quote_id },
@@ -558,7 +576,13 @@ impl BushaClient {
                 .body(body);
         }
 
-        self.pace(endpoint).await?;
+        self.pace(endpoint, call.check).await?;
+        // The last check before the request leaves: after any pacing wait, the lease
+        // must still cover the whole call. Only a pause between here and the socket
+        // write escapes it (see the README's invariants).
+        if let Some(check) = call.check {
+            self.withhold_unless_covered(endpoint, check)?;
+        }
         let started = Instant::now();
         let result = request.send().await;
 
@@ -635,10 +659,49 @@ impl BushaClient {
         }
     }
 
-    /// Waits for the endpoint's pacer, within `max_pacing_wait` if one is set.
-    async fn pace(&self, endpoint: Endpoint) -> Result<(), ProviderError> {
+    /// Fails as [`ErrorKind::Withheld`] unless `check` covers the whole call timeout.
+    fn withhold_unless_covered(
+        &self,
+        endpoint: Endpoint,
+        check: &dyn SendCheck,
+    ) -> Result<Duration, ProviderError> {
+        let covered = check.covered_for();
+        if covered >= self.inner.timeout {
+            return Ok(covered - self.inner.timeout);
+        }
+        tracing::warn!(
+            endpoint = endpoint.key,
+            covered_ms = covered.as_millis() as u64,
+            timeout_ms = self.inner.timeout.as_millis() as u64,
+            "busha call withheld: the lease cannot cover it"
+        );
+        Err(
+            ProviderError::new(endpoint.key, ErrorKind::Withheld).with_message(format!(
+                "the lease covers {} ms, the call may take {} ms; nothing was sent",
+                covered.as_millis(),
+                self.inner.timeout.as_millis()
+            )),
+        )
+    }
+
+    /// Waits for the endpoint's pacer, within `max_pacing_wait` if one is set, and
+    /// never longer than `check` leaves for the call after the wait.
+    async fn pace(
+        &self,
+        endpoint: Endpoint,
+        check: Option<&dyn SendCheck>,
+    ) -> Result<(), ProviderError> {
         let pacer = &self.inner.pacer;
-        let Some(max_wait) = self.inner.max_pacing_wait else {
+        // A day or more of cover is no bound at all (an unleased caller).
+        let spare = check
+            .map(|c| self.withhold_unless_covered(endpoint, c))
+            .transpose()?
+            .filter(|spare| *spare < Duration::from_secs(86_400));
+        let max_wait = match (self.inner.max_pacing_wait, spare) {
+            (Some(bound), Some(spare)) => Some(bound.min(spare)),
+            (bound, spare) => bound.or(spare),
+        };
+        let Some(max_wait) = max_wait else {
             pacer.acquire(endpoint.key).await;
             return Ok(());
         };
@@ -719,6 +782,7 @@ fn json_body(endpoint: Endpoint, value: &impl Serialize) -> Result<Vec<u8>, Prov
 mod tests {
     use super::*;
     use crate::money::Currency;
+    use crate::provider::Unleased;
     use std::str::FromStr;
 
     fn client(base: &str) -> BushaClient {
@@ -795,7 +859,7 @@ mod tests {
             reference: None,
             pay_out: None,
         };
-        let err = c.create_quote(&token, &quote).await.unwrap_err();
+        let err = c.create_quote(&token, &quote, &Unleased).await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::InvalidRequest, "{err}");
         assert_eq!(err.endpoint(), "POST /v1/quotes");
         assert!(err.to_string().contains("decimal places"), "{err}");
@@ -805,7 +869,10 @@ mod tests {
             reference: Some("too-short".into()),
             ..quote
         };
-        let err = c.create_quote(&token, &short_ref).await.unwrap_err();
+        let err = c
+            .create_quote(&token, &short_ref, &Unleased)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::InvalidRequest);
 
         // The same quote, valid, does go out, and fails to connect: Transient, since a
@@ -814,7 +881,7 @@ mod tests {
             reference: None,
             ..short_ref
         };
-        let err = c.create_quote(&token, &ok).await.unwrap_err();
+        let err = c.create_quote(&token, &ok, &Unleased).await.unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::Transient, "{err}");
         assert!(!err.outcome_unknown());
         let shown = format!("{err} {err:?}");

@@ -97,21 +97,33 @@ impl SharedPacing {
         max_wait: Option<Duration>,
     ) -> bool {
         let deadline = max_wait.map(|w| tokio::time::Instant::now() + w);
+        let mut first = true;
         loop {
-            // Asking Redis is not waiting for a slot, but it is bounded too: by what
-            // is left of `max_wait`, and never below half a second.
+            // Asking Redis is bounded too, by what is left of `max_wait`: past the
+            // deadline nothing is tried (the caller's lease may no longer cover the
+            // call), and a slot granted after it is not used.
             let taken = match deadline {
                 Some(d) => {
                     let left = d.saturating_duration_since(tokio::time::Instant::now());
-                    tokio::time::timeout(
-                        left.max(Duration::from_millis(500)),
-                        self.try_take(endpoint, interval),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err("no answer from the pacing Redis in time".into()))
+                    if left.is_zero() && !first {
+                        return false;
+                    }
+                    // One look is always allowed, even with no time to wait: Redis
+                    // gets a few milliseconds to answer it.
+                    let bound = if first { left.max(FIRST_LOOK) } else { left };
+                    let asked = tokio::time::timeout(bound, self.try_take(endpoint, interval))
+                        .await
+                        .unwrap_or_else(|_| Err("no answer from the pacing Redis in time".into()));
+                    if taken_now(&asked) == Some(true)
+                        && tokio::time::Instant::now() > d + FIRST_LOOK
+                    {
+                        return false;
+                    }
+                    asked
                 }
                 None => self.try_take(endpoint, interval).await,
             };
+            first = false;
             let wait = match taken {
                 Ok(wait) if wait.is_zero() => return true,
                 Ok(wait) => wait,
@@ -127,6 +139,14 @@ impl SharedPacing {
             }
         }
     }
+}
+
+/// How long Redis may take to answer the one look a zero wait allows.
+const FIRST_LOOK: Duration = Duration::from_millis(50);
+
+/// Whether an answer of the script granted the slot.
+fn taken_now(answer: &Result<Duration, String>) -> Option<bool> {
+    answer.as_ref().ok().map(Duration::is_zero)
 }
 
 impl std::fmt::Debug for SharedPacing {
