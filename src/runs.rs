@@ -288,6 +288,44 @@ pub struct PayoutSpec {
     /// Who must approve the run before it moves money, if anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRule>,
+    /// For a sweep: `amount` is an upper bound (what was computed when it fired and
+    /// approved), and what is quoted is re-computed against the live balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepBound>,
+}
+
+/// What a sweep must leave behind, checked against the live balance right before the
+/// quote lock and again before the transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepBound {
+    /// Never leave less than this in the source balance.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub keep: Decimal,
+    /// Below this, the sweep is skipped rather than made small.
+    #[serde(
+        default,
+        with = "rust_decimal::serde::str_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_amount: Option<Decimal>,
+}
+
+impl SweepBound {
+    /// What a sweep approved for `approved` may move with `available` in the balance:
+    /// `min(approved, available - keep)`, or `Err` with the reason to skip it.
+    pub fn amount(&self, approved: Decimal, available: Decimal) -> Result<Decimal, String> {
+        let room = available - self.keep;
+        let amount = approved.min(room);
+        let floor = self.min_amount.unwrap_or(Decimal::ZERO);
+        if amount <= Decimal::ZERO || amount < floor {
+            return Err(format!(
+                "{available} available less keep {} leaves {}, below the minimum sweep {floor}",
+                self.keep,
+                room.max(Decimal::ZERO)
+            ));
+        }
+        Ok(amount)
+    }
 }
 
 /// Spending limits in the source currency. A run that would break one fails with the
@@ -360,11 +398,28 @@ pub struct Run {
     pub transfer_status: Option<String>,
     /// A money-moving call that may be in flight.
     pub pending: Option<PendingOp>,
+    /// The quote request of the current attempt, persisted with its intent: a quote
+    /// found by its reference after an unknown outcome is checked against it.
+    #[serde(default)]
+    pub quote_ask: Option<QuoteAsk>,
+    /// The account holder's name as the provider reports it for `recipient_id`.
+    #[serde(default)]
+    pub recipient_name: Option<String>,
     /// Executions that made progress or failed transiently, for backoff.
     pub attempts: u32,
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a run asked for in one quote attempt. Currencies are the spec's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteAsk {
+    /// `run_<id>-q<attempt>`, the attempt's reference at Busha.
+    pub reference: String,
+    /// The fixed side and its amount (for a sweep, the bounded amount).
+    pub amount: Amount,
+    pub recipient_id: String,
 }
 
 /// The quote a run locked.
@@ -413,6 +468,8 @@ impl Run {
             transfer_id: None,
             transfer_status: None,
             pending: None,
+            quote_ask: None,
+            recipient_name: None,
             attempts: 0,
             next_attempt_at: now,
             created_at: now,

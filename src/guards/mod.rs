@@ -679,6 +679,7 @@ mod tests {
                 approvers: 2,
                 owner: "Olu".into(),
             }),
+            sweep: None,
         };
         Run::new("payroll", "occ", "v1", spec, true, Utc::now())
     }

@@ -85,6 +85,7 @@ const SWEEP_KEYS: &[&str] = &[
     "balance",
     "threshold",
     "keep",
+    "min_amount",
     "interval",
     "min_interval",
     "debounce",
@@ -780,6 +781,11 @@ impl<'t> Parser<'t> {
                 return None;
             }
         }
+        let min_amount = if s.has("min_amount") {
+            Some(self.decimal(s, "min_amount", Sign::Positive, source)?)
+        } else {
+            None
+        };
         let interval = self.duration(s, "interval", "1m");
         let min_interval = self.duration(s, "min_interval", "10m");
         let debounce = self.duration(s, "debounce", "0s");
@@ -794,6 +800,7 @@ impl<'t> Parser<'t> {
             balance: balance?,
             threshold: threshold?,
             keep: keep?,
+            min_amount,
             interval: interval?,
             min_interval: min_interval?,
             debounce: debounce?,

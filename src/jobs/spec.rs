@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::schedule::{CatchUp, CronSchedule};
 use crate::money::{Currency, MoneyError, check_precision};
-use crate::runs::{Amount, ApprovalRule, Limits, PayoutSpec, RateGuard, RecipientSpec, Run};
+use crate::runs::{
+    Amount, ApprovalRule, Limits, PayoutSpec, RateGuard, RecipientSpec, Run, SweepBound,
+};
 
 /// A job's `id` key: 1–64 lower-case ASCII letters, digits, `-` or `_`, starting with a
 /// letter or digit. Run ids derive from it (never from the file name).
@@ -118,6 +120,9 @@ pub struct SweepSpec {
     pub balance: Currency,
     pub threshold: Decimal,
     pub keep: Decimal,
+    /// A sweep that, re-computed against the live balance, would move less than this
+    /// is skipped (`None`: anything above zero is moved).
+    pub min_amount: Option<Decimal>,
     /// How often to poll the balance.
     pub interval: Duration,
     /// Least time between two sweeps of this job.
@@ -328,6 +333,10 @@ impl JobSpec {
                         approvers: a.approvers,
                         owner: self.owner.clone(),
                     }),
+                sweep: self.sweep().map(|s| SweepBound {
+                    keep: s.keep,
+                    min_amount: s.min_amount,
+                }),
             },
         }
     }

@@ -36,11 +36,13 @@ macro_rules! call {
     }};
 }
 
+mod checks;
 mod gate;
 mod lease;
 mod plumbing;
 mod quote;
 mod recipient;
+mod recipient_given;
 mod tokens;
 mod track;
 mod transfer;
@@ -62,7 +64,8 @@ use crate::provider::busha::{
     ResolveBankAccount, Settlement, SortOrder, Transfer, TransferFilter,
 };
 use crate::runs::{
-    Amount, LockedQuote, PendingOp, RecipientSpec, Run, RunId, RunState, mask_account, names_match,
+    Amount, LockedQuote, PayoutSpec, PendingOp, QuoteAsk, RecipientSpec, Run, RunId, RunState,
+    mask_account,
 };
 use crate::store::{RunLease, Store, StoreError};
 

@@ -24,6 +24,30 @@ impl Pipeline {
         Ok(())
     }
 
+    /// [`Self::save`], recording in the same transaction that the run holds `held`.
+    /// `Err(holder)` if another run already holds that transfer: nothing was written.
+    pub(super) async fn save_holding(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        held: crate::store::NewHeldTransfer,
+        audit: Vec<NewAuditEntry>,
+    ) -> Result<Result<(), String>, Stop> {
+        self.point("before save")?;
+        let now = self.clock.now();
+        run.updated_at = now;
+        let saved = self
+            .store
+            .save_run_holding(lease, run, Some(held), audit, now, self.stored_lease())
+            .await;
+        match saved {
+            Err(StoreError::TransferHeld { holder, .. }) => return Ok(Err(holder)),
+            other => other?,
+        }
+        self.point("after save")?;
+        Ok(Ok(()))
+    }
+
     /// The lease as the store holds it: its length plus the takeover grace.
     pub(super) fn stored_lease(&self) -> Duration {
         self.cfg.lease + self.cfg.takeover_grace
@@ -127,6 +151,55 @@ impl Pipeline {
         );
         self.save(lease, run, vec![e]).await?;
         Ok(Some(Executed::Waiting(until)))
+    }
+
+    /// A failed call waits or fails as [`Self::wait_or_fail`] decides; a wrong answer
+    /// is a provider fault.
+    pub(super) async fn fault(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        fault: super::checks::Fault,
+    ) -> Step {
+        match fault {
+            super::checks::Fault::Call(e) => self.wait_or_fail(lease, run, e).await,
+            super::checks::Fault::Answer { endpoint, what } => {
+                self.provider_fault(lease, run, endpoint, &what).await
+            }
+        }
+    }
+
+    /// Busha answered something other than what was asked. Nothing more is done on
+    /// that answer: the run stops for a person, saying what differed. A transfer
+    /// intent in flight stays recorded, so that no retry can pay without first
+    /// finding out what happened; caps stay reserved while money may have moved.
+    pub(super) async fn provider_fault(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        endpoint: &str,
+        what: &super::checks::Mismatch,
+    ) -> Step {
+        let reason =
+            format!("provider fault: {endpoint} answered something else than asked: {what}");
+        tracing::error!(run = %run.id, endpoint, %what, "provider fault: the answer does not match the request");
+        if run.pending != Some(PendingOp::CreateTransfer) {
+            run.pending = None;
+        }
+        run.reason = Some(reason.clone());
+        let money_may_have_moved =
+            run.pending.is_some() || run.state == RunState::TransferSubmitted;
+        self.advance(run, RunState::NeedsHuman);
+        let e = self.entry(
+            run,
+            "run.provider_fault",
+            json!({ "endpoint": endpoint, "differences": what.0, "reason": reason }),
+        );
+        self.save(lease, run, vec![e]).await?;
+        if !money_may_have_moved {
+            self.gate.released(run).await;
+        }
+        Ok(Some(Executed::Finished(RunState::NeedsHuman)))
     }
 
     /// The one place provider errors become decisions of the run's state machine.

@@ -1,9 +1,40 @@
 //! Step 1: resolve the recipient (remembered, found, adopted or created).
+//!
+//! Every path that yields a bank recipient checks it is the payee's account
+//! (currency, bank, number) and that the holder's name, as Busha reports it, is the
+//! job's declared name, before any quote is locked. Searching and creating for one
+//! (grant, bank, account) is serialised in the store, so that two runs paying one new
+//! account create one recipient.
 
 use serde_json::json;
 
+use super::checks::{self, ExpectedPayee, Fault, Mismatch};
 use super::plumbing::{country_of, describe};
 use super::*;
+use crate::provider::busha::Recipient;
+use crate::store::{AccountKey, SeenRecipient};
+
+/// Pages of 100 searched when Busha ignored the `account_number` filter.
+const UNFILTERED_PAGES: usize = 10;
+
+/// The bank payee of a run, owned.
+#[derive(Clone)]
+pub(super) struct BankPayee {
+    pub bank_code: String,
+    pub account_number: String,
+    pub name: String,
+}
+
+impl BankPayee {
+    fn expected<'a>(&'a self, currency: &'a Currency) -> ExpectedPayee<'a> {
+        ExpectedPayee {
+            currency,
+            bank_code: &self.bank_code,
+            account_number: &self.account_number,
+            name: &self.name,
+        }
+    }
+}
 
 impl Pipeline {
     pub(super) async fn step_recipient(
@@ -12,83 +43,229 @@ impl Pipeline {
         run: &mut Run,
         token: &mut AccessToken,
     ) -> Step {
-        let target = run.spec.target_currency.clone();
-        let (bank_code, account_number, expected_name) = match run.spec.recipient.clone() {
-            RecipientSpec::Id { id } => {
-                return self.use_given_recipient(lease, run, token, &id).await;
-            }
+        match run.spec.recipient.clone() {
+            RecipientSpec::Id { id } => self.use_given_recipient(lease, run, token, &id).await,
             RecipientSpec::Bank {
                 bank_code,
                 account_number,
                 expected_name,
-            } => (bank_code, account_number, expected_name),
-        };
-        let masked = mask_account(&account_number);
-        let grant = run.spec.grant.clone();
-
-        // 1. A recipient an earlier run of ours resolved for this account.
-        if let Some(id) = self
-            .store
-            .known_recipient(&grant, &bank_code, &account_number)
-            .await?
-        {
-            let got = call!(self, run, token, "GET /v1/recipients/{id}", |t| self
-                .busha
-                .get_recipient(t, &id));
-            match got {
-                Ok(c) if c.value.active => {
-                    return self
-                        .recipient_resolved(lease, run, &id, "known", c.request_id)
-                        .await;
+            } => {
+                let payee = BankPayee {
+                    bank_code,
+                    account_number,
+                    name: expected_name,
+                };
+                let key = AccountKey {
+                    grant: run.spec.grant.clone(),
+                    bank_code: payee.bank_code.clone(),
+                    account_number: payee.account_number.clone(),
+                };
+                let step = self.bank_recipient(lease, run, token, &payee, &key).await;
+                // The lock is held only while a create may be in flight.
+                if run.pending != Some(PendingOp::CreateRecipient) {
+                    self.store.unlock_account(&key, &run.id).await?;
                 }
-                Ok(_) | Err(_) => {} // gone or inactive: look again below
+                step
             }
         }
+    }
 
-        // 2. Search saved recipients by account number. This also reconciles a create
+    async fn bank_recipient(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+        payee: &BankPayee,
+        key: &AccountKey,
+    ) -> Step {
+        // 1. A recipient an earlier run of ours resolved for this account.
+        if run.pending.is_none() {
+            if let Some(done) = self.remembered(lease, run, token, payee).await? {
+                return Ok(done);
+            }
+        }
+        // 2. From here on, one run at a time per account.
+        let now = self.clock.now();
+        if let Err(holder) = self
+            .store
+            .lock_account(key, &run.id, now, now + self.stored_lease())
+            .await?
+        {
+            let until = now + self.cfg.retry_base;
+            let note = format!("waiting for run {holder}, which is resolving the same account");
+            return self
+                .wait(lease, run, until, note, "run.recipient.waiting")
+                .await;
+        }
+        // 3. Search saved recipients by account number. This also reconciles a create
         //    whose outcome we never heard.
-        let filter = RecipientFilter {
-            currency: Some(target.clone()),
-            account_number: Some(AccountNumber::new(account_number.clone())),
+        match self.search_account(run, token, payee).await? {
+            Ok(Some(r)) => {
+                let how = if run.pending == Some(PendingOp::CreateRecipient) {
+                    "adopted"
+                } else {
+                    "found"
+                };
+                return self.accept_account(lease, run, payee, r, how, None).await;
+            }
+            Ok(None) => {}
+            Err(fault) => return self.fault(lease, run, fault).await,
+        }
+        // 4. Name enquiry, then create.
+        self.enquire_and_create(lease, run, token, payee).await
+    }
+
+    /// The recipient remembered for this account, fetched again and checked. `None`
+    /// when there is none, or it is gone, inactive or cannot be fetched by id.
+    async fn remembered(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+        payee: &BankPayee,
+    ) -> Result<Option<Option<Executed>>, Stop> {
+        let grant = run.spec.grant.clone();
+        let Some(id) = self
+            .store
+            .known_recipient(&grant, &payee.bank_code, &payee.account_number)
+            .await?
+        else {
+            return Ok(None);
+        };
+        match self.fetch_recipient(run, token, &id).await? {
+            Ok(Some(c)) if c.value.active => {
+                if c.value.id != id {
+                    let what = Mismatch(vec![format!("recipient: asked {id}, got {}", c.value.id)]);
+                    return self
+                        .provider_fault(lease, run, "GET /v1/recipients/{id}", &what)
+                        .await
+                        .map(Some);
+                }
+                self.accept_account(lease, run, payee, c.value, "known", c.request_id)
+                    .await
+                    .map(Some)
+            }
+            // Gone, inactive, refused by id, or unreadable: look again by account.
+            Ok(_) | Err(_) => Ok(None),
+        }
+    }
+
+    /// `GET /v1/recipients/{id}`, unless Busha refused this id's form before.
+    /// `Ok(None)`: not found, or refused as malformed (then never asked again).
+    pub(super) async fn fetch_recipient(
+        &self,
+        run: &Run,
+        token: &mut AccessToken,
+        id: &str,
+    ) -> Result<Result<Option<crate::provider::busha::Called<Recipient>>, ProviderError>, Stop>
+    {
+        let grant = run.spec.grant.clone();
+        if self
+            .store
+            .seen_recipient(&grant, id)
+            .await?
+            .is_some_and(|s| s.fetch_refused)
+        {
+            return Ok(Ok(None));
+        }
+        let got = call!(self, run, token, "GET /v1/recipients/{id}", |t| self
+            .busha
+            .get_recipient(t, id));
+        match got {
+            Ok(c) => Ok(Ok(Some(c))),
+            Err(e) if *e.kind() == ErrorKind::NotFound => Ok(Ok(None)),
+            Err(e) if matches!(e.kind(), ErrorKind::Validation { .. }) => {
+                // Busha's spec types the path as a UUID, while its recipient ids are
+                // 24-hex: a refused form is remembered, and the list is used instead.
+                tracing::info!(run = %run.id, recipient = id, "Busha refuses to fetch this recipient id; listing instead from now on");
+                let seen = SeenRecipient {
+                    holder_name: None,
+                    bank_code: None,
+                    account_masked: None,
+                    currency: None,
+                    fetch_refused: true,
+                };
+                self.store
+                    .saw_recipient(&grant, id, &seen, self.clock.now())
+                    .await?;
+                Ok(Ok(None))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// The saved, active recipient for the payee's account, filtered on our side (a
+    /// server may ignore the filter: then absence is proven only by the whole list).
+    async fn search_account(
+        &self,
+        run: &Run,
+        token: &mut AccessToken,
+        payee: &BankPayee,
+    ) -> Result<Result<Option<Recipient>, Fault>, Stop> {
+        let currency = run.spec.target_currency.clone();
+        let mut filter = RecipientFilter {
+            currency: Some(currency.clone()),
+            account_number: Some(AccountNumber::new(payee.account_number.clone())),
             kind: None,
             cursor: None,
             limit: Some(100),
         };
-        let found = call!(self, run, token, "GET /v1/recipients", |t| self
-            .busha
-            .list_recipients(t, &filter));
-        let found = match found {
-            Ok(c) => c,
-            Err(e) => return self.wait_or_fail(lease, run, e).await,
-        };
-        if let Some(r) = found.value.items.iter().find(|r| {
-            r.active
-                && r.account_number
-                    .as_ref()
-                    .is_some_and(|a| a.as_str() == account_number)
-                && r.bank_code.as_deref().is_none_or(|b| b == bank_code)
-        }) {
-            let id = r.id.clone();
-            self.store
-                .remember_recipient(&grant, &bank_code, &account_number, &id, self.clock.now())
-                .await?;
-            let how = if run.pending == Some(PendingOp::CreateRecipient) {
-                "adopted"
-            } else {
-                "found"
+        let want = payee.expected(&currency);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..UNFILTERED_PAGES {
+            let got = call!(self, run, token, "GET /v1/recipients", |t| self
+                .busha
+                .list_recipients(t, &filter));
+            let page = match got {
+                Ok(c) => c.value,
+                Err(e) => return Ok(Err(Fault::Call(e))),
             };
-            return self
-                .recipient_resolved(lease, run, &id, how, found.request_id)
-                .await;
+            let foreign = page
+                .items
+                .iter()
+                .filter(|r| {
+                    r.account_number.as_ref().map(|a| a.as_str()) != Some(&payee.account_number)
+                })
+                .count();
+            let mut ours = page
+                .items
+                .into_iter()
+                .filter(|r| r.active && checks::recipient_is_account(&want, r).is_ok());
+            if let Some(r) = ours.next() {
+                return Ok(Ok(Some(r)));
+            }
+            if foreign == 0 {
+                return Ok(Ok(None));
+            }
+            tracing::warn!(run = %run.id, foreign, "GET /v1/recipients ignored its account_number filter; searching the whole list");
+            match page.next_cursor {
+                Some(next) if seen.insert(next.clone()) => filter.cursor = Some(next),
+                Some(_) => return Ok(Err(unproven("repeated its cursor"))),
+                None => return Ok(Ok(None)),
+            }
         }
+        Ok(Err(unproven(
+            "ignored its account_number filter and the list did not end",
+        )))
+    }
 
-        // 3. Name enquiry: the account must carry the expected name.
+    /// Name enquiry (the account must carry the declared name), then intent, call,
+    /// and the created recipient checked as any other.
+    async fn enquire_and_create(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+        payee: &BankPayee,
+    ) -> Step {
+        let target = run.spec.target_currency.clone();
+        let masked = mask_account(&payee.account_number);
         let enquiry = ResolveBankAccount {
             currency: target.clone(),
             country: country_of(&target),
             channel: Channel::BankTransfer,
-            bank_code: Some(bank_code.clone()),
-            account_number: AccountNumber::new(account_number.clone()),
+            bank_code: Some(payee.bank_code.clone()),
+            account_number: AccountNumber::new(payee.account_number.clone()),
         };
         let resolved = call!(
             self,
@@ -98,7 +275,7 @@ impl Pipeline {
             |t| self.busha.resolve_bank_account(t, &enquiry)
         );
         let resolved = match resolved {
-            Ok(c) => c,
+            Ok(c) => c.value,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -106,27 +283,26 @@ impl Pipeline {
                 ) =>
             {
                 let reason = format!(
-                    "name enquiry for account {masked} at bank {bank_code} failed: {}",
+                    "name enquiry for account {masked} at bank {} failed: {}",
+                    payee.bank_code,
                     describe(&e)
                 );
                 return self.fail(lease, run, reason).await;
             }
             Err(e) => return self.wait_or_fail(lease, run, e).await,
         };
-        if !names_match(&expected_name, &resolved.value.account_name) {
-            let reason = format!(
-                "name enquiry mismatch: account {masked} at bank {bank_code} belongs to {:?}, the job expects {:?}; no recipient was created",
-                resolved.value.account_name, expected_name
-            );
+        if let Err(reason) =
+            checks::holder_is_named(&payee.expected(&target), Some(&resolved.account_name))
+        {
+            let reason = format!("{reason}; no recipient was created");
             return self.fail(lease, run, reason).await;
         }
 
-        // 4. Create it: intent, call, outcome.
         if let Some(stop) = self.gated(lease, run, GateStep::CreateRecipient).await? {
             return Ok(Some(stop));
         }
         run.pending = Some(PendingOp::CreateRecipient);
-        let intent = self.entry(run, "run.recipient.intent", json!({ "bank_code": bank_code, "account": masked, "name": resolved.value.account_name }));
+        let intent = self.entry(run, "run.recipient.intent", json!({ "bank_code": payee.bank_code, "account": masked, "name": resolved.account_name }));
         self.save(lease, run, vec![intent]).await?;
         let new = NewRecipient {
             kind: RecipientType::from(
@@ -134,10 +310,10 @@ impl Pipeline {
             ),
             currency: Some(target.clone()),
             country_code: Some(country_of(&target)),
-            bank_name: resolved.value.bank_name.clone(),
-            bank_code: Some(bank_code.clone()),
-            account_number: Some(AccountNumber::new(account_number.clone())),
-            account_name: Some(resolved.value.account_name.clone()),
+            bank_name: resolved.bank_name.clone(),
+            bank_code: Some(payee.bank_code.clone()),
+            account_number: Some(AccountNumber::new(payee.account_number.clone())),
+            account_name: Some(resolved.account_name.clone()),
             entity_type: None,
             phone_number: None,
             network: None,
@@ -149,77 +325,90 @@ impl Pipeline {
             .create_recipient(t, &new, &self.cover(lease)));
         match created {
             Ok(c) => {
-                self.store
-                    .remember_recipient(
-                        &grant,
-                        &bank_code,
-                        &account_number,
-                        &c.value.id,
-                        self.clock.now(),
-                    )
-                    .await?;
-                self.recipient_resolved(lease, run, &c.value.id.clone(), "created", c.request_id)
+                self.accept_account(lease, run, payee, c.value, "created", c.request_id)
                     .await
             }
             Err(e) => self.wait_or_fail(lease, run, e).await,
         }
     }
 
-    pub(super) async fn use_given_recipient(
+    /// Takes a bank recipient for the run, once it is the payee's account (else a
+    /// provider fault) held under the payee's declared name (else the run fails).
+    async fn accept_account(
         &self,
         lease: &mut RunLease,
         run: &mut Run,
-        token: &mut AccessToken,
-        id: &str,
+        payee: &BankPayee,
+        r: Recipient,
+        how: &str,
+        request_id: Option<String>,
     ) -> Step {
-        let got = call!(self, run, token, "GET /v1/recipients/{id}", |t| self
-            .busha
-            .get_recipient(t, id));
-        match got {
-            Ok(c) => {
-                let r = &c.value;
-                if !r.active {
-                    return self
-                        .fail(lease, run, format!("recipient {id} is not active"))
-                        .await;
-                }
-                if let Some(cur) = &r.currency {
-                    if cur != &run.spec.target_currency {
-                        let reason = format!(
-                            "recipient {id} receives {cur}, the job pays {}",
-                            run.spec.target_currency
-                        );
-                        return self.fail(lease, run, reason).await;
-                    }
-                }
-                self.recipient_resolved(lease, run, id, "given", c.request_id)
-                    .await
-            }
-            Err(e) if *e.kind() == ErrorKind::NotFound => {
-                self.fail(lease, run, format!("recipient {id} does not exist"))
-                    .await
-            }
-            Err(e) => self.wait_or_fail(lease, run, e).await,
+        let currency = run.spec.target_currency.clone();
+        let want = payee.expected(&currency);
+        if let Err(what) = checks::recipient_is_account(&want, &r) {
+            let endpoint = match how {
+                "known" => "GET /v1/recipients/{id}",
+                "created" => "POST /v1/recipients",
+                _ => "GET /v1/recipients",
+            };
+            return self.provider_fault(lease, run, endpoint, &what).await;
         }
+        if let Err(reason) = checks::holder_is_named(&want, r.account_name.as_deref()) {
+            return self.fail(lease, run, reason).await;
+        }
+        let grant = run.spec.grant.clone();
+        self.store
+            .remember_recipient(
+                &grant,
+                &payee.bank_code,
+                &payee.account_number,
+                &r.id,
+                self.clock.now(),
+            )
+            .await?;
+        self.recipient_resolved(lease, run, &r, how, request_id)
+            .await
     }
 
     pub(super) async fn recipient_resolved(
         &self,
         lease: &mut RunLease,
         run: &mut Run,
-        id: &str,
+        r: &Recipient,
         how: &str,
         request_id: Option<String>,
     ) -> Step {
-        run.recipient_id = Some(id.to_string());
+        run.recipient_id = Some(r.id.clone());
+        run.recipient_name = r.account_name.clone();
         run.pending = None;
         self.advance(run, RunState::RecipientResolved);
         let e = self.entry(
             run,
             "run.recipient.resolved",
-            json!({ "recipient_id": id, "how": how, "request_id": request_id }),
+            json!({ "recipient_id": r.id, "how": how, "holder_name": r.account_name, "request_id": request_id }),
         );
         self.save(lease, run, vec![e]).await?;
+        let seen = SeenRecipient {
+            holder_name: r.account_name.clone(),
+            bank_code: r.bank_code.clone(),
+            account_masked: r.account_number.as_ref().map(|a| mask_account(a.as_str())),
+            currency: r.currency.as_ref().map(|c| c.to_string()),
+            fetch_refused: false,
+        };
+        let grant = run.spec.grant.clone();
+        self.store
+            .saw_recipient(&grant, &r.id, &seen, self.clock.now())
+            .await?;
         Ok(None)
+    }
+}
+
+/// Absence of the payee's recipient could not be proven from an unfiltered list.
+fn unproven(why: &str) -> Fault {
+    Fault::Answer {
+        endpoint: "GET /v1/recipients",
+        what: Mismatch(vec![format!(
+            "the list {why}: whether the account already has a recipient cannot be proven"
+        )]),
     }
 }

@@ -1,9 +1,16 @@
 //! Step 3: initiate the transfer on the locked quote, reconciling by `quote_id` first.
+//! Every transfer answer is checked against the quote it must belong to, and a
+//! transfer id is held by one run only, ever.
 
 use serde_json::json;
 
+use super::checks::{self, Fault, Mismatch};
 use super::plumbing::describe;
 use super::*;
+use crate::store::NewHeldTransfer;
+
+/// Pages of 100 searched for our transfer when Busha ignored the `quote_id` filter.
+const UNFILTERED_PAGES: usize = 10;
 
 impl Pipeline {
     pub(super) async fn step_transfer(
@@ -19,14 +26,14 @@ impl Pipeline {
             return Ok(None);
         };
         // Reconcile first, always: a transfer for our quote may already exist.
-        match self.transfers_for(run, token, &quote.id).await? {
+        match self.transfer_for(run, token, &quote).await? {
             Ok(Some(t)) => {
                 return self
                     .transfer_submitted(lease, run, &t, None, "adopted")
                     .await;
             }
             Ok(None) => {}
-            Err(e) => {
+            Err(Fault::Call(e)) => {
                 // Never act on a quote we could not reconcile.
                 let until = self.clock.now() + self.backoff(run.attempts);
                 let note = format!("could not check for an existing transfer: {}", describe(&e));
@@ -34,20 +41,17 @@ impl Pipeline {
                     .wait(lease, run, until, note, "run.retry_scheduled")
                     .await;
             }
+            Err(fault) => return self.fault(lease, run, fault).await,
         }
-        let now = self.clock.now();
-        if quote.expires_at - self.cfg.quote_margin <= now {
-            return self
-                .requote(
-                    lease,
-                    run,
-                    &quote,
-                    format!(
-                        "quote {} expires at {}, within the safety margin; re-quoting",
-                        quote.id, quote.expires_at
-                    ),
-                )
-                .await;
+        if quote.expires_at - self.cfg.quote_margin <= self.clock.now() {
+            let reason = format!(
+                "quote {} expires at {}, within the safety margin; re-quoting",
+                quote.id, quote.expires_at
+            );
+            return self.requote(lease, run, &quote, reason).await;
+        }
+        if let Some(done) = self.sweep_still_fits(lease, run, token, &quote).await? {
+            return Ok(done);
         }
         if let Some(stop) = self.gated(lease, run, GateStep::Transfer).await? {
             return Ok(Some(stop));
@@ -64,64 +68,128 @@ impl Pipeline {
             .create_transfer(t, &quote.id, &self.cover(lease)));
         match created {
             Ok(c) => {
+                let recipient = run.recipient_id.clone();
+                if let Err(m) =
+                    checks::transfer_answers(&run.spec, &quote, recipient.as_deref(), &c.value)
+                {
+                    return self
+                        .provider_fault(lease, run, "POST /v1/transfers", &m)
+                        .await;
+                }
                 self.transfer_submitted(lease, run, &c.value, c.request_id, "created")
                     .await
             }
             Err(e) if matches!(e.kind(), ErrorKind::Rejected { .. }) => {
-                // Refused: either a transfer exists already (adopt it) or the quote went
-                // stale (re-quote). Anything else fails the run with Busha's reason.
-                match self.transfers_for(run, token, &quote.id).await? {
-                    Ok(Some(t)) => {
-                        return self
-                            .transfer_submitted(
-                                lease,
-                                run,
-                                &t,
-                                e.request_id().map(String::from),
-                                "adopted",
-                            )
-                            .await;
-                    }
-                    Ok(None) => {}
-                    Err(_) => return self.wait_or_fail(lease, run, e).await,
-                }
-                let q = call!(self, run, token, "GET /v1/quotes/{id}", |t| self
-                    .busha
-                    .get_quote(t, &quote.id));
-                let stale = match &q {
-                    Ok(c) => {
-                        c.value.status != QuoteStatus::Pending
-                            || c.value
-                                .expires_at
-                                .is_none_or(|x| x - self.cfg.quote_margin <= self.clock.now())
-                    }
-                    Err(_) => false,
-                };
-                if stale {
-                    return self
-                        .requote(
-                            lease,
-                            run,
-                            &quote,
-                            format!(
-                                "Busha refused the transfer on quote {}: {}; re-quoting",
-                                quote.id,
-                                describe(&e)
-                            ),
-                        )
-                        .await;
-                }
-                self.fail(
-                    lease,
-                    run,
-                    format!("Busha refused the transfer: {}", describe(&e)),
-                )
-                .await
+                self.transfer_refused(lease, run, token, &quote, e).await
             }
             Err(e) => self.wait_or_fail(lease, run, e).await,
         }
     }
 
+    /// Busha refused the transfer: either one exists already (adopt it) or the quote
+    /// went stale (re-quote). Anything else fails the run with Busha's reason.
+    async fn transfer_refused(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+        quote: &LockedQuote,
+        e: ProviderError,
+    ) -> Step {
+        match self.transfer_for(run, token, quote).await? {
+            Ok(Some(t)) => {
+                let request_id = e.request_id().map(String::from);
+                return self
+                    .transfer_submitted(lease, run, &t, request_id, "adopted")
+                    .await;
+            }
+            Ok(None) => {}
+            Err(Fault::Call(lookup)) => {
+                // A refusal may mean a transfer exists: never give up on a quote we
+                // could not reconcile; the intent stays and the next attempt looks.
+                let until = self.clock.now() + self.backoff(run.attempts);
+                let note = format!(
+                    "Busha refused the transfer ({}) and the check for an existing one failed: {}",
+                    describe(&e),
+                    describe(&lookup)
+                );
+                return self
+                    .wait(lease, run, until, note, "run.retry_scheduled")
+                    .await;
+            }
+            Err(fault) => return self.fault(lease, run, fault).await,
+        }
+        let q = call!(self, run, token, "GET /v1/quotes/{id}", |t| self
+            .busha
+            .get_quote(t, &quote.id));
+        let stale = match &q {
+            Ok(c) => {
+                c.value.id == quote.id
+                    && (c.value.status != QuoteStatus::Pending
+                        || c.value
+                            .expires_at
+                            .is_none_or(|x| x - self.cfg.quote_margin <= self.clock.now()))
+            }
+            Err(_) => false,
+        };
+        if stale {
+            let reason = format!(
+                "Busha refused the transfer on quote {}: {}; re-quoting",
+                quote.id,
+                describe(&e)
+            );
+            return self.requote(lease, run, quote, reason).await;
+        }
+        let reason = format!("Busha refused the transfer: {}", describe(&e));
+        self.fail(lease, run, reason).await
+    }
+
+    /// For a sweep, right before the transfer: the balance is read again and a locked
+    /// quote that would leave less than `keep` is abandoned. `Some` ends the step.
+    async fn sweep_still_fits(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        token: &mut AccessToken,
+        quote: &LockedQuote,
+    ) -> Result<Option<Option<Executed>>, Stop> {
+        let Some(bound) = run.spec.sweep.clone() else {
+            return Ok(None);
+        };
+        let Amount::Source { amount: approved } = run.spec.amount else {
+            return Ok(None);
+        };
+        let available = match self.available(run, token).await? {
+            Ok(a) => a,
+            Err(fault) => return self.fault(lease, run, fault).await.map(Some),
+        };
+        match bound.amount(approved, available) {
+            Ok(fits) if quote.source_amount <= fits => Ok(None),
+            Ok(fits) => {
+                let reason = format!(
+                    "quote {} would move {} {cur}, but only {fits} {cur} may go now ({available} available, keep {}); re-quoting",
+                    quote.id,
+                    quote.source_amount,
+                    bound.keep,
+                    cur = run.spec.source_currency
+                );
+                self.requote(lease, run, quote, reason).await.map(Some)
+            }
+            Err(why) => {
+                let e = self.entry(
+                    run,
+                    "run.quote.abandoned",
+                    json!({ "quote_id": quote.id, "reason": why }),
+                );
+                run.quote = None;
+                self.save(lease, run, vec![e]).await?;
+                self.skip_sweep(lease, run, why).await.map(Some)
+            }
+        }
+    }
+
+    /// The quote will not be used: it is abandoned, uses up one re-quote, and the run
+    /// quotes again with a new reference.
     pub(super) async fn requote(
         &self,
         lease: &mut RunLease,
@@ -131,6 +199,7 @@ impl Pipeline {
     ) -> Step {
         run.pending = None;
         run.quote = None;
+        run.quote_ask = None;
         run.reason = Some(reason.clone());
         self.advance(run, RunState::RecipientResolved);
         let e = self.entry(
@@ -142,31 +211,75 @@ impl Pipeline {
         Ok(None)
     }
 
-    /// The transfer made from `quote_id`, if any. More than one means the provider
-    /// paid twice: that is logged loudly and the first is followed.
-    pub(super) async fn transfers_for(
+    /// The transfer made from `quote`, if any. Busha's filter is applied again here:
+    /// a transfer for another quote is never taken for ours, and when the server
+    /// ignored the filter, absence is proven only by reading the whole list. One that
+    /// names our quote but not its amounts is a provider fault. More than one means
+    /// the provider paid twice: that is logged loudly and the first is followed.
+    pub(super) async fn transfer_for(
         &self,
         run: &Run,
         token: &mut AccessToken,
-        quote_id: &str,
-    ) -> Result<Result<Option<Transfer>, ProviderError>, Stop> {
-        let filter = TransferFilter {
-            quote_id: Some(quote_id.to_string()),
+        quote: &LockedQuote,
+    ) -> Result<Result<Option<Transfer>, Fault>, Stop> {
+        let mut filter = TransferFilter {
+            quote_id: Some(quote.id.clone()),
             status: Vec::new(),
             cursor: None,
-            limit: Some(10),
+            limit: Some(100),
         };
-        let got = call!(self, run, token, "GET /v1/transfers", |t| self
-            .busha
-            .list_transfers(t, &filter));
-        Ok(got.map(|c| {
-            if c.value.items.len() > 1 {
-                tracing::error!(run = %run.id, quote = quote_id, count = c.value.items.len(), "more than one transfer for one quote");
+        let mut ours: Vec<Transfer> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..UNFILTERED_PAGES {
+            let got = call!(self, run, token, "GET /v1/transfers", |t| self
+                .busha
+                .list_transfers(t, &filter));
+            let page = match got {
+                Ok(c) => c.value,
+                Err(e) => return Ok(Err(Fault::Call(e))),
+            };
+            let foreign = page.items.iter().filter(|t| t.quote_id != quote.id).count();
+            ours.extend(page.items.into_iter().filter(|t| t.quote_id == quote.id));
+            if foreign == 0 || !ours.is_empty() {
+                return Ok(self.one_transfer(run, quote, ours));
             }
-            c.value.items.into_iter().min_by_key(|t| t.created_at)
-        }))
+            tracing::warn!(run = %run.id, quote = %quote.id, foreign, "GET /v1/transfers ignored its quote_id filter; searching the whole list");
+            match page.next_cursor {
+                Some(next) if seen.insert(next.clone()) => filter.cursor = Some(next),
+                Some(_) => return Ok(Err(unproven("repeated its cursor"))),
+                None => return Ok(Ok(None)),
+            }
+        }
+        Ok(Err(unproven(
+            "ignored its quote_id filter and the list did not end",
+        )))
     }
 
+    fn one_transfer(
+        &self,
+        run: &Run,
+        quote: &LockedQuote,
+        mut ours: Vec<Transfer>,
+    ) -> Result<Option<Transfer>, Fault> {
+        if ours.len() > 1 {
+            tracing::error!(run = %run.id, quote = %quote.id, count = ours.len(), "more than one transfer for one quote");
+        }
+        ours.sort_by_key(|t| t.created_at);
+        let Some(first) = ours.into_iter().next() else {
+            return Ok(None);
+        };
+        let recipient = run.recipient_id.as_deref();
+        checks::transfer_answers(&run.spec, quote, recipient, &first).map_err(|what| {
+            Fault::Answer {
+                endpoint: "GET /v1/transfers",
+                what,
+            }
+        })?;
+        Ok(Some(first))
+    }
+
+    /// Records `t` as the run's transfer, unless another run holds it already: then
+    /// it is a provider fault and nothing of it is recorded.
     pub(super) async fn transfer_submitted(
         &self,
         lease: &mut RunLease,
@@ -175,6 +288,7 @@ impl Pipeline {
         request_id: Option<String>,
         how: &str,
     ) -> Step {
+        let before = run.clone();
         run.transfer_id = Some(t.id.clone());
         run.transfer_status = Some(t.status.as_str().to_string());
         run.pending = None;
@@ -184,7 +298,32 @@ impl Pipeline {
             "run.transfer.submitted",
             json!({ "how": how, "transfer_id": t.id, "quote_id": t.quote_id, "status": t.status.as_str(), "request_id": request_id }),
         );
-        self.save(lease, run, vec![e]).await?;
-        Ok(None)
+        let held = NewHeldTransfer {
+            transfer_id: t.id.clone(),
+            quote_id: t.quote_id.clone(),
+            how: how.to_string(),
+        };
+        match self.save_holding(lease, run, held, vec![e]).await? {
+            Ok(()) => Ok(None),
+            Err(holder) => {
+                *run = before;
+                let what = Mismatch(vec![format!(
+                    "transfer {} is already held by run {holder}",
+                    t.id
+                )]);
+                self.provider_fault(lease, run, "GET /v1/transfers", &what)
+                    .await
+            }
+        }
+    }
+}
+
+/// Absence of our transfer could not be proven from an unfiltered list.
+fn unproven(why: &str) -> Fault {
+    Fault::Answer {
+        endpoint: "GET /v1/transfers",
+        what: Mismatch(vec![format!(
+            "the list {why}: whether a transfer exists for the quote cannot be proven"
+        )]),
     }
 }

@@ -17,7 +17,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Value, json};
 
-use super::config::{DuplicateTransfers, ExpiredQuoteTransfers, ReferenceReuse, TransferOutcome};
+use super::config::{
+    DuplicateTransfers, ExpiredQuoteTransfers, RecipientIds, ReferenceReuse, TransferOutcome,
+};
 use super::edge::Authenticated;
 use super::oauth::AccessClaims;
 use super::reply::{ApiError, ok, ok_page};
@@ -595,7 +597,10 @@ async fn create_recipient(
     let mut st = sb.inner.state.lock();
     let profile_id = user(&st, &uid)?.profile_id.clone();
     let rec = RecipientRec {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: match st.behaviour.recipient_ids {
+            RecipientIds::Uuid => uuid::Uuid::new_v4().to_string(),
+            RecipientIds::Hex24 => uuid::Uuid::new_v4().simple().to_string()[..24].to_string(),
+        },
         user_id: uid.clone(),
         profile_id,
         kind: if legacy {

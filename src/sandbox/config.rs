@@ -77,6 +77,18 @@ pub struct Behaviour {
     pub revoke_family_on_code_reuse: bool,
     /// Quotes whose source amount is at least this carry `two_step`.
     pub two_step_from: Option<Decimal>,
+    /// The form of new recipient ids. Busha's spec types `GET /v1/recipients/{id}`'s
+    /// path as a UUID (and the sandbox refuses anything else there, as the spec says),
+    /// while every recipient id in its examples is 24 hex digits.
+    pub recipient_ids: RecipientIds,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientIds {
+    Uuid,
+    /// Like `64ae8c26b1f5b4a1c2d3e4f5`: then fetching one by id is refused.
+    Hex24,
 }
 
 impl Default for Behaviour {
@@ -90,6 +102,7 @@ impl Default for Behaviour {
             retry_after_header: true,
             revoke_family_on_code_reuse: true,
             two_step_from: None,
+            recipient_ids: RecipientIds::Uuid,
         }
     }
 }

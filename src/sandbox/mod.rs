@@ -26,8 +26,8 @@ use tokio::sync::Notify;
 
 pub use config::{
     Behaviour, DuplicateTransfers, ExpiredQuoteTransfers, NewUser, OAuthClientConfig, RateLimits,
-    ReferenceReuse, RevokedAccessTokens, SCOPE_CATALOGUE, SandboxConfig, SavedRecipient,
-    TransferOutcome,
+    RecipientIds, ReferenceReuse, RevokedAccessTokens, SCOPE_CATALOGUE, SandboxConfig,
+    SavedRecipient, TransferOutcome,
 };
 pub use faults::{CannedResponse, Fault, FaultKind, Rewrite};
 pub use state::{LedgerEntry, LedgerEvent, Price, RequestRecord};

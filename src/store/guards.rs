@@ -536,7 +536,7 @@ impl Store {
         let reason = format!("retried by {who} (was {from})");
         let n = sqlx::query(
             "UPDATE runs SET state = $1, reason = $2, quote = NULL, transfer_id = NULL, transfer_status = NULL, \
-             pending_op = NULL, attempts = 0, next_attempt_at = $3, updated_at = $3, quote_attempt_base = quote_attempt, \
+             pending_op = NULL, quote_ask = NULL, attempts = 0, next_attempt_at = $3, updated_at = $3, quote_attempt_base = quote_attempt, \
              fence = fence + 1, lease_owner = NULL, lease_until = NULL \
              WHERE id = $4 AND state = $5",
         )

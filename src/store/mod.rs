@@ -16,6 +16,7 @@ mod dispatch;
 mod grants;
 mod guards;
 mod jobs;
+mod recipients;
 mod runs;
 mod transfers;
 mod writer;
@@ -35,6 +36,7 @@ pub use audit::AuditExport;
 pub use dispatch::Claimed;
 pub use grants::{AuthorizationRow, ConnectedGrantRow, GrantRow, Resealed, SealedTokens};
 pub use guards::{ApprovalRow, Approved, CapCheck, Refusal, Reservation};
+pub use recipients::{AccountKey, SeenRecipient};
 pub use runs::{RunFilter, RunLease};
 pub use transfers::{HeldTransfer, NewHeldTransfer, SharedTransfer};
 

@@ -29,7 +29,7 @@ macro_rules! run_columns {
     () => {
         "id, job_id, occurrence_key, job_version, spec, state, reason, recipient_id, quote_attempt, \
          quote, transfer_id, transfer_status, pending_op, attempts, next_attempt_at, created_at, updated_at, \
-         quote_attempt_base"
+         quote_attempt_base, quote_ask, recipient_name"
     };
 }
 
@@ -174,12 +174,18 @@ impl Store {
             .as_ref()
             .map(|q| serde_json::to_string(q).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()?;
+        let ask = run
+            .quote_ask
+            .as_ref()
+            .map(|a| serde_json::to_string(a).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()?;
         let (run, fence, owner) = (run.clone(), lease.fence, lease.owner.clone());
         let renewed_at = std::time::Instant::now();
         self.write(Box::new(move |conn, head| {
-            let (run, quote, owner, audit, held) = (
+            let (run, quote, ask, owner, audit, held) = (
                 run.clone(),
                 quote.clone(),
+                ask.clone(),
                 owner.clone(),
                 audit.clone(),
                 held.clone(),
@@ -188,7 +194,7 @@ impl Store {
                 let updated = sqlx::query(
                     "UPDATE runs SET state = $1, reason = $2, recipient_id = $3, quote_attempt = $4, quote = $5, \
                      transfer_id = $6, transfer_status = $7, pending_op = $8, attempts = $9, next_attempt_at = $10, \
-                     updated_at = $11, lease_until = $12 \
+                     updated_at = $11, lease_until = $12, quote_ask = $16, recipient_name = $17 \
                      WHERE id = $13 AND fence = $14 AND lease_owner = $15",
                 )
                 .bind(run.state.as_str())
@@ -206,6 +212,8 @@ impl Store {
                 .bind(run.id.as_str())
                 .bind(fence)
                 .bind(owner)
+                .bind(ask)
+                .bind(&run.recipient_name)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
@@ -374,6 +382,12 @@ fn run_from_row_at(row: &AnyRow, at: usize) -> Result<Run, StoreError> {
         updated_at: from_millis(row.try_get(at + 16)?)?,
         quote_attempt_base: u32::try_from(row.try_get::<i64, _>(at + 17)?)
             .map_err(|e| corrupt("quote_attempt_base", &e))?,
+        quote_ask: row
+            .try_get::<Option<String>, _>(at + 18)?
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| corrupt("quote_ask", &e))?,
+        recipient_name: row.try_get(at + 19)?,
     })
 }
 

@@ -175,6 +175,7 @@ fn spec(recipient: &str) -> PayoutSpec {
         max_requotes: 1,
         limits: Default::default(),
         approval: None,
+        sweep: None,
     }
 }
 

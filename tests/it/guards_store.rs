@@ -37,6 +37,7 @@ fn spec(amount: Decimal, limits: Limits, approval: Option<ApprovalRule>) -> Payo
         max_requotes: 3,
         limits,
         approval,
+        sweep: None,
     }
 }
 

@@ -249,6 +249,7 @@ pub fn spec(amount: Amount) -> PayoutSpec {
         max_requotes: 3,
         limits: Limits::default(),
         approval: None,
+        sweep: None,
     }
 }
 

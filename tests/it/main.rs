@@ -20,6 +20,7 @@ mod jobs_scheduler;
 mod ops;
 mod pacing;
 mod pipeline;
+mod pipeline_answers;
 mod pipeline_grants;
 mod pipeline_lease;
 mod pipeline_world;

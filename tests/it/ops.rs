@@ -34,6 +34,7 @@ fn spec() -> PayoutSpec {
         max_requotes: 1,
         limits: Default::default(),
         approval: None,
+        sweep: None,
     }
 }
 

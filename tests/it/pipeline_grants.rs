@@ -65,6 +65,7 @@ pub fn payout() -> PayoutSpec {
         max_requotes: 1,
         limits: Default::default(),
         approval: None,
+        sweep: None,
     }
 }
 

@@ -197,6 +197,7 @@ pub(crate) fn spec(amount: Amount) -> PayoutSpec {
         max_requotes: 3,
         limits: Default::default(),
         approval: None,
+        sweep: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn spec() -> PayoutSpec {
         max_requotes: 3,
         limits: Default::default(),
         approval: None,
+        sweep: None,
     }
 }
 

@@ -28,6 +28,7 @@ async fn create(store: &Store, occ: &str) -> Run {
         max_requotes: 3,
         limits: Default::default(),
         approval: None,
+        sweep: None,
     };
     let run = Run::new("payout", occ, "v1", spec, false, now());
     let e = NewAuditEntry::new("test", "run.created", serde_json::json!({})).run(run.id.as_str());

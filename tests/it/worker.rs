@@ -242,6 +242,7 @@ fn spec(amount: Decimal) -> PayoutSpec {
         max_requotes: 3,
         limits: Default::default(),
         approval: None,
+        sweep: None,
     }
 }
 
