@@ -23,6 +23,8 @@ mod pipeline;
 mod pipeline_answers;
 mod pipeline_grants;
 mod pipeline_lease;
+mod pipeline_payees;
+mod pipeline_requotes;
 mod pipeline_world;
 mod processes;
 mod queue;
