@@ -23,6 +23,7 @@ mod pipeline;
 mod pipeline_grants;
 mod processes;
 mod queue;
+mod reconcile;
 mod runs_cli;
 mod sandbox_api;
 mod sandbox_oauth;
