@@ -24,6 +24,7 @@ mod pipeline_grants;
 mod processes;
 mod queue;
 mod reconcile;
+mod reconcile_cli;
 mod runs_cli;
 mod sandbox_api;
 mod sandbox_oauth;
