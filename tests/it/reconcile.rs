@@ -34,6 +34,7 @@ on_both_backends!(
     a_transfer_refunded_before_a_retry_is_the_runs_own_and_reconcile_is_clean,
     a_transfer_two_runs_claim_is_a_finding,
     an_earlier_transfer_that_was_delivered_too_is_a_finding,
+    reconcile_is_clean_after_a_refund_and_runs_retry_driven_by_the_pipeline_alone,
 );
 
 const CLIENT: &str = "reconcile-test";
@@ -130,6 +131,19 @@ impl World {
                 self.hold_current(id).await;
             }
             match executed {
+                Executed::Finished(state) => return state,
+                Executed::Waiting(until) => self.clock.set(until),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        panic!("run {id} did not finish");
+    }
+
+    /// Executes until the run is final, recording nothing itself: whatever the store
+    /// knows of the run's transfers, the pipeline recorded.
+    async fn drive_alone(&self, p: &Pipeline, id: &RunId) -> RunState {
+        for _ in 0..200 {
+            match p.execute(id).await.unwrap() {
                 Executed::Finished(state) => return state,
                 Executed::Waiting(until) => self.clock.set(until),
                 other => panic!("unexpected {other:?}"),
@@ -241,6 +255,33 @@ async fn a_transfer_refunded_before_a_retry_is_the_runs_own_and_reconcile_is_cle
     let report = w.reconcile().await;
 
     // Assert: both transfers are the run's; nothing unknown, nothing unchecked.
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.transfers_checked, report.runs_checked), (2, 1));
+    assert_eq!(report.exit_code(), 0);
+}
+
+/// The same case as above with nothing recorded by the test: it passes once the
+/// pipeline records every transfer it submits or adopts (`Store::save_run_holding`).
+async fn reconcile_is_clean_after_a_refund_and_runs_retry_driven_by_the_pipeline_alone(
+    ts: TestStore,
+) {
+    // Arrange: a refund, `runs retry`, a settled second transfer.
+    let w = World::start(ts).await;
+    let p = w.pipeline();
+    w.sb.push_transfer_outcome(TransferOutcome::FundsRefunded);
+    let id = w.create("occ-1").await;
+    assert_eq!(w.drive_alone(&p, &id).await, RunState::Failed);
+    w.store()
+        .retry_run(&id, &Operator::parse("ops").unwrap(), w.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w.drive_alone(&p, &id).await, RunState::Settled);
+
+    // Act
+    let report = w.reconcile().await;
+
+    // Assert
     assert!(report.is_clean(), "{report:?}");
     assert_eq!((report.transfers_checked, report.runs_checked), (2, 1));
     assert_eq!(report.exit_code(), 0);
