@@ -15,6 +15,7 @@
 //! - [`clock`]: the injectable source of "now" shared by the worker and the sandbox.
 //! - [`money`]: currencies, precision and exact amounts. No IO.
 //! - [`provider`]: the only code that speaks HTTP to Busha (typed client, errors, pacing).
+//! - [`reconcile`]: read-only comparison of our runs with Busha's transfers. Writes nothing.
 //! - [`store`]: the system of record; all SQL lives here.
 //! - [`audit`]: the hash-chained audit log's domain.
 //! - [`queue`]: the dispatch queue (apalis); carries run ids only. The only module that

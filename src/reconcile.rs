@@ -1,16 +1,32 @@
 //! Read-only reconciliation of our runs against Busha: transfers on a customer's
-//! account that no run of ours made, and runs whose Busha record disagrees with ours.
-//! `treasury reconcile` exits 1 if it finds any.
+//! account that no run of ours made, runs whose Busha record disagrees with ours, and
+//! transfer ids that two runs claim.
+//!
+//! A transfer belongs to a run if the run ever held it: its current transfer, or any
+//! it submitted or adopted before a retry (the store's record of held transfers). So a
+//! refunded transfer followed by `runs retry` and a second transfer is not a finding.
+//!
+//! `treasury reconcile` exits [`EXIT_FINDINGS`] if it found anything, else
+//! [`EXIT_UNCHECKED`] if it could not check everything (a grant it could not read, a
+//! list item it could not read, a paging fault, an interruption), else 0.
 
-use std::collections::HashMap;
+mod listing;
+mod runs;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::TokenSource;
-use crate::provider::busha::{BushaClient, Settlement, Transfer, TransferFilter};
-use crate::runs::{Run, RunState};
-use crate::store::{RunFilter, Store};
+use crate::provider::busha::BushaClient;
+use crate::store::{RunFilter, Store, StoreError};
+
+/// Exit status when reconciliation found something (even if it could not check all).
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit status when it found nothing but could not check everything.
+pub const EXIT_UNCHECKED: u8 = 3;
+/// The default bound on pages of `GET /v1/transfers` per grant (100 transfers each).
+pub const DEFAULT_MAX_PAGES: u32 = 1_000;
 
 /// A transfer on the account that none of our runs made.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -32,21 +48,75 @@ pub struct Disagreement {
     pub problem: String,
 }
 
+/// A transfer id that more than one run claims.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SharedTransfer {
+    pub transfer_id: String,
+    pub run_ids: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     pub transfers_checked: usize,
     pub runs_checked: usize,
     pub unknown_transfers: Vec<UnknownTransfer>,
     pub disagreements: Vec<Disagreement>,
-    /// Grants that could not be read (no usable token, Busha unreachable).
-    pub unreadable: Vec<String>,
+    pub shared_transfers: Vec<SharedTransfer>,
+    /// What could not be checked, and why: a grant without a usable token or whose
+    /// listing failed or was cut short, an item Busha listed that could not be read.
+    pub unchecked: Vec<String>,
+    /// Set when a signal stopped the check: how far it got.
+    pub interrupted: Option<String>,
 }
 
 impl Report {
-    pub fn is_clean(&self) -> bool {
-        self.unknown_transfers.is_empty()
+    /// Anything that disagrees: unknown transfers, disagreeing runs, shared transfers.
+    pub fn has_findings(&self) -> bool {
+        !(self.unknown_transfers.is_empty()
             && self.disagreements.is_empty()
-            && self.unreadable.is_empty()
+            && self.shared_transfers.is_empty())
+    }
+
+    /// Everything in scope was checked.
+    pub fn is_complete(&self) -> bool {
+        self.unchecked.is_empty() && self.interrupted.is_none()
+    }
+
+    /// Complete, and nothing found.
+    pub fn is_clean(&self) -> bool {
+        !self.has_findings() && self.is_complete()
+    }
+
+    /// 0 when clean, [`EXIT_FINDINGS`] on any finding, else [`EXIT_UNCHECKED`].
+    pub fn exit_code(&self) -> u8 {
+        if self.has_findings() {
+            EXIT_FINDINGS
+        } else if !self.is_complete() {
+            EXIT_UNCHECKED
+        } else {
+            0
+        }
+    }
+}
+
+/// What to check.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// Grant aliases whose transfers are listed.
+    pub grants: Vec<String>,
+    /// Runs created, and transfers made, at or after this instant.
+    pub since: DateTime<Utc>,
+    /// At most this many pages of transfers per grant.
+    pub max_pages: u32,
+}
+
+impl Scope {
+    pub fn new(grants: Vec<String>, since: DateTime<Utc>) -> Self {
+        Self {
+            grants,
+            since,
+            max_pages: DEFAULT_MAX_PAGES,
+        }
     }
 }
 
@@ -58,124 +128,53 @@ pub async fn reconcile(
     tokens: &dyn TokenSource,
     grants: &[String],
     since: DateTime<Utc>,
-) -> Result<Report, crate::store::StoreError> {
+) -> Result<Report, StoreError> {
+    let scope = Scope::new(grants.to_vec(), since);
+    reconcile_until(store, busha, tokens, &scope, &CancellationToken::new()).await
+}
+
+/// [`reconcile`] within `scope`, stopping early (with [`Report::interrupted`] saying
+/// how far it got) when `shutdown` is cancelled.
+pub async fn reconcile_until(
+    store: &Store,
+    busha: &BushaClient,
+    tokens: &dyn TokenSource,
+    scope: &Scope,
+    shutdown: &CancellationToken,
+) -> Result<Report, StoreError> {
     let mut report = Report::default();
-    let runs: Vec<Run> = store
+    let all_runs = store
         .list_runs(&RunFilter {
             limit: Some(1_000_000),
             ..RunFilter::default()
         })
+        .await?;
+    let ctx = listing::Ctx {
+        store,
+        busha,
+        tokens,
+        scope,
+        shutdown,
+        runs: listing::RunIndex::new(&all_runs),
+    };
+    let seen = listing::list_all(&ctx, &mut report).await?;
+    if report.interrupted.is_some() {
+        return Ok(report);
+    }
+    let in_scope = all_runs
+        .iter()
+        .filter(|r| r.created_at >= scope.since && scope.grants.contains(&r.spec.grant));
+    for run in in_scope {
+        runs::check_run(store, run, &seen, &mut report).await?;
+    }
+    report.shared_transfers = store
+        .shared_transfers()
         .await?
         .into_iter()
-        .filter(|r| r.created_at >= since && grants.contains(&r.spec.grant))
+        .map(|s| SharedTransfer {
+            transfer_id: s.transfer_id,
+            run_ids: s.runs.iter().map(ToString::to_string).collect(),
+        })
         .collect();
-    let ours: HashMap<&str, &Run> = runs
-        .iter()
-        .filter_map(|r| r.transfer_id.as_deref().map(|t| (t, r)))
-        .collect();
-    let mut seen: HashMap<String, Transfer> = HashMap::new();
-    for grant in grants {
-        let token = match tokens.access_token(grant).await {
-            Ok(t) => t,
-            Err(e) => {
-                report.unreadable.push(format!("{grant}: {e}"));
-                continue;
-            }
-        };
-        let mut cursor = None;
-        loop {
-            let filter = TransferFilter {
-                quote_id: None,
-                status: Vec::new(),
-                cursor: cursor.clone(),
-                limit: Some(100),
-            };
-            let page = match busha.list_transfers(&token, &filter).await {
-                Ok(c) => c.value,
-                Err(e) => {
-                    report.unreadable.push(format!("{grant}: {e}"));
-                    break;
-                }
-            };
-            let older = page.items.iter().all(|t| t.created_at < since);
-            for t in page.items.into_iter().filter(|t| t.created_at >= since) {
-                report.transfers_checked += 1;
-                if !ours.contains_key(t.id.as_str()) {
-                    report.unknown_transfers.push(UnknownTransfer {
-                        grant: grant.clone(),
-                        transfer_id: t.id.clone(),
-                        quote_id: t.quote_id.clone(),
-                        source: format!("{} {}", t.source_amount, t.source_currency),
-                        target: format!("{} {}", t.target_amount, t.target_currency),
-                        status: t.status.as_str().to_string(),
-                        created_at: t.created_at,
-                    });
-                }
-                seen.insert(t.id.clone(), t);
-            }
-            match page.next_cursor {
-                Some(next) if !older => cursor = Some(next),
-                _ => break,
-            }
-        }
-    }
-    for run in &runs {
-        report.runs_checked += 1;
-        if let Some(problem) = disagreement(run, &seen) {
-            report.disagreements.push(Disagreement {
-                run_id: run.id.to_string(),
-                transfer_id: run.transfer_id.clone(),
-                problem,
-            });
-        }
-    }
     Ok(report)
-}
-
-fn disagreement(run: &Run, seen: &HashMap<String, Transfer>) -> Option<String> {
-    let Some(id) = &run.transfer_id else {
-        // No transfer recorded: Busha must not have one made from our quote.
-        let quote = run.quote.as_ref()?;
-        return seen.values().find(|t| t.quote_id == quote.id).map(|t| {
-            format!(
-                "Busha has transfer {} from our quote {}, but the run records none",
-                t.id, quote.id
-            )
-        });
-    };
-    let Some(t) = seen.get(id) else {
-        return Some(format!(
-            "the run records transfer {id}, which Busha does not list"
-        ));
-    };
-    if let Some(q) = &run.quote {
-        if t.quote_id != q.id {
-            return Some(format!(
-                "transfer {id} was made from quote {}, the run locked {}",
-                t.quote_id, q.id
-            ));
-        }
-        if t.source_amount != q.source_amount || t.target_amount != q.target_amount {
-            return Some(format!(
-                "transfer {id} moves {} {} for {} {}; the run locked {} for {}",
-                t.source_amount,
-                t.source_currency,
-                t.target_amount,
-                t.target_currency,
-                q.source_amount,
-                q.target_amount
-            ));
-        }
-    }
-    match (run.state, t.settlement()) {
-        (RunState::Settled, Settlement::Failed) => Some(format!(
-            "the run is settled but Busha says {}",
-            t.status.as_str()
-        )),
-        (RunState::Failed, Settlement::Succeeded) => Some(format!(
-            "the run failed but Busha says {}",
-            t.status.as_str()
-        )),
-        _ => None,
-    }
 }

@@ -1,14 +1,11 @@
-//! `treasury audit verify|head|export` and `treasury reconcile`.
+//! `treasury audit verify|head|export`.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Subcommand, ValueEnum};
 
 use super::{CliError, Context};
-use crate::provider::busha::{BushaClient, BushaConfig};
-use crate::runs::mask_account_numbers_in;
 use crate::store::AuditExport;
 
 #[derive(Subcommand, Debug)]
@@ -122,88 +119,6 @@ impl Context {
                 };
                 format.write(&entries, out).map_err(io)
             }
-        }
-    }
-
-    /// `treasury reconcile`: read-only; fails (exit 1) if anything disagrees.
-    pub async fn reconcile(
-        &self,
-        since: &str,
-        grant: Option<String>,
-        json: bool,
-        out: &mut (dyn Write + Send),
-    ) -> Result<(), CliError> {
-        let io = |e: std::io::Error| CliError(format!("cannot write output: {e}"));
-        let since = parse_since(since)?;
-        let grants: Vec<String> = match grant {
-            Some(g) => vec![g],
-            None => self
-                .settings
-                .grants
-                .iter()
-                .map(|g| g.alias.clone())
-                .collect(),
-        };
-        let custodian = Arc::new(self.custodian().await?);
-        let busha = BushaClient::new(BushaConfig::new(self.settings.busha.api_url.clone()))
-            .map_err(CliError::from)?;
-        let report =
-            crate::reconcile::reconcile(&self.store, &busha, custodian.as_ref(), &grants, since)
-                .await
-                .map_err(CliError::from)?;
-        if json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string(&report).unwrap_or_default()
-            )
-            .map_err(io)?;
-        } else {
-            writeln!(
-                out,
-                "checked {} transfers and {} runs since {}",
-                report.transfers_checked,
-                report.runs_checked,
-                since.to_rfc3339()
-            )
-            .map_err(io)?;
-            for t in &report.unknown_transfers {
-                writeln!(
-                    out,
-                    "UNKNOWN  {} on {}: {} -> {} ({}), quote {}, at {}",
-                    t.transfer_id,
-                    t.grant,
-                    t.source,
-                    t.target,
-                    t.status,
-                    t.quote_id,
-                    t.created_at.to_rfc3339()
-                )
-                .map_err(io)?;
-            }
-            for d in &report.disagreements {
-                writeln!(
-                    out,
-                    "DISAGREE {} ({}): {}",
-                    d.run_id,
-                    d.transfer_id.as_deref().unwrap_or("no transfer"),
-                    d.problem
-                )
-                .map_err(io)?;
-            }
-            for u in &report.unreadable {
-                writeln!(out, "UNREAD   {}", mask_account_numbers_in(u)).map_err(io)?;
-            }
-        }
-        if report.is_clean() {
-            Ok(())
-        } else {
-            Err(CliError(format!(
-                "reconciliation found {} unknown transfers, {} disagreeing runs and {} unreadable grants",
-                report.unknown_transfers.len(),
-                report.disagreements.len(),
-                report.unreadable.len()
-            )))
         }
     }
 }

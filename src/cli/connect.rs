@@ -60,7 +60,10 @@ struct Listener {
 
 /// Runs the flow for `alias`: starts the authorization, hands the URL to `opener`,
 /// serves the callback on `listener` (at `redirect_uri`'s path), checks its state, and
-/// completes the connection. Returns at the first callback, or on `shutdown`/timeout.
+/// completes the connection. Returns at the first callback that is ours, or on
+/// `shutdown`/timeout. A callback with another `state` (or from another issuer) is
+/// answered 400 and logged, and the wait goes on: anyone who can reach the listener
+/// must not be able to end the command before the customer's browser arrives.
 pub async fn connect(
     connector: &Connector,
     alias: &str,
@@ -116,6 +119,18 @@ pub async fn connect(
                 done.grant.subject,
                 done.grant.scopes.join(" ")
             );
+            match &done.previous_revoked {
+                Some(Ok(())) => {
+                    let _ = writeln!(out, "The grant it replaced was revoked at Busha.");
+                }
+                Some(Err(e)) => {
+                    let _ = writeln!(
+                        out,
+                        "WARNING: the grant it replaced could not be revoked at Busha ({e}); revoke the app's older access from Busha's dashboard"
+                    );
+                }
+                None => {}
+            }
         }
         Err(e) => {
             let _ = writeln!(out, "Could not connect {alias}: {e}");
@@ -125,25 +140,39 @@ pub async fn connect(
 }
 
 async fn callback(State(l): State<Listener>, Query(params): Query<CallbackParams>) -> Response {
-    let result = if params.state.as_deref() != Some(l.expected_state.as_str()) {
-        Err(ConnectError::StateMismatch(
+    if params.state.as_deref() != Some(l.expected_state.as_str()) {
+        // Not the customer's browser coming back: refuse it, and keep waiting.
+        tracing::warn!(
+            "ignored a callback whose state is not the one this `treasury connect` sent"
+        );
+        let e = ConnectError::StateMismatch(
             "the callback's state is not the one this `treasury connect` sent".into(),
-        ))
-    } else {
-        l.connector.complete(&params, "operator:cli").await
-    };
-    let page = match &result {
+        );
+        return page(StatusCode::BAD_REQUEST, &format!("Could not connect: {e}"));
+    }
+    let result = l.connector.complete(&params, "operator:cli").await;
+    if let Err(e @ ConnectError::IssuerMismatch { .. }) = &result {
+        // Our state, another issuer: a forgery or a mix-up, refused before anything
+        // was consumed. The genuine callback can still come.
+        tracing::warn!(error = %e, "ignored a callback from another issuer");
+        return page(StatusCode::BAD_REQUEST, &format!("Could not connect: {e}"));
+    }
+    let shown = match &result {
         Ok(done) => (
             StatusCode::OK,
             format!("Connected {}. You can close this window.", done.grant.alias),
         ),
         Err(e) => (StatusCode::BAD_REQUEST, format!("Could not connect: {e}")),
     };
-    // Only the first callback counts; later ones find the channel full or closed.
+    // Only the first callback of ours counts; later ones find the channel full or closed.
     let _ = l.results.try_send(result);
+    page(shown.0, &shown.1)
+}
+
+fn page(status: StatusCode, text: &str) -> Response {
     (
-        page.0,
-        Html(format!("<!doctype html><p>{}</p>", escape(&page.1))),
+        status,
+        Html(format!("<!doctype html><p>{}</p>", escape(text))),
     )
         .into_response()
 }

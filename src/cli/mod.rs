@@ -10,6 +10,7 @@ pub mod audit;
 pub mod connect;
 pub mod guards;
 pub mod jobs;
+pub mod reconcile;
 pub mod runs;
 
 use std::io::Write;
@@ -60,7 +61,13 @@ pub enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
-    /// Read-only: transfers no run of ours made, and runs Busha disagrees with (exit 1 if any).
+    /// Read-only: transfers no run of ours made, runs Busha disagrees with, and
+    /// transfer ids two runs claim.
+    ///
+    /// Exit status: 0 when everything was checked and nothing found; 1 when it found
+    /// anything; 3 when it found nothing but could not check everything (a grant or a
+    /// listed item it could not read, a server repeating a cursor, the page bound, or
+    /// SIGINT/SIGTERM, after which it says how far it got).
     Reconcile {
         /// RFC 3339 time or YYYY-MM-DD (UTC).
         #[arg(long)]
@@ -70,6 +77,9 @@ pub enum Command {
         grant: Option<String>,
         #[arg(long)]
         json: bool,
+        /// At most this many pages of transfers (100 each) per grant.
+        #[arg(long, default_value_t = crate::reconcile::DEFAULT_MAX_PAGES)]
+        max_pages: u32,
     },
     /// Inspect runs and act on them: approve, reject, cancel, retry.
     Runs {
@@ -146,21 +156,82 @@ impl CliError {
     }
 }
 
-/// Runs one command. `shutdown` ends `serve` (and an unfinished `connect`).
+/// A failed command as the process ends it: the message and the exit status.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub message: String,
+    /// `None`: the command's usual failure status (1, or 3 for `reconcile`).
+    code: Option<u8>,
+}
+
+impl Failure {
+    /// A failure with its own exit status.
+    pub fn exit(code: u8, message: String) -> Self {
+        Self {
+            message,
+            code: Some(code),
+        }
+    }
+
+    /// The process exit status.
+    pub fn exit_code(&self) -> u8 {
+        self.code.unwrap_or(1)
+    }
+}
+
+impl From<CliError> for Failure {
+    fn from(e: CliError) -> Self {
+        Self {
+            message: e.0,
+            code: None,
+        }
+    }
+}
+
+/// Runs one command. `shutdown` ends `serve`, `reconcile` (and an unfinished
+/// `connect`).
 pub async fn run(
     cli: Cli,
     clock: Clock,
     shutdown: CancellationToken,
     out: &mut (dyn Write + Send),
-) -> Result<(), CliError> {
+) -> Result<(), Failure> {
+    // Anything that stops `reconcile` before it reports means it could not check.
+    let code = match cli.command {
+        Command::Reconcile { .. } => crate::reconcile::EXIT_UNCHECKED,
+        _ => 1,
+    };
+    dispatch(cli, clock, shutdown, out)
+        .await
+        .map_err(|e| Failure {
+            code: e.code.or(Some(code)),
+            ..e
+        })
+}
+
+async fn dispatch(
+    cli: Cli,
+    clock: Clock,
+    shutdown: CancellationToken,
+    out: &mut (dyn Write + Send),
+) -> Result<(), Failure> {
     // `jobs` reads the config itself (and reports its errors) and needs no store.
     let command = match cli.command {
-        Command::Jobs { command } => return jobs::run(&cli.config, command, &clock, out).await,
+        Command::Jobs { command } => {
+            return Ok(jobs::run(&cli.config, command, &clock, out).await?);
+        }
         // The demo makes its own sandbox, store and key.
         Command::Demo { jobs, occurrences } => {
             let mut opts = crate::demo::DemoOptions::new(&cli.config, jobs);
             opts.max_occurrences = occurrences;
-            return crate::demo::run(opts, out).await.map_err(CliError);
+            // The demo runs for minutes and takes no shutdown token: a signal ends it
+            // here (what it printed so far says how far it got).
+            let demo = tokio::select! {
+                r = crate::demo::run(opts, out) => r,
+                _ = shutdown.cancelled() => Err("interrupted by a signal; the demo stopped".into()),
+            };
+            return Ok(demo.map_err(CliError)?);
         }
         other => other,
     };
@@ -173,7 +244,7 @@ pub async fn run(
         store,
         clock,
     };
-    match command {
+    let done = match command {
         Command::Serve => ctx.serve(shutdown).await,
         Command::Connect { alias, no_browser } => {
             let connector = ctx.connector().await?;
@@ -198,7 +269,20 @@ pub async fn run(
         }
         Command::Grants { command } => ctx.grants(command, out).await,
         Command::Audit { command } => ctx.audit(command, out).await,
-        Command::Reconcile { since, grant, json } => ctx.reconcile(&since, grant, json, out).await,
+        Command::Reconcile {
+            since,
+            grant,
+            json,
+            max_pages,
+        } => {
+            let args = reconcile::ReconcileArgs {
+                since,
+                grant,
+                json,
+                max_pages,
+            };
+            return ctx.reconcile(args, &shutdown, out).await;
+        }
         Command::Runs { command } => runs::command(&ctx.store, &ctx.clock, command, out).await,
         Command::Halt(args) => guards::halt(&ctx.store, &ctx.clock, args, out).await,
         Command::Resume(args) => guards::resume(&ctx.store, &ctx.clock, args, out).await,
@@ -215,7 +299,8 @@ pub async fn run(
         }
         Command::Halts { json } => guards::list(&ctx.store, json, out).await,
         Command::Jobs { .. } | Command::Demo { .. } => unreachable!("dispatched above"),
-    }
+    };
+    Ok(done?)
 }
 
 /// What every command starts from.

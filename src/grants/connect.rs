@@ -3,11 +3,17 @@
 //!
 //! [`Connector::begin`] makes a PKCE S256 authorization with a 32-byte `state` and a
 //! nonce, and records it in the store (verifier sealed, state hashed).
-//! [`Connector::complete`] consumes that record with one conditional UPDATE (so a
-//! doubled callback exchanges its code at most once), exchanges the code with HTTP
-//! Basic, verifies the id_token, checks the granted scopes, and stores the grant
-//! sealed, with a `grant.connected` audit entry in the same transaction. Every failure
-//! stores no grant and says what happened.
+//! [`Connector::complete`] refuses a callback whose `iss` (RFC 9207) is not the pinned
+//! issuer, consumes the authorization with one conditional UPDATE (so a doubled
+//! callback exchanges its code at most once), exchanges the code with HTTP Basic (again
+//! while Busha's token endpoint answers 5xx or 429, after its `Retry-After`), verifies
+//! the id_token, checks the granted scopes, and stores the grant sealed, with a
+//! `grant.connected` audit entry in the same transaction. Every failure stores no grant
+//! and says what happened.
+//!
+//! Nothing is left alive at the issuer: tokens Busha issued for a consent we refuse are
+//! revoked, and so is the grant a reconnect replaces, each audited as
+//! `grant.tokens_revoked`.
 
 use std::sync::Arc;
 
@@ -18,24 +24,36 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::crypto::{CryptoError, Keyring, Owner};
+use super::cleanup;
+use super::crypto::{CryptoError, Keyring, Owner, RefreshToken};
 use super::custodian::{ACCESS_FIELD, REFRESH_FIELD};
-use super::oauth::{BushaOAuth, ExchangeError};
+use super::oauth::{BushaOAuth, ExchangeError, Exchanged, TokenSet};
 use super::{Grant, GrantStatus};
 use crate::audit::NewAuditEntry;
 use crate::clock::Clock;
 use crate::config::GrantSpec;
-use crate::store::{AuthorizationRow, ConnectedGrantRow, SealedTokens, Store, StoreError};
+use crate::store::{
+    AuthorizationRow, ConnectedGrantRow, GrantRow, SealedTokens, Store, StoreError,
+};
 
 const VERIFIER_FIELD: &str = "pkce_verifier";
 
-/// The query of a callback: `code` and `state`, or `error` and `state`.
+/// Code exchanges tried when Busha's token endpoint is unavailable (5xx, 429): the
+/// authorization is spent on our side, so a retry is the only way to keep the consent.
+const EXCHANGE_ATTEMPTS: u32 = 3;
+/// The pause between them without a `Retry-After`, and the longest we wait for one.
+const EXCHANGE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_EXCHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The query of a callback: `code` and `state`, or `error` and `state`; and `iss`
+/// (RFC 9207) when the issuer sends it.
 #[derive(Clone, Default, Deserialize)]
 pub struct CallbackParams {
     pub code: Option<String>,
     pub state: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
+    pub iss: Option<String>,
 }
 
 impl std::fmt::Debug for CallbackParams {
@@ -43,6 +61,7 @@ impl std::fmt::Debug for CallbackParams {
         f.debug_struct("CallbackParams")
             .field("code", &self.code.as_ref().map(|_| "***"))
             .field("error", &self.error)
+            .field("iss", &self.iss)
             .finish_non_exhaustive()
     }
 }
@@ -61,6 +80,9 @@ pub struct Connected {
     pub grant: Grant,
     /// The alias was already connected before (a re-consent).
     pub reconnected: bool,
+    /// A reconnect replaced a grant that held a refresh token: whether it was revoked
+    /// at Busha (`Err` says why not; then it is still alive there).
+    pub previous_revoked: Option<Result<(), String>>,
 }
 
 /// Why connecting failed. Nothing was stored in any of these cases.
@@ -72,6 +94,10 @@ pub enum ConnectError {
     AccessDenied(Option<String>),
     #[error("state mismatch: {0}; nothing was stored")]
     StateMismatch(String),
+    #[error(
+        "the callback names issuer {got:?}, not the pinned issuer {expected:?} (RFC 9207: a mix-up or a forgery); nothing was exchanged or stored"
+    )]
+    IssuerMismatch { got: String, expected: String },
     #[error(
         "this authorization was already completed or has expired (a repeated callback?); nothing was changed"
     )]
@@ -199,82 +225,126 @@ impl Connector {
         params: &CallbackParams,
         actor: &str,
     ) -> Result<Connected, ConnectError> {
-        let state = params
-            .state
-            .as_deref()
-            .ok_or_else(|| ConnectError::StateMismatch("the callback carries no state".into()))?;
-        let state_hash = hash_state(state);
-        let now = self.clock.now();
-        let Some(auth) = self
-            .store
-            .consume_authorization(&state_hash, now, now - self.max_age)
-            .await?
-        else {
-            return Err(if self.store.authorization_exists(&state_hash).await? {
-                ConnectError::AlreadyUsed
-            } else {
-                ConnectError::StateMismatch(
-                    "the callback's state matches no authorization we started".into(),
-                )
-            });
-        };
-        if let Some(error) = &params.error {
-            let description = params.error_description.clone();
-            tracing::warn!(grant = %auth.alias, %error, "authorization refused");
-            return Err(if error == "access_denied" {
-                ConnectError::AccessDenied(description)
-            } else {
-                ConnectError::Provider {
-                    error: error.clone(),
-                    description: description.unwrap_or_default(),
-                }
-            });
-        }
-        let code = params
-            .code
-            .as_deref()
-            .ok_or_else(|| ConnectError::Provider {
-                error: "invalid_request".into(),
-                description: "the callback carries neither code nor error".into(),
-            })?;
+        // RFC 9207, before anything is consumed: a callback from another issuer is
+        // refused, and the genuine one can still arrive.
+        self.check_issuer(params)?;
+        let (auth, state_hash) = self.consume(params).await?;
+        let code = callback_code(&auth, params)?;
         let verifier = self.keys.open(
             Owner::Authorization(&state_hash),
             VERIFIER_FIELD,
             auth.key_version,
             &auth.verifier_ct,
         )?;
-        let (tokens, subject) = self
-            .oauth
-            .exchange_code(
-                code,
-                PkceCodeVerifier::new(verifier.to_string()),
-                &Nonce::new(auth.nonce.clone()),
-            )
-            .await?;
+        let exchanged = self.exchange(code, verifier.as_str()).await?;
+        let now = self.clock.now();
+        let stored = match self.accept(&auth, &exchanged, actor).await {
+            Ok(stored) => stored,
+            Err(refusal) => {
+                // Busha issued tokens we will not keep: they must not stay alive there.
+                let ctx = self.cleanup_ctx(&auth.alias, None, actor, now);
+                cleanup::revoke_refused(&ctx, &exchanged.tokens, &refusal.to_string()).await;
+                return Err(refusal);
+            }
+        };
+        let previous_revoked = match stored.replaced {
+            Some(token) => {
+                let ctx = self.cleanup_ctx(&auth.alias, Some(&stored.id), actor, now);
+                Some(cleanup::revoke_replaced(&ctx, token).await)
+            }
+            None => None,
+        };
+        tracing::info!(grant = %auth.alias, "grant connected");
+        let row = self.store.grant(&stored.id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("grant {} vanished after connect", stored.id))
+        })?;
+        Ok(Connected {
+            grant: Grant::from_row(&row)?,
+            reconnected: stored.reconnected,
+            previous_revoked,
+        })
+    }
 
-        let required: Vec<String> = auth.scopes.split_whitespace().map(str::to_string).collect();
-        let granted = tokens.scopes.clone().unwrap_or_else(|| required.clone());
-        let missing: Vec<String> = required
-            .iter()
-            .filter(|s| !granted.contains(s))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            return Err(ConnectError::MissingScopes {
-                alias: auth.alias,
-                missing,
-            });
+    fn check_issuer(&self, params: &CallbackParams) -> Result<(), ConnectError> {
+        match &params.iss {
+            Some(iss) if iss != self.oauth.issuer() => {
+                tracing::warn!(got = %iss, "OAuth callback from another issuer refused");
+                Err(ConnectError::IssuerMismatch {
+                    got: iss.clone(),
+                    expected: self.oauth.issuer().to_string(),
+                })
+            }
+            _ => Ok(()),
         }
+    }
+
+    /// Consumes the authorization the callback's `state` names, once.
+    async fn consume(
+        &self,
+        params: &CallbackParams,
+    ) -> Result<(AuthorizationRow, String), ConnectError> {
+        let state = params
+            .state
+            .as_deref()
+            .ok_or_else(|| ConnectError::StateMismatch("the callback carries no state".into()))?;
+        let state_hash = hash_state(state);
+        let now = self.clock.now();
+        match self
+            .store
+            .consume_authorization(&state_hash, now, now - self.max_age)
+            .await?
+        {
+            Some(auth) => Ok((auth, state_hash)),
+            None if self.store.authorization_exists(&state_hash).await? => {
+                Err(ConnectError::AlreadyUsed)
+            }
+            None => Err(ConnectError::StateMismatch(
+                "the callback's state matches no authorization we started".into(),
+            )),
+        }
+    }
+
+    /// The code exchange, tried again while Busha's token endpoint is unavailable.
+    async fn exchange(&self, code: &str, verifier: &str) -> Result<Exchanged, ConnectError> {
+        let mut attempt = 1;
+        loop {
+            let pkce = PkceCodeVerifier::new(verifier.to_string());
+            match self.oauth.exchange_code(code, pkce).await {
+                Err(ExchangeError::Unavailable {
+                    retry_after,
+                    detail,
+                }) if attempt < EXCHANGE_ATTEMPTS
+                    && retry_after.unwrap_or(EXCHANGE_PAUSE) <= MAX_EXCHANGE_WAIT =>
+                {
+                    let wait = retry_after.unwrap_or(EXCHANGE_PAUSE);
+                    tracing::warn!(attempt, %detail, wait_ms = wait.as_millis() as u64, "code exchange: Busha unavailable; trying again");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Verifies what Busha issued and stores the grant, audited in the same
+    /// transaction. Every `Err` leaves the store as it was.
+    async fn accept(
+        &self,
+        auth: &AuthorizationRow,
+        exchanged: &Exchanged,
+        actor: &str,
+    ) -> Result<Stored, ConnectError> {
+        let subject = self
+            .oauth
+            .verify_subject(exchanged, &Nonce::new(auth.nonce.clone()))
+            .await?;
+        let tokens = &exchanged.tokens;
+        let granted = check_scopes(auth, tokens)?;
         let refresh = tokens
             .refresh_token
             .as_ref()
             .ok_or(ConnectError::NoRefreshToken)?;
-        let expires_at = now
-            + tokens
-                .expires_in
-                .and_then(|d| Duration::from_std(d).ok())
-                .unwrap_or(Duration::hours(1));
-
+        let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         let existing = self
             .store
@@ -283,7 +353,7 @@ impl Connector {
         if let Some(e) = &existing {
             if e.status == GrantStatus::Active.as_str() && e.subject != subject {
                 return Err(ConnectError::SubjectChanged {
-                    alias: auth.alias,
+                    alias: auth.alias.clone(),
                     existing: e.subject.clone(),
                     got: subject,
                 });
@@ -293,16 +363,50 @@ impl Connector {
             .as_ref()
             .map(|e| e.id.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let owner = Owner::Grant(&id);
+        let row = self.sealed_row(auth, &id, &subject, tokens, refresh, &granted, now)?;
+        self.store
+            .upsert_connected_grant_in(&mut tx, &row, now)
+            .await?;
+        let entry = connected_entry(actor, auth, &id, &subject, &granted, existing.as_ref());
+        self.store.append_audit_in(&mut tx, now, entry).await?;
+        // Opened before the commit overwrites it; revoked after the commit.
+        let replaced = existing
+            .as_ref()
+            .and_then(|e| cleanup::replaced_token(&self.keys, e));
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Stored {
+            id,
+            reconnected: existing.is_some(),
+            replaced,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sealed_row(
+        &self,
+        auth: &AuthorizationRow,
+        id: &str,
+        subject: &str,
+        tokens: &TokenSet,
+        refresh: &RefreshToken,
+        granted: &[String],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ConnectedGrantRow, ConnectError> {
+        let expires_at = now
+            + tokens
+                .expires_in
+                .and_then(|d| Duration::from_std(d).ok())
+                .unwrap_or(Duration::hours(1));
+        let owner = Owner::Grant(id);
         let (version, access_ct) =
             self.keys
                 .seal(owner, ACCESS_FIELD, tokens.access_token.secret())?;
         let (_, refresh_ct) = self.keys.seal(owner, REFRESH_FIELD, refresh.secret())?;
-        let row = ConnectedGrantRow {
-            id: id.clone(),
+        Ok(ConnectedGrantRow {
+            id: id.to_string(),
             provider: auth.provider.clone(),
             alias: auth.alias.clone(),
-            subject: subject.clone(),
+            subject: subject.to_string(),
             tokens: SealedTokens {
                 key_version: version,
                 access_token_ct: access_ct,
@@ -310,40 +414,99 @@ impl Connector {
                 refresh_token_ct: Some(refresh_ct),
                 scopes: granted.join(" "),
             },
-        };
-        self.store
-            .upsert_connected_grant_in(&mut tx, &row, now)
-            .await?;
-        self.store
-            .append_audit_in(
-                &mut tx,
-                now,
-                NewAuditEntry::new(
-                    actor,
-                    "grant.connected",
-                    json!({
-                        "alias": auth.alias,
-                        "provider": auth.provider,
-                        "subject": subject,
-                        "scopes": granted,
-                        "reconnected": existing.is_some(),
-                        "previous_status": existing.as_ref().map(|e| e.status.clone()),
-                        "previous_subject": existing.as_ref().map(|e| e.subject.clone()),
-                    }),
-                )
-                .grant(&id),
-            )
-            .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        tracing::info!(grant = %auth.alias, "grant connected");
-        let stored = self
-            .store
-            .grant(&id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("grant {id} vanished after connect")))?;
-        Ok(Connected {
-            grant: Grant::from_row(&stored)?,
-            reconnected: existing.is_some(),
         })
     }
+
+    fn cleanup_ctx<'a>(
+        &'a self,
+        alias: &'a str,
+        grant_id: Option<&'a str>,
+        actor: &'a str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> cleanup::Context<'a> {
+        cleanup::Context {
+            store: &self.store,
+            oauth: &self.oauth,
+            alias,
+            grant_id,
+            actor,
+            now,
+        }
+    }
+}
+
+/// A grant stored by [`Connector::accept`].
+struct Stored {
+    id: String,
+    reconnected: bool,
+    /// The replaced grant's refresh token, to revoke (or why it cannot be opened).
+    replaced: Option<Result<RefreshToken, String>>,
+}
+
+/// The callback's `code`, or the error it carries instead.
+fn callback_code<'p>(
+    auth: &AuthorizationRow,
+    params: &'p CallbackParams,
+) -> Result<&'p str, ConnectError> {
+    if let Some(error) = &params.error {
+        let description = params.error_description.clone();
+        tracing::warn!(grant = %auth.alias, %error, "authorization refused");
+        return Err(if error == "access_denied" {
+            ConnectError::AccessDenied(description)
+        } else {
+            ConnectError::Provider {
+                error: error.clone(),
+                description: description.unwrap_or_default(),
+            }
+        });
+    }
+    params
+        .code
+        .as_deref()
+        .ok_or_else(|| ConnectError::Provider {
+            error: "invalid_request".into(),
+            description: "the callback carries neither code nor error".into(),
+        })
+}
+
+/// The scopes granted, which must include every scope the authorization asked for.
+fn check_scopes(auth: &AuthorizationRow, tokens: &TokenSet) -> Result<Vec<String>, ConnectError> {
+    let required: Vec<String> = auth.scopes.split_whitespace().map(str::to_string).collect();
+    let granted = tokens.scopes.clone().unwrap_or_else(|| required.clone());
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|s| !granted.contains(s))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(ConnectError::MissingScopes {
+            alias: auth.alias.clone(),
+            missing,
+        });
+    }
+    Ok(granted)
+}
+
+fn connected_entry(
+    actor: &str,
+    auth: &AuthorizationRow,
+    id: &str,
+    subject: &str,
+    granted: &[String],
+    existing: Option<&GrantRow>,
+) -> NewAuditEntry {
+    NewAuditEntry::new(
+        actor,
+        "grant.connected",
+        json!({
+            "alias": auth.alias,
+            "provider": auth.provider,
+            "subject": subject,
+            "scopes": granted,
+            "reconnected": existing.is_some(),
+            "previous_status": existing.map(|e| e.status.clone()),
+            "previous_subject": existing.map(|e| e.subject.clone()),
+        }),
+    )
+    .grant(id)
 }

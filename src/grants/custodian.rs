@@ -37,6 +37,10 @@ use crate::provider::AccessToken;
 use crate::provider::busha::{ErrorKind, ProviderError};
 use crate::store::{GrantRow, Resealed, SealedTokens, Store, StoreError};
 
+/// The longest Busha's `Retry-After` on a refresh is waited out before the one retry;
+/// a longer one ends the attempt as transient, with the refresh token kept.
+const MAX_RETRY_AFTER_WAIT: StdDuration = StdDuration::from_secs(10);
+
 /// Field names: part of each ciphertext's associated data.
 pub(crate) const ACCESS_FIELD: &str = "access_token";
 pub(crate) const REFRESH_FIELD: &str = "refresh_token";
@@ -517,6 +521,20 @@ impl Custodian {
                 });
             }
             Err(RefreshFailure::OutcomeUnknown(why)) => why,
+            // A 5xx or 429 is never a refusal (a body saying `server_error` notwithstanding):
+            // retried once with the same token like an unknown outcome, after Busha's
+            // Retry-After, unless that is longer than we may hold the refresh for.
+            Err(busy @ RefreshFailure::Unavailable { retry_after, .. }) => {
+                let wait = retry_after.unwrap_or(StdDuration::ZERO);
+                if wait > MAX_RETRY_AFTER_WAIT {
+                    return Err(self.transient(
+                        &row,
+                        &format!("{busy}; the stored refresh token is kept for then"),
+                    ));
+                }
+                tokio::time::sleep(wait).await;
+                busy.to_string()
+            }
         };
 
         // Invariant 6: an unknown outcome is retried once with the same refresh token.
@@ -536,7 +554,15 @@ impl Custodian {
                 alias: row.alias.clone(),
                 reason: format!("{error}: {description}"),
             }),
-            Err(RefreshFailure::NotSent(again) | RefreshFailure::OutcomeUnknown(again)) => {
+            Err(
+                again @ (RefreshFailure::NotSent(_)
+                | RefreshFailure::OutcomeUnknown(_)
+                | RefreshFailure::Unavailable { .. }),
+            ) => {
+                let again = match again {
+                    RefreshFailure::NotSent(why) | RefreshFailure::OutcomeUnknown(why) => why,
+                    other => other.to_string(),
+                };
                 Err(self.transient(
                     &row,
                     &format!(

@@ -10,10 +10,12 @@
 //!
 //! Never logs, returns or prints a token; audit entries carry ids and reasons only.
 
+mod cleanup;
 pub mod connect;
 pub mod crypto;
 pub mod custodian;
 pub mod oauth;
+mod token_http;
 mod tokens;
 
 use chrono::{DateTime, Utc};

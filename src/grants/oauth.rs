@@ -6,7 +6,7 @@
 //! decides whether a customer stays connected: refused (`invalid_grant`), never sent,
 //! or outcome unknown. No error here carries a token, a response body or a secret.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use openidconnect::core::{
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::crypto::RefreshToken;
+use super::token_http::{TokenHttp, TokenHttpError, unavailable_text};
 use crate::clock::Clock;
 use crate::config::Secret;
 use crate::provider::AccessToken;
@@ -110,8 +111,16 @@ pub enum RefreshFailure {
     /// response, 5xx): the token may already be rotated.
     OutcomeUnknown(String),
     /// Busha refused for another reason (`invalid_client`, `unauthorized_client`, ...):
-    /// our configuration, not the customer's grant.
+    /// our configuration, not the customer's grant. Never a 5xx or a 429.
     Refused { error: String, description: String },
+    /// A 5xx or 429, with or without an OAuth body (`server_error`,
+    /// `temporarily_unavailable`): the issuer did not serve the request. A 429 did
+    /// nothing; a 5xx may have come after the rotation, like [`Self::OutcomeUnknown`].
+    /// `retry_after` is Busha's `Retry-After`.
+    Unavailable {
+        retry_after: Option<Duration>,
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for RefreshFailure {
@@ -121,6 +130,9 @@ impl std::fmt::Display for RefreshFailure {
             Self::NotSent(why) => write!(f, "the request never reached Busha: {why}"),
             Self::OutcomeUnknown(why) => write!(f, "outcome unknown: {why}"),
             Self::Refused { error, description } => write!(f, "{error} ({description})"),
+            Self::Unavailable { detail, .. } => {
+                write!(f, "Busha's token endpoint is unavailable ({detail})")
+            }
         }
     }
 }
@@ -149,14 +161,33 @@ pub enum ExchangeError {
     Refused(String),
     #[error("could not complete the exchange with Busha's token endpoint: {0}")]
     Transport(String),
+    /// 5xx or 429 on the exchange, with or without an OAuth body: not a refusal.
+    #[error("Busha's token endpoint is unavailable ({detail})")]
+    Unavailable {
+        retry_after: Option<Duration>,
+        detail: String,
+    },
     #[error("the id_token failed verification: {0}")]
     IdToken(String),
+}
+
+/// The token endpoint's answer to a code exchange, not yet accepted: its `id_token` is
+/// verified by [`BushaOAuth::verify_subject`]. Debug shows no token.
+#[derive(Debug)]
+pub struct Exchanged {
+    pub tokens: TokenSet,
+    id_token: Option<CoreIdToken>,
 }
 
 /// Busha's issuer, discovered and pinned. Cheap to share behind an `Arc`.
 pub struct BushaOAuth {
     client: Client,
     http: reqwest::Client,
+    /// `http` for the token endpoint: 5xx and 429 are never read as refusals.
+    token_http: TokenHttp,
+    /// Until when Busha's last `Retry-After` from the token endpoint holds: no token
+    /// call is sent before it.
+    not_before: parking_lot::Mutex<Option<Instant>>,
     client_id: String,
     client_secret: Secret,
     revocation: RevocationUrl,
@@ -229,6 +260,8 @@ impl BushaOAuth {
         .set_redirect_uri(redirect);
         Ok(BushaOAuth {
             client,
+            token_http: TokenHttp(http.clone()),
+            not_before: parking_lot::Mutex::new(None),
             http,
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
@@ -279,48 +312,47 @@ impl BushaOAuth {
         }
     }
 
-    /// Exchanges `code` (HTTP Basic, PKCE verifier) and verifies the `id_token`:
-    /// signature against the JWKS, `iss`, `aud`, `exp` and `nonce`. Returns the tokens
-    /// and the verified subject.
+    /// Exchanges `code` (HTTP Basic, PKCE verifier). The tokens are not accepted until
+    /// [`Self::verify_subject`] has checked the `id_token`; a caller that refuses them
+    /// revokes them ([`Self::revoke`]).
     pub async fn exchange_code(
         &self,
         code: &str,
         verifier: PkceCodeVerifier,
-        nonce: &Nonce,
-    ) -> Result<(TokenSet, String), ExchangeError> {
+    ) -> Result<Exchanged, ExchangeError> {
+        if let Some(wait) = self.held_back() {
+            return Err(ExchangeError::Unavailable {
+                retry_after: Some(wait),
+                detail: held_back_text(wait),
+            });
+        }
         let request = self
             .client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| ExchangeError::Refused(e.to_string()))?
             .set_pkce_verifier(verifier);
         let response = request
-            .request_async(&self.http)
+            .request_async(&self.token_http)
             .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(r) => {
-                    let description = r.error_description().cloned().unwrap_or_default();
-                    match r.error() {
-                        CoreErrorResponseType::InvalidGrant => {
-                            ExchangeError::CodeRejected(description)
-                        }
-                        CoreErrorResponseType::InvalidClient => {
-                            ExchangeError::ClientRejected(format!("invalid_client: {description}"))
-                        }
-                        other => {
-                            ExchangeError::Refused(format!("{}: {description}", other.as_ref()))
-                        }
-                    }
-                }
-                RequestTokenError::Request(e) => ExchangeError::Transport(http_error(&e)),
-                RequestTokenError::Parse(_, body) => {
-                    ExchangeError::Transport(format!("unreadable response ({} bytes)", body.len()))
-                }
-                RequestTokenError::Other(why) => ExchangeError::Transport(why),
-            })?;
-        let id_token = response.id_token().ok_or_else(|| {
+            .map_err(|e| exchange_error(e, |d| self.note_retry_after(d)))?;
+        Ok(Exchanged {
+            tokens: token_set(&response),
+            id_token: response.id_token().cloned(),
+        })
+    }
+
+    /// Verifies the exchange's `id_token`: signature against the JWKS (fetched once
+    /// more if it names a key we lack), `iss`, `aud`, `exp` and `nonce`. Returns the
+    /// verified subject.
+    pub async fn verify_subject(
+        &self,
+        exchanged: &Exchanged,
+        nonce: &Nonce,
+    ) -> Result<String, ExchangeError> {
+        let id_token = exchanged.id_token.as_ref().ok_or_else(|| {
             ExchangeError::IdToken("the token response carries no id_token".into())
         })?;
-        let subject = match self.verify_id_token(id_token, nonce) {
+        match self.verify_id_token(id_token, nonce) {
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
             )) => {
@@ -338,8 +370,7 @@ impl BushaOAuth {
             }
             other => other,
         }
-        .map_err(|e| ExchangeError::IdToken(chain(&e)))?;
-        Ok((token_set(&response), subject))
+        .map_err(|e| ExchangeError::IdToken(chain(&e)))
     }
 
     /// Verifies signature (JWKS), `iss`, `aud`, `exp` (on our clock) and `nonce`;
@@ -363,13 +394,27 @@ impl BushaOAuth {
 
     /// Presents `refresh_token` once. Never retries: the caller decides.
     pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<TokenSet, RefreshFailure> {
+        if let Some(wait) = self.held_back() {
+            return Err(RefreshFailure::NotSent(held_back_text(wait)));
+        }
         let rt = openidconnect::RefreshToken::new(refresh_token.secret().to_string());
         let request = self
             .client
             .exchange_refresh_token(&rt)
             .map_err(|e| RefreshFailure::NotSent(e.to_string()))?;
-        match request.request_async(&self.http).await {
+        match request.request_async(&self.token_http).await {
             Ok(response) => Ok(token_set(&response)),
+            Err(RequestTokenError::Request(TokenHttpError::Unavailable {
+                status,
+                retry_after,
+                error,
+            })) => {
+                self.note_retry_after(retry_after);
+                Err(RefreshFailure::Unavailable {
+                    detail: unavailable_text(status, &retry_after, error.as_deref()),
+                    retry_after,
+                })
+            }
             Err(RequestTokenError::ServerResponse(r)) => {
                 let description = r.error_description().cloned().unwrap_or_default();
                 match r.error() {
@@ -382,15 +427,15 @@ impl BushaOAuth {
                     }),
                 }
             }
-            Err(RequestTokenError::Request(e)) => {
+            Err(RequestTokenError::Request(TokenHttpError::Http(e))) => {
                 if is_connect_error(&e) {
                     Err(RefreshFailure::NotSent(http_error(&e)))
                 } else {
                     Err(RefreshFailure::OutcomeUnknown(http_error(&e)))
                 }
             }
-            // A 5xx or 429 without an OAuth body, or a 200 we cannot read. The body may
-            // hold tokens: it is dropped unread.
+            // A 200 we cannot read, or another status without a readable OAuth body.
+            // The body may hold tokens: it is dropped unread.
             Err(RequestTokenError::Parse(_, body)) => Err(RefreshFailure::OutcomeUnknown(format!(
                 "unreadable response ({} bytes)",
                 body.len()
@@ -399,11 +444,37 @@ impl BushaOAuth {
         }
     }
 
+    /// How much longer Busha's last `Retry-After` holds, if it does.
+    fn held_back(&self) -> Option<Duration> {
+        let until = (*self.not_before.lock())?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Remembers a `Retry-After` from the token endpoint (the later one wins).
+    fn note_retry_after(&self, retry_after: Option<Duration>) {
+        let Some(wait) = retry_after else { return };
+        let until = Instant::now() + wait;
+        let mut not_before = self.not_before.lock();
+        if not_before.is_none_or(|t| t < until) {
+            *not_before = Some(until);
+        }
+    }
+
     /// Revokes a refresh token (RFC 7009), which ends its whole family at Busha.
-    ///
+    pub async fn revoke(&self, token: &RefreshToken) -> Result<(), String> {
+        self.revoke_secret(token.secret(), "refresh_token").await
+    }
+
+    /// Revokes an access token (RFC 7009): for tokens issued without a refresh token.
+    pub async fn revoke_access(&self, token: &AccessToken) -> Result<(), String> {
+        self.revoke_secret(token.secret(), "access_token").await
+    }
+
     /// Sent by hand rather than through `oauth2`, which refuses any non-HTTPS
     /// revocation URL; we refuse one too, except on a loopback host (the sandbox).
-    pub async fn revoke(&self, token: &RefreshToken) -> Result<(), String> {
+    async fn revoke_secret(&self, token: &str, hint: &str) -> Result<(), String> {
         let url = self.revocation.url();
         let loopback = match url.host() {
             Some(url::Host::Domain(d)) => d == "localhost",
@@ -424,10 +495,7 @@ impl BushaOAuth {
                 encode(&self.client_id),
                 Some(encode(self.client_secret.expose())),
             )
-            .form(&[
-                ("token", token.secret()),
-                ("token_type_hint", "refresh_token"),
-            ])
+            .form(&[("token", token), ("token_type_hint", hint)])
             .send()
             .await
             .map_err(|e| {
@@ -454,6 +522,54 @@ impl BushaOAuth {
             Err(_) => format!("HTTP {status}"),
         })
     }
+}
+
+/// What a failed code exchange means. 5xx and 429 are [`ExchangeError::Unavailable`]
+/// whatever their body says; only other answers can be refusals.
+fn exchange_error(
+    e: RequestTokenError<
+        TokenHttpError,
+        openidconnect::StandardErrorResponse<CoreErrorResponseType>,
+    >,
+    note_retry_after: impl FnOnce(Option<Duration>),
+) -> ExchangeError {
+    match e {
+        RequestTokenError::ServerResponse(r) => {
+            let description = r.error_description().cloned().unwrap_or_default();
+            match r.error() {
+                CoreErrorResponseType::InvalidGrant => ExchangeError::CodeRejected(description),
+                CoreErrorResponseType::InvalidClient => {
+                    ExchangeError::ClientRejected(format!("invalid_client: {description}"))
+                }
+                other => ExchangeError::Refused(format!("{}: {description}", other.as_ref())),
+            }
+        }
+        RequestTokenError::Request(TokenHttpError::Unavailable {
+            status,
+            retry_after,
+            error,
+        }) => {
+            note_retry_after(retry_after);
+            ExchangeError::Unavailable {
+                detail: unavailable_text(status, &retry_after, error.as_deref()),
+                retry_after,
+            }
+        }
+        RequestTokenError::Request(TokenHttpError::Http(e)) => {
+            ExchangeError::Transport(http_error(&e))
+        }
+        RequestTokenError::Parse(_, body) => {
+            ExchangeError::Transport(format!("unreadable response ({} bytes)", body.len()))
+        }
+        RequestTokenError::Other(why) => ExchangeError::Transport(why),
+    }
+}
+
+fn held_back_text(wait: Duration) -> String {
+    format!(
+        "Busha asked us (Retry-After) to wait {} s more; nothing was sent",
+        wait.as_secs_f64().ceil()
+    )
 }
 
 fn token_set(response: &openidconnect::core::CoreTokenResponse) -> TokenSet {

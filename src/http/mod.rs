@@ -111,10 +111,18 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
                 Html(page(
                     "Grant connected",
                     &format!(
-                        "Grant <strong>{}</strong> is {verb} to Busha user {} with scopes: {}. You can close this window.",
+                        "Grant <strong>{}</strong> is {verb} to Busha user {} with scopes: {}.{} You can close this window.",
                         escape(&done.grant.alias),
                         escape(&done.grant.subject),
-                        escape(&done.grant.scopes.join(" "))
+                        escape(&done.grant.scopes.join(" ")),
+                        match &done.previous_revoked {
+                            Some(Ok(())) => " The grant it replaced was revoked at Busha.".to_string(),
+                            Some(Err(e)) => format!(
+                                " WARNING: the grant it replaced could not be revoked at Busha ({}); revoke it from Busha's dashboard.",
+                                escape(e)
+                            ),
+                            None => String::new(),
+                        }
                     ),
                 )),
             )
@@ -123,7 +131,9 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
         Err(e) => {
             let status = match &e {
                 ConnectError::AccessDenied(_) => StatusCode::FORBIDDEN,
-                ConnectError::StateMismatch(_) => StatusCode::BAD_REQUEST,
+                ConnectError::StateMismatch(_) | ConnectError::IssuerMismatch { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
                 ConnectError::AlreadyUsed => StatusCode::CONFLICT,
                 ConnectError::Exchange(_) | ConnectError::Provider { .. } => {
                     StatusCode::BAD_GATEWAY

@@ -16,8 +16,8 @@ use treasury::provider::busha::{
 };
 use treasury::provider::pacing::EndpointLimits;
 use treasury::sandbox::{
-    Fault, FaultKind, LedgerEvent, NewUser, OAuthClientConfig, RateLimits, Sandbox, SandboxConfig,
-    SandboxUser,
+    Fault, FaultKind, LedgerEvent, NewUser, OAuthClientConfig, RateLimits, Rewrite, Sandbox,
+    SandboxConfig, SandboxUser,
 };
 
 const CLIENT_ID: &str = "busha-oauth2-5c1d9e58-client-tests-test";
@@ -373,6 +373,96 @@ async fn a_list_mixing_legacy_and_flat_recipients_is_normalised() {
     assert_eq!(old.currency, Some(ngn()));
     let new = page.items.iter().find(|r| r.id == flat).unwrap();
     assert_eq!(new.shape, RecipientShape::Flat);
+}
+
+#[tokio::test]
+async fn a_recipient_we_cannot_read_is_skipped_named_and_counted_and_the_page_is_read() {
+    // Arrange: two saved recipients; Busha lists the first with a currency we have no
+    // type for (the spec allows any string).
+    let metrics = treasury::metrics::install();
+    let h = Harness::start().await;
+    let mine = h.recipient().await;
+    let other = reqwest::Client::new()
+        .post(h.sb.url().join("v1/recipients").unwrap())
+        .bearer_auth(h.token.secret())
+        .header("X-BU-Version", "2025-07-11")
+        .json(&serde_json::json!({
+            "type": "ngn_bank", "currency": "NGN", "country_code": "NG",
+            "bank_code": "000014", "bank_name": "Access Bank",
+            "account_number": "0013246052", "account_name": "JOHN DOE",
+            "entity_type": "personal"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 201);
+    h.sb.add_fault(Fault::new(
+        "GET /v1/recipients",
+        FaultKind::Rewrite(Rewrite::new(
+            "/data/0/currency",
+            serde_json::json!("USDT-TRC20"),
+        )),
+    ));
+
+    // Act
+    let page = ok(
+        &h,
+        "GET /v1/recipients",
+        h.client
+            .list_recipients(&h.token, &RecipientFilter::default())
+            .await,
+    );
+
+    // Assert: one read, one skipped with what identifies it, and the metric counts it.
+    assert_eq!(page.items.len(), 1, "{page:?}");
+    assert_eq!(page.skipped.len(), 1, "{page:?}");
+    let skipped = &page.skipped[0];
+    assert_eq!(skipped.currency.as_deref(), Some("USDT-TRC20"));
+    let ids = [skipped.id.clone().unwrap(), page.items[0].id.clone()];
+    assert!(ids.contains(&mine), "{ids:?}");
+    assert!(skipped.account_number.is_some() && !skipped.error.is_empty());
+    assert!(!format!("{skipped:?} {skipped}").contains("0013246052"));
+    let rendered = metrics.render();
+    assert!(
+        rendered
+            .contains(r#"treasury_provider_items_skipped_total{endpoint="GET /v1/recipients"}"#),
+        "{rendered}"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_error_names_its_endpoint_status_and_request_id_or_that_there_was_no_response() {
+    let h = Harness::start().await;
+    h.sb.add_fault(Fault::new("GET /v1/recipients", FaultKind::ServerError(503)).times(1));
+    let answered = failed(
+        &h,
+        "GET /v1/recipients",
+        h.client
+            .list_recipients(&h.token, &RecipientFilter::default())
+            .await,
+    );
+    let text = answered.to_string();
+    let id = h.last_request_id("GET /v1/recipients");
+    assert!(
+        text.starts_with("GET /v1/recipients: transient failure")
+            && text.contains(&format!("(HTTP 503, request id {id})")),
+        "{text}"
+    );
+
+    // Nothing listens on port 9: no response at all, and the text says so.
+    let down = BushaClient::new(BushaConfig::new(
+        url::Url::parse("http://127.0.0.1:9").unwrap(),
+    ))
+    .unwrap();
+    let unanswered = down
+        .list_recipients(&h.token, &RecipientFilter::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unanswered.contains("GET /v1/recipients") && unanswered.contains("(no HTTP response)"),
+        "{unanswered}"
+    );
 }
 
 #[tokio::test]

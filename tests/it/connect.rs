@@ -8,8 +8,10 @@ use chrono::Duration;
 use tokio_util::sync::CancellationToken;
 use treasury::cli::connect::connect;
 use treasury::config::Secret;
-use treasury::grants::{BushaOAuth, ConnectError, Connected, GrantStatus};
+use treasury::grants::oauth::RefreshFailure;
+use treasury::grants::{BushaOAuth, ConnectError, Connected, GrantStatus, RefreshToken};
 use treasury::http::{AppState, router, serve};
+use treasury::sandbox::{CannedResponse, Fault, FaultKind, LedgerEvent};
 use url::Url;
 
 use crate::backends::TestStore;
@@ -19,6 +21,9 @@ use crate::on_both_backends;
 on_both_backends!(
     connect_through_the_cli_with_auto_consent_stores_a_sealed_grant_and_audits_it,
     connect_through_http_redirects_to_busha_and_a_doubled_callback_exchanges_once,
+    a_callback_from_another_issuer_is_refused_before_anything_is_exchanged,
+    a_reconnect_revokes_the_grant_it_replaces_at_busha_and_audits_it,
+    tokens_issued_for_a_consent_we_refuse_are_revoked_at_busha_and_audited,
 );
 
 const OPERATOR_TOKEN: &str = "operator-token-for-tests";
@@ -187,33 +192,233 @@ async fn a_declined_consent_ends_with_access_denied_and_stores_nothing() {
     assert_nothing_stored(&w).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_refuses_a_callback_whose_state_is_not_its_own() {
-    let mut w = World::start(TestStore::sqlite().await).await;
+/// `callback` with `name` set to `value` (added if absent).
+fn with_param(callback: &Url, name: &str, value: &str) -> Url {
+    let mut pairs: Vec<(String, String)> = callback
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| k != name)
+        .collect();
+    pairs.push((name.into(), value.into()));
+    let mut changed = callback.clone();
+    changed.query_pairs_mut().clear().extend_pairs(pairs);
+    changed
+}
 
-    let (result, out, _) = run_cli_connect(&mut w, |b, url| async move {
-        let callback = b.follow_auto_consent(&url).await;
-        let pairs: Vec<(String, String)> = callback
-            .query_pairs()
-            .into_owned()
-            .map(|(k, v)| {
-                if k == "state" {
-                    (k, "forged-state-0123456789abcdef".into())
-                } else {
-                    (k, v)
-                }
-            })
-            .collect();
-        let mut forged = callback.clone();
-        forged.query_pairs_mut().clear().extend_pairs(pairs);
-        forged
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_ignores_callbacks_that_are_not_its_own_and_connects_with_the_real_one() {
+    let mut w = World::start(TestStore::sqlite().await).await;
+    let issuer = w.sb.issuer().to_string();
+
+    let (result, out, page) = run_cli_connect(&mut w, move |b, url| {
+        let issuer = issuer.clone();
+        async move {
+            let callback = b.follow_auto_consent(&url).await;
+            // Someone who can reach the listener sends a callback with another state,
+            // then one with our state from another issuer: both are refused, and the
+            // command keeps waiting.
+            let forged_state = with_param(&callback, "state", "forged-state-0123456789abcdef");
+            let (status, html) = b.callback(&forged_state).await;
+            assert_eq!(status, 400, "{html}");
+            assert!(html.contains("state mismatch"), "{html}");
+            let forged_iss = with_param(&callback, "iss", "https://login.evil.example");
+            let (status, html) = b.callback(&forged_iss).await;
+            assert_eq!(status, 400, "{html}");
+            assert!(html.contains("pinned issuer"), "{html}");
+            // Then the customer's browser arrives, naming the real issuer.
+            with_param(&callback, "iss", &issuer)
+        }
     })
     .await;
 
-    let err = result.unwrap_err();
-    assert!(matches!(err, ConnectError::StateMismatch(_)), "{err}");
-    assert!(out.contains("state mismatch"), "{out}");
-    assert_eq!(w.code_exchanges(), 0, "the code was never exchanged");
+    let done = result.unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(done.grant.subject, w.user.id);
+    assert_eq!(page.unwrap().0, 200);
+    assert_eq!(
+        w.code_exchanges(),
+        1,
+        "only the real callback was exchanged"
+    );
+    assert_eq!(w.store().grants().await.unwrap().len(), 1);
+}
+
+async fn a_callback_from_another_issuer_is_refused_before_anything_is_exchanged(ts: TestStore) {
+    // Arrange: a genuine authorization, whose callback is replayed with a forged `iss`.
+    let w = World::start(ts).await;
+    let connector = w.connector();
+    let started = connector.begin(ALIAS).await.unwrap();
+    let callback = Browser::new().follow_auto_consent(&started.url).await;
+    let forged = with_param(&callback, "iss", "https://login.evil.example");
+
+    // Act
+    let err = connector
+        .complete(&crate::grants_harness::callback_params(&forged), "test")
+        .await
+        .unwrap_err();
+
+    // Assert: refused, nothing exchanged or stored, the authorization not spent.
+    assert!(
+        matches!(&err, ConnectError::IssuerMismatch { got, .. } if got == "https://login.evil.example"),
+        "{err}"
+    );
+    assert_eq!(w.code_exchanges(), 0);
+    assert_nothing_stored(&w).await;
+    let genuine = with_param(&callback, "iss", w.sb.issuer());
+    let done = connector
+        .complete(&crate::grants_harness::callback_params(&genuine), "test")
+        .await
+        .unwrap();
+    assert_eq!(done.grant.subject, w.user.id);
+}
+
+async fn a_reconnect_revokes_the_grant_it_replaces_at_busha_and_audits_it(ts: TestStore) {
+    // Arrange: an active grant, and its refresh token.
+    let w = World::start(ts).await;
+    let first = w.connect().await;
+    let old_token = crate::grants::refresh_token_of(&w, &first.id)
+        .await
+        .unwrap();
+
+    // Act: the customer connects the same alias again.
+    let connector = w.connector();
+    let started = connector.begin(ALIAS).await.unwrap();
+    let callback = Browser::new().follow_auto_consent(&started.url).await;
+    let done = connector
+        .complete(&crate::grants_harness::callback_params(&callback), "test")
+        .await
+        .unwrap();
+
+    // Assert: the old family is revoked at Busha, the new grant works, and it is said.
+    assert!(done.reconnected);
+    assert_eq!(done.previous_revoked, Some(Ok(())));
+    assert_eq!(
+        w.count(|e| matches!(e, LedgerEvent::FamilyRevoked { reason, .. } if reason == "revoked by the client")),
+        1
+    );
+    let replay = w.oauth.refresh(&RefreshToken::new(&old_token)).await;
+    assert!(
+        matches!(replay, Err(RefreshFailure::InvalidGrant { .. })),
+        "{replay:?}"
+    );
+    let token = w.custodian().access_token(&done.grant.id).await.unwrap();
+    assert!(w.token_works(&token).await);
+    let audit = w.store().audit_entries(None, None).await.unwrap();
+    let entry = audit
+        .iter()
+        .find(|e| e.action == "grant.tokens_revoked")
+        .expect("audited");
+    assert_eq!(entry.payload["why"], "replaced");
+    assert_eq!(entry.payload["revoked"], true);
+    assert_eq!(entry.grant_id.as_deref(), Some(first.id.as_str()));
+}
+
+async fn tokens_issued_for_a_consent_we_refuse_are_revoked_at_busha_and_audited(ts: TestStore) {
+    // Arrange: the id_token will not carry the nonce we expect.
+    let w = World::start(ts).await;
+    let connector = w.connector();
+    let started = connector.begin(ALIAS).await.unwrap();
+    let callback = Browser::new().follow_auto_consent(&started.url).await;
+    let pool = sqlx::AnyPool::connect(&w.ts.url).await.unwrap();
+    sqlx::query("UPDATE grant_authorizations SET nonce = 'a-different-nonce-0123456789'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    // Act
+    let err = connector
+        .complete(&crate::grants_harness::callback_params(&callback), "test")
+        .await
+        .unwrap_err();
+
+    // Assert: refused, and the tokens Busha issued for it are dead there.
+    assert!(
+        err.to_string().contains("id_token failed verification"),
+        "{err}"
+    );
+    assert_eq!(w.code_exchanges(), 1);
+    assert_eq!(
+        w.count(|e| matches!(e, LedgerEvent::FamilyRevoked { reason, .. } if reason == "revoked by the client")),
+        1
+    );
+    assert_nothing_stored(&w).await;
+    let audit = w.store().audit_entries(None, None).await.unwrap();
+    let entry = audit
+        .iter()
+        .find(|e| e.action == "grant.tokens_revoked")
+        .expect("audited");
+    assert_eq!(entry.payload["why"], "refused");
+    assert_eq!(entry.payload["revoked"], true);
+    assert!(
+        entry.payload["reason"].as_str().unwrap().contains("nonce"),
+        "{}",
+        entry.payload
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_exchange_answered_503_with_an_oauth_body_is_tried_again_after_retry_after() {
+    // Arrange: the token endpoint is busy once, saying so in OAuth's words.
+    let w = World::start(TestStore::sqlite().await).await;
+    let connector = w.connector();
+    let started = connector.begin(ALIAS).await.unwrap();
+    let callback = Browser::new().follow_auto_consent(&started.url).await;
+    w.sb.add_fault(
+        Fault::new(
+            "POST /oauth2/token",
+            FaultKind::Respond(CannedResponse {
+                status: 503,
+                body: serde_json::json!({"error": "temporarily_unavailable"}),
+                retry_after: Some(1),
+            }),
+        )
+        .times(1),
+    );
+
+    // Act
+    let began = std::time::Instant::now();
+    let done = connector
+        .complete(&crate::grants_harness::callback_params(&callback), "test")
+        .await
+        .unwrap();
+
+    // Assert: the customer's consent is kept; the second try waited Busha's second.
+    assert_eq!(done.grant.subject, w.user.id);
+    assert_eq!(w.token_requests(), 2);
+    assert_eq!(w.code_exchanges(), 1);
+    assert!(began.elapsed() >= std::time::Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_stays_busy_is_unavailable_never_a_client_misconfiguration() {
+    let w = World::start(TestStore::sqlite().await).await;
+    let connector = w.connector();
+    let started = connector.begin(ALIAS).await.unwrap();
+    let callback = Browser::new().follow_auto_consent(&started.url).await;
+    w.sb.add_fault(Fault::new(
+        "POST /oauth2/token",
+        FaultKind::Respond(CannedResponse {
+            status: 429,
+            body: serde_json::json!({"error": "invalid_client", "error_description": "slow down"}),
+            retry_after: Some(0),
+        }),
+    ));
+
+    let err = connector
+        .complete(&crate::grants_harness::callback_params(&callback), "test")
+        .await
+        .unwrap_err();
+
+    let text = err.to_string();
+    assert!(
+        text.contains("unavailable") && text.contains("HTTP 429"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("client credentials") && !text.contains("TREASURY_BUSHA_CLIENT_SECRET"),
+        "{text}"
+    );
+    assert_eq!(w.token_requests(), 3, "three tries in all");
     assert_nothing_stored(&w).await;
 }
 

@@ -12,7 +12,7 @@ use treasury::grants::crypto::Owner;
 use treasury::grants::custodian::{Usability, rekey, usability};
 use treasury::grants::{GrantError, GrantStatus, Keyring};
 use treasury::provider::AccessToken;
-use treasury::sandbox::{Fault, FaultKind, RevokedAccessTokens};
+use treasury::sandbox::{CannedResponse, Fault, FaultKind, RevokedAccessTokens};
 
 use crate::backends::TestStore;
 use crate::grants_harness::{ALIAS, CLIENT_ID, CLIENT_SECRET, World};
@@ -35,6 +35,8 @@ on_both_backends!(
     a_stale_lease_holder_writes_nothing,
     a_5xx_is_an_unknown_outcome_retried_once_and_twice_leaves_the_grant_active,
     an_unreachable_token_endpoint_is_transient_and_leaves_the_grant_active,
+    a_refresh_answered_503_with_an_oauth_body_is_retried_with_the_same_token_after_retry_after,
+    a_refresh_told_to_wait_long_is_transient_and_nothing_is_sent_before_retry_after,
 );
 
 async fn audit_actions(w: &World) -> Vec<(String, serde_json::Value)> {
@@ -47,7 +49,7 @@ async fn audit_actions(w: &World) -> Vec<(String, serde_json::Value)> {
         .collect()
 }
 
-async fn refresh_token_of(w: &World, grant_id: &str) -> Option<String> {
+pub async fn refresh_token_of(w: &World, grant_id: &str) -> Option<String> {
     let row = w.store().grant(grant_id).await.unwrap().unwrap();
     row.refresh_token_ct.map(|ct| {
         w.keys
@@ -692,4 +694,73 @@ async fn an_unreachable_token_endpoint_is_transient_and_leaves_the_grant_active(
     let g = custodian.grant_by_alias(ALIAS).await.unwrap().unwrap();
     assert_eq!(g.status, GrantStatus::Active);
     assert!(g.has_refresh_token);
+}
+
+fn busy(status: u16, error: &str, retry_after: u64) -> FaultKind {
+    FaultKind::Respond(CannedResponse {
+        status,
+        body: serde_json::json!({"error": error, "error_description": "try later"}),
+        retry_after: Some(retry_after),
+    })
+}
+
+async fn a_refresh_answered_503_with_an_oauth_body_is_retried_with_the_same_token_after_retry_after(
+    ts: TestStore,
+) {
+    // Arrange: the token endpoint answers one refresh with 503 `server_error`.
+    let w = World::start(ts).await;
+    let grant = w.connect().await;
+    let custodian = w.custodian();
+    let kept = refresh_token_of(&w, &grant.id).await;
+    w.sb.add_fault(Fault::new("POST /oauth2/token", busy(503, "server_error", 1)).times(1));
+    w.advance(Duration::hours(1));
+
+    // Act
+    let began = Instant::now();
+    let token = custodian.access_token(&grant.id).await.unwrap();
+
+    // Assert: not a refusal; one retry, with the same refresh token (no replay at
+    // Busha), after Busha's Retry-After.
+    assert!(w.token_works(&token).await);
+    assert_eq!((w.token_requests(), w.refreshes()), (3, 1));
+    assert_eq!(w.replays_or_revocations(), 0);
+    assert!(began.elapsed() >= std::time::Duration::from_secs(1));
+    assert_ne!(refresh_token_of(&w, &grant.id).await, kept, "rotated once");
+    let g = custodian.grant_by_alias(ALIAS).await.unwrap().unwrap();
+    assert_eq!(g.status, GrantStatus::Active);
+}
+
+async fn a_refresh_told_to_wait_long_is_transient_and_nothing_is_sent_before_retry_after(
+    ts: TestStore,
+) {
+    // Arrange: a 429 with an OAuth body and a minute's Retry-After.
+    let w = World::start(ts).await;
+    let grant = w.connect().await;
+    let custodian = w.custodian();
+    let kept = refresh_token_of(&w, &grant.id).await;
+    w.sb.add_fault(
+        Fault::new(
+            "POST /oauth2/token",
+            busy(429, "temporarily_unavailable", 60),
+        )
+        .times(1),
+    );
+    w.advance(Duration::hours(1));
+
+    // Act
+    let err = custodian.access_token(&grant.id).await.unwrap_err();
+    let again = custodian.access_token(&grant.id).await.unwrap_err();
+
+    // Assert: transient, with the status and the wait, never the client settings;
+    // the second call sent nothing; the grant and its refresh token are kept.
+    assert!(err.is_transient(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("HTTP 429") && text.contains("60 s"), "{text}");
+    assert!(!text.contains("client settings"), "{text}");
+    assert!(again.is_transient(), "{again}");
+    assert!(again.to_string().contains("nothing was sent"), "{again}");
+    assert_eq!(w.token_requests(), 2, "the exchange and the one refresh");
+    assert_eq!(refresh_token_of(&w, &grant.id).await, kept);
+    let g = custodian.grant_by_alias(ALIAS).await.unwrap().unwrap();
+    assert_eq!(g.status, GrantStatus::Active);
 }

@@ -234,6 +234,7 @@ pub fn callback_params(callback: &Url) -> CallbackParams {
             "state" => p.state = Some(v.into_owned()),
             "error" => p.error = Some(v.into_owned()),
             "error_description" => p.error_description = Some(v.into_owned()),
+            "iss" => p.iss = Some(v.into_owned()),
             _ => {}
         }
     }

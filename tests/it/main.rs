@@ -28,6 +28,8 @@ mod pipeline_requotes;
 mod pipeline_world;
 mod processes;
 mod queue;
+mod reconcile;
+mod reconcile_cli;
 mod runs_cli;
 mod sandbox_api;
 mod sandbox_oauth;

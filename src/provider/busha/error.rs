@@ -120,11 +120,13 @@ impl fmt::Display for Repr {
         if let Some(message) = &self.message {
             write!(f, ": {message}")?;
         }
-        match (self.status, &self.request_id) {
-            (Some(status), Some(id)) => write!(f, " (HTTP {}, request {id})", status.as_u16())?,
-            (Some(status), None) => write!(f, " (HTTP {})", status.as_u16())?,
-            (None, Some(id)) => write!(f, " (request {id})")?,
-            (None, None) => {}
+        // Always the status and the request id, or that there was none: an operator
+        // reading "transient failure" must see whether Busha answered, and how.
+        let id = self.request_id.as_deref().unwrap_or("none");
+        match self.status {
+            Some(status) => write!(f, " (HTTP {}, request id {id})", status.as_u16())?,
+            None if self.request_id.is_some() => write!(f, " (no HTTP status, request id {id})")?,
+            None => f.write_str(" (no HTTP response)")?,
         }
         // The whole cause chain goes into the text (reqwest's own message is only "error
         // sending request"); `source()` stays empty so reporters do not print it twice.
@@ -302,7 +304,7 @@ fn classify(
 }
 
 /// `Retry-After` in delta-seconds, or as an HTTP date (RFC 7231 IMF-fixdate).
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
@@ -436,6 +438,27 @@ mod tests {
         assert!(
             text.contains("req_JfPBXEC5rLHc") && text.contains("HTTP 401"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn every_error_shows_its_endpoint_status_and_request_id_or_that_there_was_none() {
+        let e = err(false, 503, "");
+        assert_eq!(
+            e.to_string(),
+            "POST /v1/quotes: transient failure (HTTP 503, request id req_JfPBXEC5rLHc)"
+        );
+        let no_id = ProviderError::new("GET /v1/recipients", ErrorKind::Transient)
+            .with_status(StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            no_id.to_string(),
+            "GET /v1/recipients: transient failure (HTTP 502, request id none)"
+        );
+        let no_response = ProviderError::new("GET /v1/recipients", ErrorKind::Transient)
+            .with_message("connection refused");
+        assert_eq!(
+            no_response.to_string(),
+            "GET /v1/recipients: transient failure: connection refused (no HTTP response)"
         );
     }
 

@@ -11,9 +11,14 @@
 //! `X-BU-PROFILE-ID` with OAuth tokens, or log a token, a body or a full URL.
 
 mod error;
+mod page;
+mod pager;
 mod types;
 
+pub(crate) use error::retry_after;
 pub use error::{ErrorKind, ProviderError};
+pub use page::{Page, Skipped};
+pub use pager::{Pager, PagingError};
 pub use types::*;
 
 use std::sync::Arc;
@@ -79,13 +84,6 @@ impl<T> Called<T> {
             request_id: self.request_id,
         }
     }
-}
-
-/// One page of a cursor-paginated list. `next_cursor` is `None` on the last page.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
 }
 
 /// The Busha client. Cheap to clone; clones share the connection pool and the pacer.
@@ -218,30 +216,6 @@ impl<'a> Call<'a> {
 #[derive(serde::Deserialize)]
 struct DataEnvelope<T> {
     data: T,
-}
-
-/// The list envelope: `data` plus `pagination {current_entries_size, next_cursor?, ..}`.
-#[derive(serde::Deserialize)]
-struct ListEnvelope<T> {
-    /// Go sends a nil slice as `null`.
-    data: Option<Vec<T>>,
-    pagination: Pagination,
-}
-
-#[derive(serde::Deserialize)]
-struct Pagination {
-    #[serde(default)]
-    next_cursor: Option<String>,
-}
-
-impl<T> From<ListEnvelope<T>> for Page<T> {
-    fn from(envelope: ListEnvelope<T>) -> Self {
-        Page {
-            items: envelope.data.unwrap_or_default(),
-            // An empty cursor would page for ever; it means "no more".
-            next_cursor: envelope.pagination.next_cursor.filter(|c| !c.is_empty()),
-        }
-    }
 }
 
 impl BushaClient {
@@ -540,16 +514,18 @@ impl BushaClient {
         })
     }
 
-    /// A call whose body is a paginated list.
+    /// A call whose body is a paginated list; items that cannot be read are skipped
+    /// (see [`Page::skipped`]).
     async fn list<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         call: Call<'_>,
     ) -> Result<Called<Page<T>>, ProviderError> {
         let response = self.send(endpoint, call).await?;
-        let envelope: ListEnvelope<T> = response.decode(endpoint)?;
+        // The envelope must be readable; its items are read one by one.
+        let envelope: page::ListEnvelope = response.decode(endpoint)?;
         Ok(Called {
-            value: envelope.into(),
+            value: envelope.into_page(endpoint.key),
             request_id: response.request_id,
         })
     }
