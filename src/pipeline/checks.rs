@@ -247,7 +247,7 @@ pub fn holder_is_named(want: &ExpectedPayee<'_>, holder: Option<&str>) -> Result
         return Ok(());
     }
     Err(format!(
-        "name mismatch: account {} at bank {} belongs to {holder:?}, the job expects {:?}; no quote was locked",
+        "account {} at bank {} belongs to {holder:?}, the job expects {:?}",
         mask_account(want.account_number),
         want.bank_code,
         want.name

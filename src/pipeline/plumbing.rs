@@ -302,18 +302,10 @@ pub(super) fn doubling(base: Duration, max: Duration, attempts: u32) -> Duration
     (base * factor).min(max)
 }
 
-/// A provider error as one line for reasons and audit entries: endpoint, kind, message
-/// and request id. Never tokens or bodies.
+/// A provider error as one line for reasons and audit entries: the error's own text: endpoint, kind, message, and the HTTP status and request id
+/// (or that there was no response), with account numbers masked. Never tokens or bodies.
 pub(super) fn describe(e: &ProviderError) -> String {
-    let mut s = format!("{} {}", e.endpoint(), e.kind());
-    if let Some(m) = e.message() {
-        s.push_str(": ");
-        s.push_str(m);
-    }
-    if let Some(id) = e.request_id() {
-        s.push_str(&format!(" (request {id})"));
-    }
-    s
+    crate::runs::mask_account_numbers_in(&e.to_string())
 }
 
 /// Total fees of a quote in `source` units.

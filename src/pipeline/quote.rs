@@ -7,6 +7,7 @@ use serde_json::json;
 use super::checks::{self, Fault};
 use super::plumbing::{describe, fees_in};
 use super::*;
+use crate::provider::busha::{Pager, PagingError};
 
 impl Pipeline {
     pub(super) async fn step_quote(
@@ -394,11 +395,11 @@ impl Pipeline {
         token: &mut AccessToken,
         reference: &str,
     ) -> Result<Result<Option<Quote>, ProviderError>, Stop> {
-        let mut cursor = None;
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..self.cfg.quote_search_pages {
+        let pages = self.cfg.quote_search_pages;
+        let mut pager = Pager::new("GET /v1/quotes", pages);
+        loop {
             let page = PageRequest {
-                cursor: cursor.clone(),
+                cursor: pager.cursor(),
                 limit: Some(100),
                 sort: Some(SortOrder::Desc),
             };
@@ -412,17 +413,32 @@ impl Pipeline {
             if let Some(q) = page.items.iter().find(|q| q.reference == reference) {
                 return Ok(Ok(Some(q.clone())));
             }
+            // An item we could not read may be our quote unless its reference says not:
+            // then its absence cannot be concluded (the search waits and tries again).
+            if let Some(s) = page
+                .skipped
+                .iter()
+                .find(|s| s.reference.as_deref().is_none_or(|r| r == reference))
+            {
+                let e = ProviderError::new("GET /v1/quotes", ErrorKind::Transient)
+                    .with_message(format!("a quote we cannot read may be ours: {s}"));
+                return Ok(Err(e));
+            }
             // Quotes older than the run cannot be ours.
             let older = page
                 .items
                 .last()
                 .is_some_and(|q| q.created_at < run.created_at - Duration::minutes(1));
-            match page.next_cursor {
-                Some(next) if !older && seen.insert(next.clone()) => cursor = Some(next),
-                _ => break,
+            if older {
+                return Ok(Ok(None));
+            }
+            match pager.advance(page.next_cursor.as_deref()) {
+                Ok(true) => {}
+                // The end, or the bound of recent quotes searched: not ours.
+                Ok(false) | Err(PagingError::TooManyPages { .. }) => return Ok(Ok(None)),
+                Err(e) => return Ok(Err(e.into())),
             }
         }
-        Ok(Ok(None))
     }
 
     /// Busha's reference price for the pair (`GET /v1/pairs`), with whether the

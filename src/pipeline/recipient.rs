@@ -11,11 +11,11 @@ use serde_json::json;
 use super::checks::{self, ExpectedPayee, Fault, Mismatch};
 use super::plumbing::{country_of, describe};
 use super::*;
-use crate::provider::busha::Recipient;
+use crate::provider::busha::{Pager, Recipient};
 use crate::store::{AccountKey, SeenRecipient};
 
 /// Pages of 100 searched when Busha ignored the `account_number` filter.
-const UNFILTERED_PAGES: usize = 10;
+const UNFILTERED_PAGES: u32 = 10;
 
 /// The bank payee of a run, owned.
 #[derive(Clone)]
@@ -211,8 +211,9 @@ impl Pipeline {
             limit: Some(100),
         };
         let want = payee.expected(&currency);
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..UNFILTERED_PAGES {
+        let mut pager = Pager::new("GET /v1/recipients", UNFILTERED_PAGES);
+        loop {
+            filter.cursor = pager.cursor();
             let got = call!(self, run, token, "GET /v1/recipients", |t| self
                 .busha
                 .list_recipients(t, &filter));
@@ -220,12 +221,21 @@ impl Pipeline {
                 Ok(c) => c.value,
                 Err(e) => return Ok(Err(Fault::Call(e))),
             };
+            let mine = |a: Option<&str>| a == Some(payee.account_number.as_str());
+            // An item we could not read may be the payee's unless its account says not.
+            if let Some(s) = page.skipped.iter().find(|s| {
+                s.account_number
+                    .as_ref()
+                    .is_none_or(|a| mine(Some(a.as_str())))
+            }) {
+                return Ok(Err(unproven(&format!(
+                    "held an unreadable item that may be the payee's ({s})"
+                ))));
+            }
             let foreign = page
                 .items
                 .iter()
-                .filter(|r| {
-                    r.account_number.as_ref().map(|a| a.as_str()) != Some(&payee.account_number)
-                })
+                .filter(|r| !mine(r.account_number.as_ref().map(|a| a.as_str())))
                 .count();
             let mut ours = page
                 .items
@@ -238,15 +248,12 @@ impl Pipeline {
                 return Ok(Ok(None));
             }
             tracing::warn!(run = %run.id, foreign, "GET /v1/recipients ignored its account_number filter; searching the whole list");
-            match page.next_cursor {
-                Some(next) if seen.insert(next.clone()) => filter.cursor = Some(next),
-                Some(_) => return Ok(Err(unproven("repeated its cursor"))),
-                None => return Ok(Ok(None)),
+            match pager.advance(page.next_cursor.as_deref()) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Ok(None)),
+                Err(e) => return Ok(Err(unproven(&format!("could not be read to its end: {e}")))),
             }
         }
-        Ok(Err(unproven(
-            "ignored its account_number filter and the list did not end",
-        )))
     }
 
     /// Name enquiry (the account must carry the declared name), then intent, call,
@@ -294,7 +301,7 @@ impl Pipeline {
         if let Err(reason) =
             checks::holder_is_named(&payee.expected(&target), Some(&resolved.account_name))
         {
-            let reason = format!("{reason}; no recipient was created");
+            let reason = format!("name enquiry mismatch: {reason}; no recipient was created");
             return self.fail(lease, run, reason).await;
         }
 
@@ -354,6 +361,10 @@ impl Pipeline {
             return self.provider_fault(lease, run, endpoint, &what).await;
         }
         if let Err(reason) = checks::holder_is_named(&want, r.account_name.as_deref()) {
+            let reason = format!(
+                "name mismatch: {reason} (recipient {}, {how}); no quote was locked",
+                r.id
+            );
             return self.fail(lease, run, reason).await;
         }
         let grant = run.spec.grant.clone();

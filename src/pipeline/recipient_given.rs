@@ -3,10 +3,10 @@
 
 use super::checks::{self, Fault, Mismatch};
 use super::*;
-use crate::provider::busha::Recipient;
+use crate::provider::busha::{Pager, Recipient};
 
 /// Pages of 100 searched for a recipient by id in the list.
-const LIST_PAGES: usize = 20;
+const LIST_PAGES: u32 = 20;
 
 impl Pipeline {
     pub(super) async fn use_given_recipient(
@@ -58,8 +58,9 @@ impl Pipeline {
             cursor: None,
             limit: Some(100),
         };
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..LIST_PAGES {
+        let mut pager = Pager::new("GET /v1/recipients", LIST_PAGES);
+        let stopped = loop {
+            filter.cursor = pager.cursor();
             let got = call!(self, run, token, "GET /v1/recipients", |t| self
                 .busha
                 .list_recipients(t, &filter));
@@ -70,17 +71,22 @@ impl Pipeline {
             if let Some(r) = page.items.into_iter().find(|r| r.id == id) {
                 return Ok(Ok(Some(r)));
             }
-            match page.next_cursor {
-                Some(next) if seen.insert(next.clone()) => filter.cursor = Some(next),
-                Some(_) => break,
-                None => return Ok(Ok(None)),
+            if let Some(s) = page
+                .skipped
+                .iter()
+                .find(|s| s.id.as_deref().is_none_or(|s| s == id))
+            {
+                break format!("an item that may be it could not be read ({s})");
             }
-        }
+            match pager.advance(page.next_cursor.as_deref()) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Ok(None)),
+                Err(e) => break format!("the list could not be read to its end: {e}"),
+            }
+        };
         Ok(Err(Fault::Answer {
             endpoint: "GET /v1/recipients",
-            what: Mismatch(vec![format!(
-                "recipient {id} was not found before the list stopped making progress"
-            )]),
+            what: Mismatch(vec![format!("looking for recipient {id}: {stopped}")]),
         }))
     }
 }

@@ -7,10 +7,11 @@ use serde_json::json;
 use super::checks::{self, Fault, Mismatch};
 use super::plumbing::describe;
 use super::*;
+use crate::provider::busha::Pager;
 use crate::store::NewHeldTransfer;
 
 /// Pages of 100 searched for our transfer when Busha ignored the `quote_id` filter.
-const UNFILTERED_PAGES: usize = 10;
+const UNFILTERED_PAGES: u32 = 10;
 
 impl Pipeline {
     pub(super) async fn step_transfer(
@@ -229,8 +230,9 @@ impl Pipeline {
             limit: Some(100),
         };
         let mut ours: Vec<Transfer> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..UNFILTERED_PAGES {
+        let mut pager = Pager::new("GET /v1/transfers", UNFILTERED_PAGES);
+        loop {
+            filter.cursor = pager.cursor();
             let got = call!(self, run, token, "GET /v1/transfers", |t| self
                 .busha
                 .list_transfers(t, &filter));
@@ -238,21 +240,28 @@ impl Pipeline {
                 Ok(c) => c.value,
                 Err(e) => return Ok(Err(Fault::Call(e))),
             };
+            // An item we could not read may be our transfer unless its quote id says not.
+            if let Some(s) = page
+                .skipped
+                .iter()
+                .find(|s| s.quote_id.as_deref().is_none_or(|q| q == quote.id))
+            {
+                return Ok(Err(unproven(&format!(
+                    "held an unreadable item that may be ours ({s})"
+                ))));
+            }
             let foreign = page.items.iter().filter(|t| t.quote_id != quote.id).count();
             ours.extend(page.items.into_iter().filter(|t| t.quote_id == quote.id));
             if foreign == 0 || !ours.is_empty() {
                 return Ok(self.one_transfer(run, quote, ours));
             }
             tracing::warn!(run = %run.id, quote = %quote.id, foreign, "GET /v1/transfers ignored its quote_id filter; searching the whole list");
-            match page.next_cursor {
-                Some(next) if seen.insert(next.clone()) => filter.cursor = Some(next),
-                Some(_) => return Ok(Err(unproven("repeated its cursor"))),
-                None => return Ok(Ok(None)),
+            match pager.advance(page.next_cursor.as_deref()) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Ok(None)),
+                Err(e) => return Ok(Err(unproven(&format!("could not be read to its end: {e}")))),
             }
         }
-        Ok(Err(unproven(
-            "ignored its quote_id filter and the list did not end",
-        )))
     }
 
     fn one_transfer(

@@ -252,3 +252,72 @@ crate::on_both_backends!(
     two_runs_paying_one_new_account_create_one_recipient,
     recipient_ids_of_24_hex_digits_are_listed_not_fetched,
 );
+
+#[tokio::test]
+async fn an_unreadable_recipient_of_another_account_does_not_stop_the_run() {
+    let w = World::new().await;
+    w.sb.add_saved_recipient(
+        &w.user.id,
+        SavedRecipient {
+            id: uuid::Uuid::new_v4().to_string(),
+            currency: "NGN".into(),
+            bank_code: "000014".into(),
+            account_number: "2233445566".into(),
+            account_name: "GRACE HOPPER".into(),
+        },
+    );
+    // The server ignores the account filter, and Grace's recipient carries a currency
+    // we cannot read: it is not the payee's, so it is skipped.
+    w.sb.add_fault(Fault::new("GET /v1/recipients", FaultKind::IgnoreFilters));
+    w.sb.add_fault(Fault::new(
+        "GET /v1/recipients",
+        FaultKind::Rewrite(Rewrite::new("/data/*/currency", json!("USDT-TRC20"))),
+    ));
+    let id = w.create("skip", paying(ACCOUNT, "Ada Lovelace")).await;
+
+    assert_eq!(w.drive(&w.pipeline("w"), &id).await, RunState::Settled);
+}
+
+#[tokio::test]
+async fn an_unreadable_recipient_that_may_be_the_payees_stops_the_run_instead_of_looping() {
+    let w = World::new().await;
+    w.sb.add_saved_recipient(
+        &w.user.id,
+        SavedRecipient {
+            id: uuid::Uuid::new_v4().to_string(),
+            currency: "NGN".into(),
+            bank_code: BANK.into(),
+            account_number: ACCOUNT.into(),
+            account_name: NAME.into(),
+        },
+    );
+    w.sb.add_fault(Fault::new(
+        "GET /v1/recipients",
+        FaultKind::Rewrite(Rewrite::new("/data/*/currency", json!("USDT-TRC20"))),
+    ));
+    let id = w
+        .create("maybe-ours", paying(ACCOUNT, "Ada Lovelace"))
+        .await;
+
+    assert_eq!(w.drive(&w.pipeline("w"), &id).await, RunState::NeedsHuman);
+
+    let reason = w.run(&id).await.reason.unwrap();
+    assert!(reason.contains("unreadable item"), "{reason}");
+    assert!(!reason.contains(ACCOUNT), "{reason}");
+    assert_eq!(w.recipients(), 0, "no second recipient for the account");
+}
+
+#[tokio::test]
+async fn a_provider_error_in_a_runs_reason_names_the_status_and_request_id() {
+    let w = World::new().await;
+    w.sb.add_fault(Fault::new("GET /v1/recipients", FaultKind::ServerError(503)).times(1));
+    let id = w.create("status", paying(ACCOUNT, "Ada Lovelace")).await;
+
+    let waited = w.pipeline("w").execute(&id).await.unwrap();
+
+    assert!(matches!(waited, Executed::Waiting(_)), "{waited:?}");
+    let reason = w.run(&id).await.reason.unwrap();
+    assert!(reason.contains("GET /v1/recipients"), "{reason}");
+    assert!(reason.contains("HTTP 503"), "{reason}");
+    assert!(reason.contains("request id req_"), "{reason}");
+}

@@ -341,13 +341,14 @@ async fn an_earlier_transfer_that_was_delivered_too_is_a_finding(ts: TestStore) 
                     recipient_id: run.recipient_id.clone().unwrap(),
                 }),
             },
+            &treasury::provider::Unleased,
         )
         .await
         .unwrap()
         .value;
     let again = w
         .api
-        .create_transfer(&w.token, &quote.id)
+        .create_transfer(&w.token, &quote.id, &treasury::provider::Unleased)
         .await
         .unwrap()
         .value;

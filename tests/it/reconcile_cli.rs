@@ -65,7 +65,7 @@ async fn stray_transfer(d: &Deployment) -> String {
         "ADA LOVELACE",
     );
     let recipient = api
-        .create_recipient(&token, &recipient)
+        .create_recipient(&token, &recipient, &treasury::provider::Unleased)
         .await
         .unwrap()
         .value;
@@ -78,8 +78,12 @@ async fn stray_transfer(d: &Deployment) -> String {
             recipient_id: recipient.id,
         }),
     };
-    let quote = api.create_quote(&token, &quote).await.unwrap().value;
-    api.create_transfer(&token, &quote.id)
+    let quote = api
+        .create_quote(&token, &quote, &treasury::provider::Unleased)
+        .await
+        .unwrap()
+        .value;
+    api.create_transfer(&token, &quote.id, &treasury::provider::Unleased)
         .await
         .unwrap()
         .value
