@@ -494,6 +494,40 @@ pub fn names_match(expected: &str, actual: &str) -> bool {
     !e.is_empty() && e == a
 }
 
+/// Who a run pays, for people: the account holder's name as the provider reports it
+/// once the recipient is resolved; until then the job's declared name, marked as such
+/// (the provider has not confirmed it yet). Account numbers are masked.
+pub fn payee_shown(run: &Run) -> String {
+    match (&run.spec.recipient, &run.recipient_name) {
+        (
+            RecipientSpec::Bank {
+                bank_code,
+                account_number,
+                ..
+            },
+            Some(holder),
+        ) => format!(
+            "{holder} ({} at bank {bank_code})",
+            mask_account(account_number)
+        ),
+        (
+            RecipientSpec::Bank {
+                bank_code,
+                account_number,
+                expected_name,
+            },
+            None,
+        ) => format!(
+            "{expected_name} ({} at bank {bank_code}; name as the job declares it, not yet confirmed by the provider)",
+            mask_account(account_number)
+        ),
+        (RecipientSpec::Id { id }, Some(holder)) => format!("{holder} (recipient {id})"),
+        (RecipientSpec::Id { id }, None) => {
+            format!("recipient {id} (holder not yet read from the provider)")
+        }
+    }
+}
+
 /// Masks all but the last four characters of an account number for logs and output.
 pub fn mask_account(number: &str) -> String {
     let n = number.chars().count();
@@ -602,6 +636,44 @@ mod tests {
             .check(dec!(1600), Some(dec!(1600)), dec!(2), &usdt)
             .unwrap_err();
         assert!(fees.contains("2 USDT") && fees.contains("1 USDT"), "{fees}");
+    }
+
+    #[test]
+    fn a_payee_is_shown_by_the_providers_name_once_known() {
+        let spec = PayoutSpec {
+            grant: "g".into(),
+            source_currency: Currency::new("USDT").unwrap(),
+            target_currency: Currency::new("NGN").unwrap(),
+            amount: Amount::Source {
+                amount: Decimal::ONE,
+            },
+            recipient: RecipientSpec::Bank {
+                bank_code: "000013".into(),
+                account_number: "0123456789".into(),
+                expected_name: "SOSANYA DICKSON OLUMIDE".into(),
+            },
+            guard: RateGuard::default(),
+            max_requotes: 3,
+            limits: Limits::default(),
+            approval: None,
+            sweep: None,
+        };
+        let mut run = Run::new("j", "o", "v", spec, false, chrono::Utc::now());
+        let before = payee_shown(&run);
+        assert!(
+            before.contains("SOSANYA DICKSON OLUMIDE") && before.contains("not yet confirmed"),
+            "{before}"
+        );
+        run.recipient_name = Some("ADA LOVELACE".into());
+        let after = payee_shown(&run);
+        assert_eq!(after, "ADA LOVELACE (******6789 at bank 000013)");
+        run.spec.recipient = RecipientSpec::Id {
+            id: "64ae8c26b1f5b4a1c2d3e4f5".into(),
+        };
+        assert_eq!(
+            payee_shown(&run),
+            "ADA LOVELACE (recipient 64ae8c26b1f5b4a1c2d3e4f5)"
+        );
     }
 
     #[test]

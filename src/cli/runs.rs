@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::CliError;
 use crate::audit::AuditEntry;
 use crate::clock::Clock;
-use crate::guards::{ApprovalPreview, Operator, payee_label, preview_batch, summarise_batch};
+use crate::guards::{ApprovalPreview, Operator, preview_batch, summarise_batch};
 use crate::runs::{Amount, Run, RunId, RunState, mask_account};
 use crate::store::{RunFilter, Store};
 
@@ -443,13 +443,15 @@ pub fn mask_json(v: &mut Value) {
 fn run_json(run: &Run) -> Value {
     let mut v = serde_json::to_value(run).unwrap_or(Value::Null);
     mask_json(&mut v);
+    v["payee"] = Value::String(crate::runs::payee_shown(run));
     v
 }
 
 /// The fields of an audit payload worth a timeline line: ids, rate, fees, amounts,
 /// status and reason.
-const TIMELINE_KEYS: [&str; 22] = [
+const TIMELINE_KEYS: [&str; 23] = [
     "recipient_id",
+    "holder_name",
     "quote_id",
     "transfer_id",
     "reference",
@@ -542,7 +544,7 @@ async fn show(
         }
         writeln!(out, "  grant:       {}", run.spec.grant)?;
         writeln!(out, "  amount:      {}", amount_text(&run))?;
-        writeln!(out, "  payee:       {}", payee_label(&run.spec.recipient))?;
+        writeln!(out, "  payee:       {}", crate::runs::payee_shown(&run))?;
         writeln!(
             out,
             "  recipient:   {}",

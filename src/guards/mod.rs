@@ -39,7 +39,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::pipeline::{Gate, GateStep, Hold};
-use crate::runs::{Amount, Limits, PayoutSpec, RecipientSpec, Run, RunState, mask_account};
+use crate::runs::{Amount, Limits, PayoutSpec, RecipientSpec, Run, RunState};
 use crate::store::{CapCheck, Store, StoreError};
 
 /// What a halt covers.
@@ -372,21 +372,6 @@ pub fn payee_key(r: &RecipientSpec) -> String {
     }
 }
 
-/// Who a run pays, for people: account numbers masked.
-pub fn payee_label(r: &RecipientSpec) -> String {
-    match r {
-        RecipientSpec::Id { id } => format!("recipient {id}"),
-        RecipientSpec::Bank {
-            bank_code,
-            account_number,
-            expected_name,
-        } => format!(
-            "{expected_name} ({} at bank {bank_code})",
-            mask_account(account_number)
-        ),
-    }
-}
-
 /// Totals per currency and side, e.g. `"150000 NGN (target)"`.
 fn totals(runs: &[&Run]) -> Vec<String> {
     let mut sums: BTreeMap<(String, &'static str), Decimal> = BTreeMap::new();
@@ -452,7 +437,7 @@ pub fn preview_batch(
     for r in &awaiting {
         let key = payee_key(&r.spec.recipient);
         if !seen.contains(&key) && new_keys.insert(key) {
-            new_payees.push(payee_label(&r.spec.recipient));
+            new_payees.push(crate::runs::payee_shown(r));
         }
     }
     ApprovalPreview {
@@ -463,7 +448,7 @@ pub fn preview_batch(
             .map(|r| PreviewRun {
                 id: r.id.to_string(),
                 occurrence_key: r.occurrence_key.clone(),
-                payee: payee_label(&r.spec.recipient),
+                payee: crate::runs::payee_shown(r),
                 amount: amount_label(&r.spec),
             })
             .collect(),
@@ -519,7 +504,7 @@ pub fn summarise_batch(job_id: &str, occurrence: &str, runs: &[Run]) -> BatchSum
             .map(|r| FailedRun {
                 id: r.id.to_string(),
                 occurrence_key: r.occurrence_key.clone(),
-                payee: payee_label(&r.spec.recipient),
+                payee: crate::runs::payee_shown(r),
                 state: r.state.to_string(),
                 reason: r.reason.clone(),
             })

@@ -332,3 +332,35 @@ async fn halt_and_resume_by_command_are_persisted_audited_and_hold_runs() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_show_names_the_payee_as_the_provider_reports_it_not_as_the_job_wrote_it() {
+    // The job writes "Ada Lovelace"; Busha holds the account as "ADA LOVELACE".
+    let w = World::new().await;
+    let id = w.create("occ-name", ngn(dec!(1000))).await;
+    let before = w.ok(&["runs", "show", id.as_str()]).await;
+    assert!(
+        before.contains("not yet confirmed by the provider"),
+        "{before}"
+    );
+
+    assert_eq!(w.drive(&w.pipeline("w1"), &id).await, RunState::Settled);
+
+    let text = w.ok(&["runs", "show", id.as_str()]).await;
+    let payee = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("payee:"))
+        .unwrap_or_else(|| panic!("no payee line in {text}"));
+    assert!(
+        payee.contains("ADA LOVELACE (******6789 at bank 000013)"),
+        "{payee}"
+    );
+    assert!(!payee.contains("Ada Lovelace"), "{payee}");
+    let v: Value =
+        serde_json::from_str(&w.ok(&["runs", "show", id.as_str(), "--json"]).await).unwrap();
+    assert_eq!(v["run"]["recipient_name"], "ADA LOVELACE");
+    assert_eq!(
+        v["run"]["payee"],
+        "ADA LOVELACE (******6789 at bank 000013)"
+    );
+}
