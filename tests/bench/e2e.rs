@@ -578,6 +578,7 @@ timezone = "Africa/Lagos"
         .iter()
         .map(|s| s.to_string())
         .collect(),
+        ..Default::default()
     }];
     let rss0 = current_rss_mib();
     let started = Instant::now();
@@ -645,6 +646,7 @@ async fn refresh_storm(runs: usize, grants: usize) -> Value {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            ..Default::default()
         })
         .collect();
     let keys = Arc::new(Keyring::generate(1));
