@@ -9,6 +9,7 @@ mod conformance;
 mod connect;
 mod demo;
 mod grants;
+mod grants_caps;
 mod grants_cli;
 mod grants_harness;
 mod grants_logs;
