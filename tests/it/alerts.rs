@@ -417,3 +417,31 @@ fn the_signing_secret_comes_from_the_named_variable_and_a_short_one_is_refused_b
     assert_eq!(url.as_str(), "http://127.0.0.1:9/hook");
     assert_eq!(secret.expose(), RECEIVER_SECRET);
 }
+
+crate::on_both_backends!(the_worker_takes_stuck_after_from_its_config_and_posts_the_stuck_transfer);
+
+async fn the_worker_takes_stuck_after_from_its_config_and_posts_the_stuck_transfer(ts: TestStore) {
+    // Arrange: a transfer submitted ten minutes ago, and `[alerts] stuck_after = "5m"`
+    // (the default, 30 minutes, would not call it stuck yet).
+    let w = crate::grants_harness::World::start(ts).await;
+    let run = crate::ops::tracked_run(&w.ts, &w.clock, "TRF_slow").await;
+    w.clock.advance(chrono::Duration::minutes(10));
+    let mut receiver = Receiver::start(RECEIVER_SECRET, &[]).await;
+
+    // Act: the assembled worker, with its sink aimed at the receiver.
+    let worker = crate::grants_seals::Worker::start(
+        &w,
+        w.keys.clone(),
+        Some((receiver.url.clone(), Secret::new(RECEIVER_SECRET))),
+        "[alerts]\nstuck_after = \"5m\"\n",
+    )
+    .await;
+    let notice = receiver.next().await;
+    worker.stop().await;
+
+    // Assert
+    assert!(notice.signature_ok, "{notice:?}");
+    assert_eq!(notice.kind, "transfer_stuck");
+    assert_eq!(notice.subject, run.id.to_string());
+    assert!(notice.message.contains("TRF_slow"), "{notice:?}");
+}

@@ -35,7 +35,7 @@ fn key(seed: u8) -> String {
 }
 
 /// The assembled worker (`service::run`) on the world's store, holding `keys`.
-struct Worker {
+pub struct Worker {
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<Result<(), String>>,
     base: String,
@@ -43,7 +43,13 @@ struct Worker {
 }
 
 impl Worker {
-    async fn start(w: &World, keys: Arc<Keyring>, alerts: Option<(url::Url, Secret)>) -> Worker {
+    /// `extra`: more config (e.g. an `[alerts]` section) after the world's settings.
+    pub async fn start(
+        w: &World,
+        keys: Arc<Keyring>,
+        alerts: Option<(url::Url, Secret)>,
+        extra: &str,
+    ) -> Worker {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -51,7 +57,7 @@ impl Worker {
             .unwrap()
             .port();
         let text = format!(
-            "{}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            "{}\n[http]\nlisten = \"127.0.0.1:{port}\"\n{extra}",
             settings_text(w)
         );
         let settings = Settings::parse(std::path::Path::new("test.toml"), &text).unwrap();
@@ -88,12 +94,12 @@ impl Worker {
         }
     }
 
-    async fn readyz(&self) -> (u16, String) {
+    pub async fn readyz(&self) -> (u16, String) {
         let r = reqwest::get(format!("{}/readyz", self.base)).await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.shutdown.cancel();
         self.handle.await.unwrap().unwrap();
     }
@@ -114,6 +120,7 @@ async fn a_wrong_master_key_keeps_readyz_not_ready_naming_the_grant_and_version_
         &w,
         wrong,
         Some((receiver.url.clone(), Secret::new(RECEIVER_SECRET))),
+        "",
     )
     .await;
     let (status, body) = worker.readyz().await;
@@ -137,7 +144,7 @@ async fn a_wrong_master_key_keeps_readyz_not_ready_naming_the_grant_and_version_
     assert!(notice.message.contains("master key v1"), "{notice:?}");
 
     // The right key: ready.
-    let worker = Worker::start(&w, w.keys.clone(), None).await;
+    let worker = Worker::start(&w, w.keys.clone(), None, "").await;
     let (status, body) = worker.readyz().await;
     worker.stop().await;
     assert_eq!((status, body.as_str()), (200, "ready"));

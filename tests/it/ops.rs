@@ -46,7 +46,7 @@ async fn serve(state: OpsState) -> String {
 }
 
 /// A run tracking `transfer_id`, due in an hour.
-async fn tracked_run(t: &TestStore, clock: &Clock, transfer_id: &str) -> Run {
+pub async fn tracked_run(t: &TestStore, clock: &Clock, transfer_id: &str) -> Run {
     let mut run = Run::new("job", transfer_id, "v1", spec(), false, clock.now());
     t.store
         .create_run(&run, NewAuditEntry::new("test", "run.created", json!({})))
