@@ -246,7 +246,10 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
     // Everything drains at once, under one bound. A step still in flight at the bound
     // is abandoned: its lease lapses and the next start reconciles before acting.
     let drain = async {
-        let (done, _, _, _) = tokio::join!(worker.join(), tasks.wait(), http, sink.flush());
+        // Queued alert notices get a short while; a receiver that is down cannot hold
+        // the shutdown. Each was logged as an ALERT when raised, so none goes unseen.
+        let notices = tokio::time::timeout(Duration::from_secs(2), sink.flush());
+        let (done, _, _, _) = tokio::join!(worker.join(), tasks.wait(), http, notices);
         done
     };
     match tokio::time::timeout(SHUTDOWN_BOUND, drain).await {

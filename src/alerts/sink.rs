@@ -231,8 +231,9 @@ impl Courier {
 
     /// The URL without credentials or query, for logs.
     fn shown_url(&self) -> String {
+        let port = self.url.port().map(|p| format!(":{p}")).unwrap_or_default();
         format!(
-            "{}://{}{}",
+            "{}://{}{port}{}",
             self.url.scheme(),
             self.url.host_str().unwrap_or_default(),
             self.url.path()
