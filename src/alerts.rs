@@ -3,24 +3,31 @@
 //! notification URL is configured, a signed POST.
 //!
 //! The watcher tails the audit log rather than being called from every place that can
-//! fail: whatever commits an entry gets its alert, and nothing needs to remember to.
+//! fail: whatever commits an entry gets its alert, and nothing needs to remember to. A
+//! grant whose tokens this process cannot open is raised by the seal check
+//! (`grants::seals`) through the same sink.
+//!
+//! - [`sink`]: the log, the metric and the signed POST, with bounded retries.
+
+mod sink;
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
-use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha2::Sha256;
+
+pub use sink::{AlertSink, Retry, SinkOptions, sign};
 
 use crate::audit::AuditEntry;
 use crate::clock::Clock;
-use crate::config::Secret;
 use crate::store::{Store, StoreError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     GrantDisconnected,
+    /// A grant's tokens do not open under this process's master key.
+    GrantUndecryptable,
     TransferStuck,
     RunFailed,
     Halt,
@@ -30,6 +37,7 @@ impl AlertKind {
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::GrantDisconnected => "grant_disconnected",
+            AlertKind::GrantUndecryptable => "grant_undecryptable",
             AlertKind::TransferStuck => "transfer_stuck",
             AlertKind::RunFailed => "run_failed",
             AlertKind::Halt => "halt",
@@ -47,66 +55,6 @@ pub struct Alert {
     pub at: DateTime<Utc>,
     /// The audit entry that raised it, if any.
     pub audit_seq: Option<i64>,
-}
-
-/// Where alerts go: always the log and a metric; optionally a signed POST.
-#[derive(Clone)]
-pub struct AlertSink {
-    http: reqwest::Client,
-    target: Option<(url::Url, std::sync::Arc<Secret>)>,
-}
-
-impl AlertSink {
-    /// `target`: the notification URL and the HMAC secret that signs each POST.
-    pub fn new(target: Option<(url::Url, Secret)>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        Self {
-            http,
-            target: target.map(|(u, s)| (u, std::sync::Arc::new(s))),
-        }
-    }
-
-    pub async fn emit(&self, alert: &Alert) {
-        tracing::warn!(alert = alert.kind.as_str(), subject = %alert.subject, audit_seq = alert.audit_seq, message = %alert.message, "ALERT");
-        metrics::counter!("treasury_alerts_total", "kind" => alert.kind.as_str()).increment(1);
-        let Some((url, secret)) = &self.target else {
-            return;
-        };
-        let body = serde_json::to_vec(alert).unwrap_or_default();
-        let timestamp = alert.at.timestamp().to_string();
-        let signature = sign(secret.expose().as_bytes(), &timestamp, &body);
-        let sent = self
-            .http
-            .post(url.clone())
-            .header("content-type", "application/json")
-            .header("x-treasury-timestamp", &timestamp)
-            .header("x-treasury-signature", format!("sha256={signature}"))
-            .body(body)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::error!(status = r.status().as_u16(), "alert notification refused"),
-            Err(e) => tracing::error!(error = %e.without_url(), "alert notification not delivered"),
-        }
-    }
-}
-
-/// Hex HMAC-SHA256 over `"{timestamp}.{body}"`, as the notification receiver checks it.
-pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
-    // HMAC takes keys of any length; this cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// What an audit entry means for alerting.
@@ -177,7 +125,7 @@ impl AlertWatcher {
         })
     }
 
-    /// Emits the alerts since the last poll; returns them.
+    /// Emits the alerts since the last poll; returns those whose kind is on.
     pub async fn poll(&mut self) -> Result<Vec<Alert>, StoreError> {
         let mut alerts = Vec::new();
         loop {
@@ -203,9 +151,7 @@ impl AlertWatcher {
                 });
             }
         }
-        for alert in &alerts {
-            self.sink.emit(alert).await;
-        }
+        alerts.retain(|alert| self.sink.emit(alert));
         Ok(alerts)
     }
 }

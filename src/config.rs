@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
+mod alerts;
+mod caps;
+
+pub use alerts::{AlertKinds, AlertSettings, MIN_ALERT_SECRET_BYTES};
+pub use caps::DailyCaps;
+
 /// The Busha client secret's environment variable.
 pub const CLIENT_SECRET_ENV: &str = "TREASURY_BUSHA_CLIENT_SECRET";
 /// The operator token's environment variable (HTTP Basic password for operator routes).
@@ -57,6 +63,7 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub pacing: PacingSettings,
     pub worker: WorkerSettings,
+    pub alerts: AlertSettings,
     pub grants: Vec<GrantSpec>,
 }
 
@@ -271,13 +278,16 @@ impl RawWorker {
 
 /// A grant alias that job files may name, and the scopes it must hold. Validating a job
 /// file needs only this, so a fresh clone validates without a store.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantSpec {
     pub alias: String,
     pub provider: String,
     /// Resource scopes (`openid` and `offline_access` are always requested as well).
     pub scopes: Vec<String>,
+    /// Rolling 24-hour caps over every run on the grant, per source currency.
+    #[serde(default)]
+    pub daily_caps: DailyCaps,
 }
 
 #[derive(Deserialize)]
@@ -294,6 +304,8 @@ struct File {
     pacing: PacingSettings,
     #[serde(default)]
     worker: RawWorker,
+    #[serde(default)]
+    alerts: alerts::RawAlerts,
     #[serde(default)]
     grants: Vec<GrantSpec>,
 }
@@ -376,6 +388,7 @@ impl Settings {
             return Err(invalid("[pacing] limits_scale must be at least 1".into()));
         }
         let worker = file.worker.resolve().map_err(invalid)?;
+        let alerts = file.alerts.resolve().map_err(invalid)?;
         Ok(Settings {
             path: path.to_path_buf(),
             store: file.store,
@@ -384,6 +397,7 @@ impl Settings {
             queue: file.queue,
             pacing: file.pacing,
             worker,
+            alerts,
             grants: file.grants,
         })
     }

@@ -312,6 +312,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         queue,
         operator_token: None,
         webhook_secret: None,
+        alert_target: None,
         tick: Duration::from_millis(100),
         sweep_poll: Some(Duration::from_millis(200)),
     };

@@ -5,7 +5,10 @@
 //! Code map (each module says what it owns and what it must never do):
 //! - [`config`]: the worker's settings file, parsed at the edge; secrets only from the env.
 //! - [`grants`]: customers' OAuth2 grants: connect (PKCE + OIDC), tokens sealed at rest,
-//!   single-flight fenced refresh. Never logs or returns token material.
+//!   single-flight fenced refresh, the seal check behind `/readyz`, rekey. Never logs or
+//!   returns token material.
+//! - [`alerts`]: alerts from the audit log, stuck transfers and undecryptable grants:
+//!   the log, a metric, and signed POSTs delivered off the worker's path. Never logs a secret.
 //! - [`guards`]: the kill switch, paused jobs, spending caps and approvals (the
 //!   pipeline's gate), and the rules of the operator commands. No SQL, no HTTP.
 //! - [`http`]: the worker's axum server (OAuth connect and callback). Binds localhost by default.

@@ -10,11 +10,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alerts::{AlertSink, AlertWatcher};
+use crate::alerts::{AlertSink, AlertWatcher, SinkOptions};
 use crate::clock::Clock;
 use crate::config::QueueBackendKind;
 use crate::config::{Secret, Settings};
-use crate::grants::{BushaOAuth, Connector, Custodian, CustodyConfig, Keyring};
+use crate::grants::{BushaOAuth, Connector, Custodian, CustodyConfig, Keyring, SealMonitor};
 use crate::guards::{Guards, GuardsConfig};
 use crate::jobs::Job;
 use crate::jobs::scheduler::{Scheduler, SchedulerConfig, create_occurrence};
@@ -40,6 +40,8 @@ pub struct Parts {
     pub queue: QueueConfig,
     pub operator_token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
+    /// Where signed alert notices go (`[alerts] url` and its secret); `None`: log only.
+    pub alert_target: Option<(url::Url, Secret)>,
     /// How often the scheduler ticks.
     pub tick: Duration,
     /// Polls every sweep's balance this often instead of at its job's `interval`
@@ -75,9 +77,17 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         queue,
         operator_token,
         webhook_secret,
+        alert_target,
         tick,
         sweep_poll,
     } = parts;
+    let sink = AlertSink::with(SinkOptions {
+        target: alert_target,
+        kinds: settings.alerts.kinds,
+        ..SinkOptions::default()
+    });
+    let mut seals = SealMonitor::new(store.clone(), keys.clone(), sink.clone(), clock.clone());
+    check_seals_at_start(&mut seals).await?;
     let custodian = Custodian::new(
         store.clone(),
         keys.clone(),
@@ -162,21 +172,24 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         };
         tasks.spawn(watch.run(shutdown.clone()));
     }
-    // Alerts from the audit log and stuck transfers.
+    // Alerts from the audit log and stuck transfers; the seal check again, so that a
+    // grant rekeyed under a version this process lacks turns readiness off.
+    let seal_status = seals.status();
     {
-        let mut watcher = AlertWatcher::new(
-            store.clone(),
-            AlertSink::new(None),
-            clock.clone(),
-            chrono::Duration::minutes(30),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let stuck_after = chrono::Duration::from_std(settings.alerts.stuck_after)
+            .unwrap_or(chrono::Duration::minutes(30));
+        let mut watcher =
+            AlertWatcher::new(store.clone(), sink.clone(), clock.clone(), stuck_after)
+                .await
+                .map_err(|e| e.to_string())?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             while !shutdown.is_cancelled() {
                 if let Err(e) = watcher.poll().await {
                     tracing::warn!(error = %e, "alert watcher could not read the store");
+                }
+                if let Err(e) = seals.check().await {
+                    tracing::warn!(error = %e, "seal check could not read the store");
                 }
                 tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(10)) => {} }
             }
@@ -192,6 +205,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         clock: clock.clone(),
         metrics: crate::metrics::install(),
         webhook_secret: webhook_secret.map(Arc::new),
+        seals: seal_status,
     })
     .merge(crate::http::triggers::trigger_router(
         crate::http::triggers::TriggerState {
@@ -232,7 +246,10 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
     // Everything drains at once, under one bound. A step still in flight at the bound
     // is abandoned: its lease lapses and the next start reconciles before acting.
     let drain = async {
-        let (done, _, _) = tokio::join!(worker.join(), tasks.wait(), http);
+        // Queued alert notices get a short while; a receiver that is down cannot hold
+        // the shutdown. Each was logged as an ALERT when raised, so none goes unseen.
+        let notices = tokio::time::timeout(Duration::from_secs(2), sink.flush());
+        let (done, _, _, _) = tokio::join!(worker.join(), tasks.wait(), http, notices);
         done
     };
     match tokio::time::timeout(SHUTDOWN_BOUND, drain).await {
@@ -241,6 +258,19 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
             bound = ?SHUTDOWN_BOUND,
             "shutdown bound reached; what was in flight resumes on the next start"
         ),
+    }
+    Ok(())
+}
+
+/// Opens every active grant's tokens before anything is served: each one that does not
+/// open is logged, alerted, and keeps `/readyz` not ready; the rest run.
+async fn check_seals_at_start(seals: &mut SealMonitor) -> Result<(), String> {
+    let problems = seals
+        .check()
+        .await
+        .map_err(|e| format!("cannot check that the grants' tokens open: {e}"))?;
+    for p in &problems {
+        tracing::error!(grant = %p.alias, key_version = p.key_version, "{p}; /readyz stays not ready");
     }
     Ok(())
 }
@@ -395,6 +425,7 @@ pub async fn parts_from_env(
     );
     let busha = busha_client(&settings)?;
     let jobs = crate::jobs::load(jobs_dir, &settings).map_err(|e| e.to_string())?;
+    let alert_target = settings.alerts.target().map_err(|e| e.to_string())?;
     let operator_token =
         crate::config::secret_from_env(crate::config::OPERATOR_TOKEN_ENV, "the operator token")
             .ok();
@@ -412,6 +443,7 @@ pub async fn parts_from_env(
         jobs,
         operator_token,
         webhook_secret,
+        alert_target,
         tick: Duration::from_secs(1),
         sweep_poll: None,
     })

@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{self, CLIENT_SECRET_ENV, OPERATOR_TOKEN_ENV, Settings, secret_from_env};
-use crate::grants::custodian::{RekeyReport, rekey};
+use crate::grants::crypto::MASTER_KEY_ENV;
+use crate::grants::rekey::{RekeyReport, rekey};
 use crate::grants::{
     BushaOAuth, Connector, Custodian, CustodyConfig, Grant, GrantStatus, Keyring, OAuthSettings,
 };
@@ -487,10 +488,11 @@ impl Context {
                         "{}",
                         serde_json::to_string(&report).unwrap_or_default()
                     )
-                    .map_err(io)
+                    .map_err(io)?;
                 } else {
-                    write_rekey(out, &report).map_err(io)
+                    write_rekey(out, &report).map_err(io)?;
                 }
+                rekey_outcome(&report)
             }
         }
     }
@@ -583,6 +585,21 @@ fn write_show(out: &mut (dyn Write + Send), g: &Grant) -> std::io::Result<()> {
     writeln!(out, "updated at:     {}", g.updated_at.to_rfc3339())
 }
 
+/// A rekey that left any grant it could not open is a failure, naming each grant and
+/// the version it is sealed under.
+fn rekey_outcome(r: &RekeyReport) -> Result<(), CliError> {
+    if r.unopenable.is_empty() {
+        return Ok(());
+    }
+    let each: Vec<String> = r.unopenable.iter().map(|p| format!("  {p}")).collect();
+    Err(CliError(format!(
+        "rekey failed: {} grant(s) do not open under {MASTER_KEY_ENV} and were left unchanged:\n{}\n\
+         list every version the grants are sealed under, newest first (e.g. v2:<new>,v1:<old>), and run rekey again",
+        r.unopenable.len(),
+        each.join("\n")
+    )))
+}
+
 fn write_rekey(out: &mut (dyn Write + Send), r: &RekeyReport) -> std::io::Result<()> {
     writeln!(
         out,
@@ -597,6 +614,14 @@ fn write_rekey(out: &mut (dyn Write + Send), r: &RekeyReport) -> std::io::Result
             "busy (refreshing; run rekey again): {}",
             r.busy.join(", ")
         )?;
+    }
+    if !r.unopenable.is_empty() {
+        let names: Vec<String> = r
+            .unopenable
+            .iter()
+            .map(|p| format!("{} (sealed under v{})", p.alias, p.key_version))
+            .collect();
+        writeln!(out, "do not open (left unchanged): {}", names.join(", "))?;
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ use crate::audit::NewAuditEntry;
 use crate::clock::Clock;
 use crate::provider::AccessToken;
 use crate::provider::busha::{ErrorKind, ProviderError};
-use crate::store::{GrantRow, Resealed, SealedTokens, Store, StoreError};
+use crate::store::{GrantRow, SealedTokens, Store, StoreError};
 
 /// The longest Busha's `Retry-After` on a refresh is waited out before the one retry;
 /// a longer one ends the attempt as transient, with the refresh token kept.
@@ -158,16 +158,6 @@ pub async fn usability(
             reason: grant.status_reason.unwrap_or_default(),
         }
     })
-}
-
-/// What `rekey` did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RekeyReport {
-    pub newest_version: i64,
-    pub rekeyed: Vec<String>,
-    pub already_current: Vec<String>,
-    /// Grants whose lease stayed busy; run rekey again.
-    pub busy: Vec<String>,
 }
 
 impl Custodian {
@@ -925,99 +915,4 @@ impl Custodian {
     fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
     }
-}
-
-/// Re-seals every grant's tokens under the newest master key version, audited by `actor`.
-pub async fn rekey(
-    store: &Store,
-    keys: &Keyring,
-    clock: &Clock,
-    actor: &str,
-) -> Result<RekeyReport, GrantError> {
-    let newest = keys.newest();
-    let mut report = RekeyReport {
-        newest_version: newest,
-        ..RekeyReport::default()
-    };
-    for row in store.grants().await? {
-        if row.key_version == newest {
-            report.already_current.push(row.alias.clone());
-            continue;
-        }
-        let mut done = false;
-        let mut row = row;
-        for _ in 0..20 {
-            if reseal(store, keys, clock, &row, actor).await? {
-                done = true;
-                break;
-            }
-            tokio::time::sleep(StdDuration::from_millis(200)).await;
-            row = match store.grant(&row.id).await? {
-                Some(r) => r,
-                None => break,
-            };
-            if row.key_version == newest {
-                done = true;
-                break;
-            }
-        }
-        if done {
-            report.rekeyed.push(row.alias.clone());
-        } else {
-            report.busy.push(row.alias.clone());
-        }
-    }
-    Ok(report)
-}
-
-async fn reseal(
-    store: &Store,
-    keys: &Keyring,
-    clock: &Clock,
-    row: &GrantRow,
-    actor: &str,
-) -> Result<bool, GrantError> {
-    let owner = Owner::Grant(&row.id);
-    let reseal = |field: &'static str, ct: &Option<String>| -> Result<Option<String>, GrantError> {
-        ct.as_ref()
-            .map(|ct| {
-                let plain = keys.open(owner, field, row.key_version, ct)?;
-                Ok(keys.seal(owner, field, &plain)?.1)
-            })
-            .transpose()
-    };
-    let access = reseal(ACCESS_FIELD, &row.access_token_ct)?;
-    let refresh = reseal(REFRESH_FIELD, &row.refresh_token_ct)?;
-    let now = clock.now();
-    let mut tx = store.begin().await?;
-    let written = store
-        .reseal_grant_in(
-            &mut tx,
-            &row.id,
-            row.fence,
-            &Resealed {
-                key_version: keys.newest(),
-                access_token_ct: access,
-                refresh_token_ct: refresh,
-            },
-            now,
-        )
-        .await?;
-    if !written {
-        return Ok(false);
-    }
-    store
-        .append_audit_in(
-            &mut tx,
-            now,
-            NewAuditEntry::new(
-                actor,
-                "grant.rekeyed",
-                json!({"alias": row.alias, "from_version": row.key_version, "to_version": keys.newest()}),
-            )
-            .grant(&row.id),
-        )
-        .await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(true)
 }

@@ -7,6 +7,8 @@
 //! - [`custodian`]: [`Custodian::access_token`], the one call that hands out tokens,
 //!   with single-flight refresh in a process and a fenced store lease across processes.
 //! - [`connect`]: the browser flow shared by `treasury connect` and the HTTP server.
+//! - [`seals`]: whether this process's master key opens every active grant (`/readyz`).
+//! - [`rekey`]: re-sealing every grant under the newest key, checked before success.
 //!
 //! Never logs, returns or prints a token; audit entries carry ids and reasons only.
 
@@ -15,6 +17,8 @@ pub mod connect;
 pub mod crypto;
 pub mod custodian;
 pub mod oauth;
+pub mod rekey;
+pub mod seals;
 mod token_http;
 mod tokens;
 
@@ -23,8 +27,10 @@ use serde::Serialize;
 
 pub use connect::{CallbackParams, ConnectError, Connected, Connector};
 pub use crypto::{CryptoError, Keyring, MasterKeyError, RefreshToken};
-pub use custodian::{Custodian, CustodyConfig, RekeyReport, Usability, rekey, usability};
+pub use custodian::{Custodian, CustodyConfig, Usability, usability};
 pub use oauth::{BushaOAuth, OAuthSettings};
+pub use rekey::{RekeyReport, rekey};
+pub use seals::{SealMonitor, SealProblem, SealStatus, check_seals};
 
 use crate::store::{GrantRow, StoreError};
 

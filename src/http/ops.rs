@@ -1,4 +1,5 @@
-//! Operations routes: `/readyz` (the store answers), `/metrics` (Prometheus), and
+//! Operations routes: `/readyz` (the store answers and every active grant's tokens open
+//! under this process's master key), `/metrics` (Prometheus), and
 //! `POST /webhooks/busha`, which only wakes the tracking of a transfer: the run
 //! re-fetches it, and the payload is never trusted.
 
@@ -17,6 +18,7 @@ use sha2::Sha256;
 
 use crate::clock::Clock;
 use crate::config::Secret;
+use crate::grants::SealStatus;
 use crate::store::Store;
 
 /// What the operations routes share.
@@ -28,6 +30,8 @@ pub struct OpsState {
     /// The webhook secret Busha signs deliveries with (`TREASURY_BUSHA_WEBHOOK_SECRET`);
     /// without it the webhook route refuses every delivery.
     pub webhook_secret: Option<Arc<Secret>>,
+    /// The seal check's latest findings (`grants::seals`).
+    pub seals: SealStatus,
 }
 
 pub fn ops_router(state: OpsState) -> Router {
@@ -39,14 +43,20 @@ pub fn ops_router(state: OpsState) -> Router {
 }
 
 async fn readyz(State(s): State<OpsState>) -> Response {
-    match s.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => (
+    if let Err(e) = s.store.ping().await {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store unavailable: {e}"),
         )
-            .into_response(),
+            .into_response();
     }
+    let problems = s.seals.problems();
+    if problems.is_empty() {
+        return (StatusCode::OK, "ready").into_response();
+    }
+    // Names the grant and the key version; never key material.
+    let lines: Vec<String> = problems.iter().map(|p| format!("not ready: {p}")).collect();
+    (StatusCode::SERVICE_UNAVAILABLE, lines.join("\n")).into_response()
 }
 
 async fn metrics(State(s): State<OpsState>) -> Response {

@@ -94,7 +94,12 @@ pub fn load_dir(dir: &Path, grants: Option<&[GrantSpec]>) -> Result<Loaded, Jobs
             source,
         })?;
         match parse_job(&shown, &bytes, grants) {
-            Ok(job) => loaded.jobs.push(job),
+            Ok(mut job) => {
+                if let Some(grants) = grants {
+                    apply_grant_cap(&mut job, grants);
+                }
+                loaded.jobs.push(job)
+            }
             Err(errs) => loaded.errors.extend(errs),
         }
     }
@@ -115,6 +120,16 @@ pub fn load_dir(dir: &Path, grants: Option<&[GrantSpec]>) -> Result<Loaded, Jobs
         }
     }
     Ok(loaded)
+}
+
+/// Gives the job its grant's rolling 24-hour cap in the job's source currency, from
+/// `[[grants]] daily_caps`, so that every run it creates carries (and seals) it.
+fn apply_grant_cap(job: &mut Job, grants: &[GrantSpec]) {
+    let cap = grants
+        .iter()
+        .find(|g| g.alias == job.spec.grant)
+        .and_then(|g| g.daily_caps.get(&job.spec.source_currency));
+    job.spec.limits.grant_daily_cap = cap;
 }
 
 /// Loads the jobs the worker will run, refusing them all if any file is wrong.

@@ -169,3 +169,43 @@ async fn treasury_connect_refuses_to_start_without_a_usable_master_key_or_issuer
     );
     assert!(w.store().grants().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_rekey_with_a_wrong_master_key_fails_naming_the_grant_and_never_says_current() {
+    // Arrange: a grant sealed under v1 = k1, and a CLI given a valid but wrong v1.
+    let _env = ENV.lock().await;
+    let (k1, wrong) = (key(3), key(150));
+    let mut w = World::start(TestStore::sqlite().await).await;
+    w.keys = Arc::new(Keyring::parse(&k1).unwrap());
+    let grant = w.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("treasury.toml");
+    std::fs::write(&config, settings_text(&w)).unwrap();
+    set_env("TREASURY_MASTER_KEY", Some(&wrong));
+
+    // Act
+    let err = treasury(&w, &config, &["grants", "rekey"])
+        .await
+        .unwrap_err();
+
+    // Assert: a failure that names the grant and its version; nothing claimed current.
+    assert!(
+        err.starts_with("rekey failed: 1 grant(s) do not open"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("grant {ALIAS} is sealed under master key v1")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("already current") && !err.contains(&wrong),
+        "{err}"
+    );
+    let row = w.store().grant(&grant.id).await.unwrap().unwrap();
+    assert_eq!(row.key_version, 1);
+
+    // The right key: success, and the grant is current.
+    set_env("TREASURY_MASTER_KEY", Some(&k1));
+    let out = treasury(&w, &config, &["grants", "rekey"]).await.unwrap();
+    assert!(out.contains("1 already current"), "{out}");
+}

@@ -129,6 +129,7 @@ impl World {
             alias: ALIAS.into(),
             provider: "busha".into(),
             scopes: scopes(),
+            ..Default::default()
         }]
     }
 

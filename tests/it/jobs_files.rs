@@ -27,6 +27,7 @@ pub fn test_grants() -> Vec<GrantSpec> {
             alias: "acme-treasury".into(),
             provider: "busha".into(),
             scopes: all.clone(),
+            ..Default::default()
         },
         GrantSpec {
             alias: "read-mostly".into(),
@@ -35,6 +36,7 @@ pub fn test_grants() -> Vec<GrantSpec> {
                 .into_iter()
                 .filter(|s| s != "recipients:write")
                 .collect(),
+            ..Default::default()
         },
     ]
 }

@@ -1,5 +1,6 @@
 //! The one integration-test binary: every suite is a module here.
 
+mod alerts;
 mod audit_cli;
 mod backends;
 mod chaos;
@@ -8,9 +9,11 @@ mod conformance;
 mod connect;
 mod demo;
 mod grants;
+mod grants_caps;
 mod grants_cli;
 mod grants_harness;
 mod grants_logs;
+mod grants_seals;
 mod guards;
 mod guards_store;
 mod guards_world;

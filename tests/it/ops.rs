@@ -46,7 +46,7 @@ async fn serve(state: OpsState) -> String {
 }
 
 /// A run tracking `transfer_id`, due in an hour.
-async fn tracked_run(t: &TestStore, clock: &Clock, transfer_id: &str) -> Run {
+pub async fn tracked_run(t: &TestStore, clock: &Clock, transfer_id: &str) -> Run {
     let mut run = Run::new("job", transfer_id, "v1", spec(), false, clock.now());
     t.store
         .create_run(&run, NewAuditEntry::new("test", "run.created", json!({})))
@@ -91,6 +91,7 @@ async fn a_signed_busha_webhook_wakes_tracking_and_a_bad_signature_is_refused() 
         clock: clock.clone(),
         metrics: treasury::metrics::install(),
         webhook_secret: Some(Arc::new(Secret::new("whsec"))),
+        seals: Default::default(),
     })
     .await;
     // The payload claims delivery; it is only a hint.
@@ -142,6 +143,7 @@ async fn metrics_count_runs_by_state_and_readiness_follows_the_store() {
         clock,
         metrics: treasury::metrics::install(),
         webhook_secret: None,
+        seals: Default::default(),
     })
     .await;
     let text = reqwest::get(format!("{url}/metrics"))
@@ -218,10 +220,14 @@ async fn alerts_come_from_the_audit_log_and_stuck_transfers_with_a_signed_post()
         url::Url::parse(&format!("http://{}/alerts", listener.local_addr().unwrap())).unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let sink = AlertSink::new(Some((target, Secret::new("alert-secret"))));
-    let mut watcher =
-        AlertWatcher::new(t.store.clone(), sink, clock.clone(), Duration::minutes(30))
-            .await
-            .unwrap();
+    let mut watcher = AlertWatcher::new(
+        t.store.clone(),
+        sink.clone(),
+        clock.clone(),
+        Duration::minutes(30),
+    )
+    .await
+    .unwrap();
 
     t.store
         .append_audit(
@@ -277,6 +283,7 @@ async fn alerts_come_from_the_audit_log_and_stuck_transfers_with_a_signed_post()
         vec![AlertKind::TransferStuck]
     );
     assert!(watcher.poll().await.unwrap().is_empty());
+    sink.flush().await;
     let posts = received.lock().clone();
     assert_eq!(posts.len(), 4);
     assert!(

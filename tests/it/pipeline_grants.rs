@@ -33,6 +33,7 @@ pub async fn connect_for_payouts(w: &World) {
         alias: ALIAS.into(),
         provider: "busha".into(),
         scopes: PAYOUT_SCOPES.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     }];
     let connector = Connector::new(
         w.store(),

@@ -95,6 +95,7 @@ impl Deployment {
             alias: GRANT.into(),
             provider: "busha".into(),
             scopes: SCOPES.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         }];
         let connector = Connector::new(store.clone(), keys, oauth, clock.clone(), grants);
         let started = connector.begin(GRANT).await.unwrap();

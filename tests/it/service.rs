@@ -75,6 +75,7 @@ impl Service {
             queue: Default::default(),
             pacing: Default::default(),
             worker: Default::default(),
+            alerts: Default::default(),
             grants: vec![GrantSpec {
                 alias: ALIAS.into(),
                 provider: "busha".into(),
@@ -90,6 +91,7 @@ impl Service {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+                ..Default::default()
             }],
         };
         let jobs = treasury::jobs::load(dir.path(), &settings).unwrap();
@@ -104,6 +106,7 @@ impl Service {
             queue: treasury::queue::QueueConfig::sqlite(dir.path().join("queue.db")),
             operator_token: None,
             webhook_secret: None,
+            alert_target: None,
             tick: Duration::from_millis(200),
             sweep_poll: Some(Duration::from_millis(100)),
         };

@@ -157,6 +157,7 @@ timezone = "Africa/Lagos"
         .iter()
         .map(|s| s.to_string())
         .collect(),
+        ..Default::default()
     }];
     let rss0 = current_rss_mib();
     let started = Instant::now();

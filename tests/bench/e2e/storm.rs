@@ -53,6 +53,7 @@ pub async fn refresh_storm(runs: usize, grants: usize) -> Value {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            ..Default::default()
         })
         .collect();
     let keys = Arc::new(Keyring::generate(1));
