@@ -28,7 +28,7 @@
 mod redis;
 mod sqlite;
 
-pub use redis::IDEMPOTENCY_TTL;
+pub use redis::{IDEMPOTENCY_TTL, connection_config as redis_connection_config};
 
 use std::fmt;
 use std::path::PathBuf;

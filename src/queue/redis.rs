@@ -28,6 +28,18 @@ use super::{
 /// queue, so that a duplicate push of one dispatch is always dropped.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// How long one Redis command may take before it fails. redis-rs defaults to 500 ms,
+/// which a loaded machine exceeds on a `SCAN` of a shared keyspace: the queue then
+/// reads as unavailable although Redis is up. A stalled Redis still fails in seconds.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connection settings every Redis connection of ours uses.
+pub fn connection_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+}
+
 #[derive(Clone)]
 pub(super) struct RedisQueue {
     conn: ConnectionManager,
@@ -47,15 +59,18 @@ impl RedisQueue {
                 super::redact_url(url)
             ))
         })?;
-        let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
-            .await
-            .map_err(|_| {
-                unavailable(format!(
-                    "no answer from Redis at {} in 10 s",
-                    super::redact_url(url)
-                ))
-            })?
-            .map_err(unavailable)?;
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get_connection_manager_with_config(connection_config()),
+        )
+        .await
+        .map_err(|_| {
+            unavailable(format!(
+                "no answer from Redis at {} in 10 s",
+                super::redact_url(url)
+            ))
+        })?
+        .map_err(unavailable)?;
         let apalis = Config::default()
             .queue(&config.name)
             .batch_size(config.batch_size)

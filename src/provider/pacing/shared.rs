@@ -61,7 +61,11 @@ impl SharedPacing {
     async fn conn(&self) -> Result<ConnectionManager, String> {
         self.conn
             .get_or_try_init(|| async {
-                tokio::time::timeout(Duration::from_secs(5), self.client.get_connection_manager())
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    self.client
+                        .get_connection_manager_with_config(crate::queue::redis_connection_config()),
+                )
                     .await
                     .map_err(|_| "no answer from the pacing Redis in 5 s".to_string())?
                     .map_err(|e| format!("cannot reach the pacing Redis: {e}"))
