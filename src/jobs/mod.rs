@@ -6,11 +6,13 @@
 //!   an occurrence freezes into runs ([`Job::runs`], [`JobSpec::payouts`]).
 //! - [`schedule`]: cron + IANA zone + the DST policy, and catch-up after downtime.
 //! - [`scheduler`]: the tick that creates one run per occurrence, ever (invariant 2).
+//! - [`feasible`]: jobs certain to fail: an amount that breaks a limit at every rate.
 //! - [`plan`]: what `treasury jobs plan` shows: next occurrences, amounts, approval.
 //!
 //! [`validate`] is `treasury jobs validate`: config and every job file, all errors at once.
 //! Nothing here moves money; the scheduler only writes run rows through the store.
 
+pub mod feasible;
 pub mod parse;
 pub mod plan;
 pub mod schedule;
