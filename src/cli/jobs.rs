@@ -72,9 +72,15 @@ pub async fn run(
             } else {
                 StoreAccess::IfPresent
             };
-            let v = jobs::validate(config, &jobs, access).await;
+            let mut v = jobs::validate(config, &jobs, access).await;
+            let (secret_errors, warnings) = jobs::check_trigger_secrets(&v.jobs);
+            v.errors.extend(secret_errors);
+            v.errors.sort();
             for e in &v.errors {
                 writeln!(out, "{e}").map_err(io)?;
+            }
+            for w in &warnings {
+                writeln!(out, "warning: {w}").map_err(io)?;
             }
             for n in &v.notes {
                 writeln!(out, "note: {n}").map_err(io)?;

@@ -199,6 +199,33 @@ pub async fn check_stored_scopes(
     Ok((errs, notes.into_iter().collect()))
 }
 
+/// Each trigger job's secret in this environment, as `jobs validate` judges it: blank,
+/// short or not text is an error; unset is a warning (a fresh clone has no secrets,
+/// and `treasury run` refuses to start until each is set).
+pub fn check_trigger_secrets(jobs: &[Job]) -> (Vec<Diagnostic>, Vec<String>) {
+    use crate::config::{SigningSecretError, signing_secret_from_env};
+    let (mut errs, mut warnings) = (Vec::new(), Vec::new());
+    for job in jobs {
+        let Some(t) = job.spec().http_trigger() else {
+            continue;
+        };
+        match signing_secret_from_env(&t.secret_env, "the trigger secret") {
+            Ok(_) => {}
+            Err(e @ SigningSecretError::Unset { .. }) => warnings.push(format!(
+                "job {}: {e}; `treasury run` refuses to start until it is set",
+                job.id()
+            )),
+            Err(e) => errs.push(Diagnostic {
+                path: job.path.clone(),
+                line: 0,
+                col: 0,
+                message: format!("job {} (`trigger.secret_env`): {e}", job.id()),
+            }),
+        }
+    }
+    (errs, warnings)
+}
+
 /// What `treasury jobs validate` found.
 #[derive(Debug, Default)]
 pub struct Validation {
