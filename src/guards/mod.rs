@@ -27,6 +27,9 @@
 //!   source amount. Either way no transfer starts beyond a cap.
 //!
 //! This module holds the rules; the SQL lives in `store::guards`. It never calls Busha.
+//! [`known`]: the job ids and grant aliases a halt or resume may name.
+
+pub mod known;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

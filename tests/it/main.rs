@@ -14,6 +14,7 @@ mod grants_logs;
 mod guards;
 mod guards_store;
 mod guards_world;
+mod halt_names;
 mod jobs_cli;
 mod jobs_files;
 mod jobs_scheduler;
