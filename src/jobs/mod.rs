@@ -328,7 +328,7 @@ fn config_diagnostic(config: &Path, e: &crate::config::ConfigError) -> Diagnosti
 
 /// Opens the configured store if it exists: a SQLite file that is not there yet is
 /// `None` (validating never creates one), and a server gets five seconds to answer.
-async fn open_store_for_reading(url: &str) -> Result<Option<Store>, String> {
+pub async fn open_store_for_reading(url: &str) -> Result<Option<Store>, String> {
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let file = rest.trim_start_matches("//");
         let file = file.split('?').next().unwrap_or("");

@@ -16,6 +16,7 @@ mod guards_store;
 mod guards_world;
 mod halt_names;
 mod jobs_cli;
+mod jobs_edges;
 mod jobs_files;
 mod jobs_scheduler;
 mod ops;
