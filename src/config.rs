@@ -15,7 +15,7 @@ use url::Url;
 mod alerts;
 mod caps;
 
-pub use alerts::{AlertKinds, AlertSettings, MIN_ALERT_SECRET_BYTES};
+pub use alerts::{AlertKinds, AlertSettings};
 pub use caps::DailyCaps;
 
 /// The Busha client secret's environment variable.
@@ -431,6 +431,47 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+/// Least length, in bytes, of a signing secret read from the environment.
+pub const MIN_SIGNING_SECRET_BYTES: usize = 32;
+
+/// Why a signing secret in the environment cannot be used. Each names the variable:
+/// for operators' eyes (start-up errors, `jobs validate`), never for HTTP callers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SigningSecretError {
+    #[error(
+        "${var} is not set: it must hold {what}, at least {MIN_SIGNING_SECRET_BYTES} bytes (secrets never go in files)"
+    )]
+    Unset { var: String, what: String },
+    #[error("${var} is empty or blank: {what} must be at least {MIN_SIGNING_SECRET_BYTES} bytes")]
+    Blank { var: String, what: String },
+    #[error("${var} holds {len} bytes: {what} must be at least {MIN_SIGNING_SECRET_BYTES} bytes")]
+    Short {
+        var: String,
+        what: String,
+        len: usize,
+    },
+    #[error("${var} is not valid UTF-8: {what} must be text")]
+    NotText { var: String, what: String },
+}
+
+/// Reads an HMAC signing secret from the environment: every trigger secret goes
+/// through here. It must be set, not blank, and at least [`MIN_SIGNING_SECRET_BYTES`]
+/// long. The value is used exactly as set (it is a key: never trimmed).
+pub fn signing_secret_from_env(var: &str, what: &str) -> Result<Secret, SigningSecretError> {
+    let (var, what) = (var.to_string(), what.to_string());
+    match std::env::var(&var) {
+        Err(std::env::VarError::NotPresent) => Err(SigningSecretError::Unset { var, what }),
+        Err(std::env::VarError::NotUnicode(_)) => Err(SigningSecretError::NotText { var, what }),
+        Ok(v) if v.trim().is_empty() => Err(SigningSecretError::Blank { var, what }),
+        Ok(v) if v.len() < MIN_SIGNING_SECRET_BYTES => Err(SigningSecretError::Short {
+            var,
+            what,
+            len: v.len(),
+        }),
+        Ok(v) => Ok(Secret::new(v)),
     }
 }
 

@@ -478,12 +478,13 @@ async fn drive(
     if let Some(job) = jobs.iter().find(|j| j.spec().http_trigger().is_some()) {
         let t = job.spec().http_trigger().expect("filtered on it");
         let amount = demo_trigger_amount(t.min_amount, t.max_amount);
-        let secret = std::env::var(&t.secret_env)
-            .map_err(|_| format!("the trigger secret ${} is not set", t.secret_env))?;
+        let secret = crate::config::signing_secret_from_env(&t.secret_env, "the trigger secret")
+            .map_err(|e| e.to_string())?;
         let ts = env.clock.now().timestamp().to_string();
         let event = format!("demo-{}", uuid::Uuid::new_v4().simple());
         let body = serde_json::json!({ "amount": amount.to_string() }).to_string();
-        let sig = crate::triggers::sign_trigger(secret.as_bytes(), &ts, &event, body.as_bytes());
+        let sig =
+            crate::triggers::sign_trigger(secret.expose().as_bytes(), &ts, &event, body.as_bytes());
         let url = format!("{base}/triggers/{}", job.id());
         let _ = writeln!(
             out,

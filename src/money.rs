@@ -85,6 +85,15 @@ pub const KNOWN_CURRENCIES: &[CurrencyInfo] = &[
 /// Precision assumed for a currency we have no entry for.
 pub const DEFAULT_PRECISION: u32 = 8;
 
+/// What [`parse_amount`] accepts, for messages.
+pub const PLAIN_DECIMAL_RULE: &str = "write digits with an optional fraction, such as \"1500\" or \"1500.25\" (no sign, exponent, `_`, spaces, or a bare leading or trailing point)";
+
+/// Most digits an amount may have before the decimal point (below 10^15).
+pub const MAX_INTEGER_DIGITS: usize = 15;
+/// Most digits an amount may have after the decimal point (a currency's precision
+/// narrows this further).
+pub const MAX_FRACTION_DIGITS: usize = 18;
+
 /// Why a currency code or an amount was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
@@ -92,6 +101,13 @@ pub enum MoneyError {
     BadCurrency(String),
     #[error("`{0}` is not a decimal amount")]
     NotADecimal(String),
+    /// Not the plain-decimal grammar of [`parse_amount`].
+    #[error("{0:?} is not a plain decimal: {PLAIN_DECIMAL_RULE}")]
+    NotPlain(String),
+    #[error(
+        "{0:?} is too large: an amount has at most {MAX_INTEGER_DIGITS} digits before the point and {MAX_FRACTION_DIGITS} after"
+    )]
+    TooLarge(String),
     #[error("amount must be positive, got {0}")]
     NotPositive(Decimal),
     #[error("{amount} has more than {precision} decimal places allowed for {currency}")]
@@ -201,6 +217,27 @@ impl fmt::Display for Money {
     }
 }
 
+/// The one parser of amounts a person writes: job files and trigger bodies. Accepts
+/// only plain decimals, `DIGITS` or `DIGITS.DIGITS` (`^[0-9]+(\.[0-9]+)?$`), with at
+/// most [`MAX_INTEGER_DIGITS`] digits before the point and [`MAX_FRACTION_DIGITS`]
+/// after, so that every accepted text is exact in a `Decimal`. Refuses what a
+/// general number parser would take: `1e6`, `1_0000`, `+10000`, `-5`, ` 5`, `.5`, `5.`.
+/// The sign of the value (zero allowed) and the currency's precision are the caller's.
+pub fn parse_amount(text: &str) -> Result<Decimal, MoneyError> {
+    let (int, frac) = match text.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (text, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || frac.is_some_and(|f| !digits(f)) {
+        return Err(MoneyError::NotPlain(text.to_string()));
+    }
+    if int.len() > MAX_INTEGER_DIGITS || frac.is_some_and(|f| f.len() > MAX_FRACTION_DIGITS) {
+        return Err(MoneyError::TooLarge(text.to_string()));
+    }
+    Decimal::from_str_exact(text).map_err(|_| MoneyError::TooLarge(text.to_string()))
+}
+
 /// Fails if `amount` carries more decimal places than `currency` allows.
 pub fn check_precision(amount: Decimal, currency: &Currency) -> Result<(), MoneyError> {
     let precision = currency.precision();
@@ -218,6 +255,35 @@ pub fn check_precision(amount: Decimal, currency: &Currency) -> Result<(), Money
 mod tests {
     use super::*;
     use rust_decimal::dec;
+
+    #[test]
+    fn only_plain_decimals_are_amounts() {
+        assert_eq!(parse_amount("250000"), Ok(dec!(250000)));
+        assert_eq!(parse_amount("250000.50"), Ok(dec!(250000.50)));
+        assert_eq!(parse_amount("0.000001"), Ok(dec!(0.000001)));
+        assert_eq!(parse_amount("0"), Ok(dec!(0)));
+        for bad in [
+            "1e6", "1E6", "1_0000", "+10000", "-5", " 5", "5 ", "1 000", ".5", "5.", "", ".",
+            "1.2.3", "0x10", "NaN", "inf", "١٢", "5,00",
+        ] {
+            assert_eq!(
+                parse_amount(bad),
+                Err(MoneyError::NotPlain(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse_amount("1000000000000000"),
+            Err(MoneyError::TooLarge(_))
+        ));
+        assert_eq!(parse_amount("999999999999999"), Ok(dec!(999999999999999)));
+        assert!(matches!(
+            parse_amount("1.0000000000000000001"),
+            Err(MoneyError::TooLarge(_))
+        ));
+        let msg = parse_amount("1e6").unwrap_err().to_string();
+        assert!(msg.contains("\"1e6\" is not a plain decimal"), "{msg}");
+    }
 
     #[test]
     fn currency_codes_are_normalised_and_checked() {

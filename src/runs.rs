@@ -225,6 +225,23 @@ pub struct RateGuard {
 }
 
 impl RateGuard {
+    /// What the guards reserve against the caps for a target amount before any quote
+    /// exists: its source cost at `min_rate` (the worst rate the guard accepts) plus
+    /// `max_fees`, rounded up to the source currency's precision. `None` without a
+    /// positive `min_rate`, or if the arithmetic overflows.
+    pub fn reserve_for_target(&self, target: Decimal, source: &Currency) -> Option<Decimal> {
+        let min_rate = self.min_rate.filter(|r| *r > Decimal::ZERO)?;
+        target
+            .checked_div(min_rate)?
+            .checked_add(self.max_fees.unwrap_or_default())
+            .map(|d| {
+                d.round_dp_with_strategy(
+                    source.precision(),
+                    rust_decimal::RoundingStrategy::AwayFromZero,
+                )
+            })
+    }
+
     /// Checks a quote's rate (as Busha reports it: counter units per base unit) and its
     /// total fees against the bounds. The error names the rate and the bound.
     pub fn check(

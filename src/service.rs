@@ -81,6 +81,8 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         tick,
         sweep_poll,
     } = parts;
+    // Before anything listens: every trigger job has a usable secret, or nothing starts.
+    let trigger_keys = Arc::new(crate::triggers::TriggerKeys::from_env(&jobs)?);
     let sink = AlertSink::with(SinkOptions {
         target: alert_target,
         kinds: settings.alerts.kinds,
@@ -212,6 +214,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
             store: store.clone(),
             clock: clock.clone(),
             jobs: jobs.clone(),
+            keys: trigger_keys,
             actor: format!("worker:{worker_id}"),
         },
     ));

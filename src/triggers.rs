@@ -1,10 +1,110 @@
-//! Event triggers: the signed HTTP trigger's verification, and the balance watch that
-//! fires sweeps. Pure decisions here; the HTTP route and the worker loop call them.
+//! Event triggers: the signed HTTP trigger's keys and verification, and the balance
+//! watch that fires sweeps. Decisions here; the HTTP route and the worker loop call
+//! them. The keys are read from the environment once, at start ([`TriggerKeys`]).
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use hmac::{Hmac, Mac};
 use rust_decimal::Decimal;
 use sha2::Sha256;
+
+use crate::config::{Secret, signing_secret_from_env};
+use crate::jobs::Job;
+
+/// The longest event id a trigger may carry.
+pub const MAX_EVENT_ID_CHARS: usize = 128;
+
+/// The key of every job fired by HTTP triggers, read once at start, and a random key
+/// for everything else: a trigger for an unknown job is verified like any other, so
+/// that it gets the same 401, the same body and the same work as a bad signature.
+#[derive(Clone)]
+pub struct TriggerKeys {
+    by_job: HashMap<String, Secret>,
+    /// Random per process, never revealed: nothing can be signed with it.
+    dummy: Secret,
+}
+
+impl std::fmt::Debug for TriggerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut jobs: Vec<&String> = self.by_job.keys().collect();
+        jobs.sort();
+        f.debug_struct("TriggerKeys").field("jobs", &jobs).finish()
+    }
+}
+
+impl TriggerKeys {
+    /// Reads every trigger job's secret through [`signing_secret_from_env`]. Refuses if
+    /// any is unset, blank or short, naming each such job and its variable.
+    pub fn from_env(jobs: &[Job]) -> Result<Self, String> {
+        let mut by_job = HashMap::new();
+        let mut refused = Vec::new();
+        for job in jobs {
+            let Some(t) = job.spec().http_trigger() else {
+                continue;
+            };
+            match signing_secret_from_env(&t.secret_env, "the trigger secret") {
+                Ok(secret) => {
+                    by_job.insert(job.id().to_string(), secret);
+                }
+                Err(e) => refused.push(format!("job {}: {e}", job.id())),
+            }
+        }
+        if !refused.is_empty() {
+            return Err(format!(
+                "refusing to start: {} trigger job(s) have no usable secret; set each, or remove the job:\n  {}",
+                refused.len(),
+                refused.join("\n  ")
+            ));
+        }
+        Ok(Self {
+            by_job,
+            dummy: random_key(),
+        })
+    }
+
+    /// Keys given directly (tests, the demo), with a random key for the rest.
+    pub fn from_secrets(secrets: impl IntoIterator<Item = (String, Secret)>) -> Self {
+        Self {
+            by_job: secrets.into_iter().collect(),
+            dummy: random_key(),
+        }
+    }
+
+    /// The key to verify a trigger for `job` with, and whether it is the job's own.
+    /// An unknown job, or one not fired by triggers, gets the random key.
+    pub fn key_for(&self, job: &str) -> (&Secret, bool) {
+        match self.by_job.get(job) {
+            Some(k) => (k, true),
+            None => (&self.dummy, false),
+        }
+    }
+}
+
+/// 32 random bytes, hex: as long as the shortest secret accepted.
+fn random_key() -> Secret {
+    let bytes: [u8; 16] = rand::random();
+    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Checks an event id: 1 to [`MAX_EVENT_ID_CHARS`] printable ASCII characters other
+/// than space (`!` to `~`: letters, digits and punctuation).
+pub fn check_event_id(id: &str) -> Result<(), String> {
+    let printable = id.bytes().all(|b| b.is_ascii_graphic());
+    if !id.is_empty() && id.len() <= MAX_EVENT_ID_CHARS && printable {
+        Ok(())
+    } else {
+        Err(format!(
+            "x-treasury-event-id must be 1 to {MAX_EVENT_ID_CHARS} printable ASCII characters (letters, digits and punctuation, `!` to `~`, no spaces); got {} byte(s){}",
+            id.len(),
+            if printable {
+                ""
+            } else {
+                " with a character outside that set"
+            }
+        ))
+    }
+}
 
 /// How far a trigger's timestamp may be from our clock, either way.
 pub const TRIGGER_WINDOW: Duration = Duration::minutes(5);

@@ -4,13 +4,19 @@
 //! job on one grant. Halts are persisted and audited (`halt.on` / `halt.off`, with the
 //! operator). Runs already in flight stop before their next money-moving step, and go
 //! on by themselves within the guards' recheck interval (30 s) of a resume.
+//!
+//! A job id or grant alias nobody knows is refused, with the closest known name: a
+//! typo must never look like a kill switch pulled (see [`KnownNames`]).
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::{ArgGroup, Args};
 
 use super::CliError;
 use crate::clock::Clock;
+use crate::config::GrantSpec;
+use crate::guards::known::KnownNames;
 use crate::guards::{HaltScope, Operator};
 use crate::store::Store;
 
@@ -24,6 +30,9 @@ pub struct ScopeArgs {
     /// Every job on one grant alias.
     #[arg(long)]
     pub grant: Option<String>,
+    /// The jobs directory, where job ids are looked up (besides the store's runs).
+    #[arg(long = "jobs", value_name = "DIR", default_value = crate::jobs::DEFAULT_DIR)]
+    pub jobs_dir: PathBuf,
 }
 
 impl ScopeArgs {
@@ -41,6 +50,30 @@ impl ScopeArgs {
             (_, Some(g)) => HaltScope::Grant(nonblank("grant", g)?),
             _ => HaltScope::All,
         })
+    }
+
+    /// The scope, refused if it names a job or grant that nobody knows.
+    async fn known_scope(
+        &self,
+        store: &Store,
+        grants: &[GrantSpec],
+    ) -> Result<HaltScope, CliError> {
+        let scope = self.scope()?;
+        if scope == HaltScope::All {
+            return Ok(scope);
+        }
+        // A broken file elsewhere in the directory hides only its own job: the job's
+        // runs, if any, still make it known.
+        let file_jobs = crate::jobs::load_dir(&self.jobs_dir, None)
+            .map_err(|e| CliError(format!("cannot read the job ids: {e}")))?
+            .jobs
+            .into_iter()
+            .map(|j| j.id().to_string());
+        let known = KnownNames::gather(store, file_jobs, grants.iter().map(|g| g.alias.clone()))
+            .await
+            .map_err(CliError::from)?;
+        known.check(&scope).map_err(CliError)?;
+        Ok(scope)
     }
 }
 
@@ -68,14 +101,15 @@ fn io(e: std::io::Error) -> CliError {
     CliError(format!("cannot write output: {e}"))
 }
 
-/// `treasury halt`.
+/// `treasury halt`. `grants`: the aliases config declares.
 pub async fn halt(
     store: &Store,
     clock: &Clock,
+    grants: &[GrantSpec],
     args: HaltArgs,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
-    let scope = args.scope.scope()?;
+    let scope = args.scope.known_scope(store, grants).await?;
     let who = Operator::parse(&args.operator).map_err(CliError)?;
     let reason = args
         .reason
@@ -98,14 +132,15 @@ pub async fn halt(
     }
 }
 
-/// `treasury resume`.
+/// `treasury resume`. `grants`: the aliases config declares.
 pub async fn resume(
     store: &Store,
     clock: &Clock,
+    grants: &[GrantSpec],
     args: ResumeArgs,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
-    let scope = args.scope.scope()?;
+    let scope = args.scope.known_scope(store, grants).await?;
     let who = Operator::parse(&args.operator).map_err(CliError)?;
     let lifted = store
         .clear_halt(&scope, &who, clock.now())

@@ -57,6 +57,39 @@ pub fn parse_from(s: &str) -> Result<DateTime<Utc>, CliError> {
         })
 }
 
+/// The holders' names runs have read, from the store if there is one; without a store
+/// (a fresh clone) every holder is shown as not yet known. The note says why none
+/// could be read.
+async fn read_holders(config: &Path, jobs: &[jobs::Job]) -> (jobs::plan::Holders, Option<String>) {
+    let unknown = jobs::plan::Holders::unknown;
+    let url = match crate::config::Settings::load(config) {
+        Ok(s) => s.store.url,
+        Err(e) => {
+            return (
+                unknown(),
+                Some(format!("the config could not be read ({e})")),
+            );
+        }
+    };
+    let store = match jobs::open_store_for_reading(&url).await {
+        Ok(Some(store)) => store,
+        Ok(None) => return (unknown(), None),
+        Err(e) => {
+            return (
+                unknown(),
+                Some(format!("the store could not be opened ({e})")),
+            );
+        }
+    };
+    match jobs::plan::Holders::read(&store, jobs).await {
+        Ok(h) => (h, None),
+        Err(e) => (
+            unknown(),
+            Some(format!("the store could not be read ({e})")),
+        ),
+    }
+}
+
 /// Runs one `jobs` subcommand. It reads the config itself, so that a broken config is
 /// reported like any other error instead of stopping the command.
 pub async fn run(
@@ -72,9 +105,15 @@ pub async fn run(
             } else {
                 StoreAccess::IfPresent
             };
-            let v = jobs::validate(config, &jobs, access).await;
+            let mut v = jobs::validate(config, &jobs, access).await;
+            let (secret_errors, warnings) = jobs::check_trigger_secrets(&v.jobs);
+            v.errors.extend(secret_errors);
+            v.errors.sort();
             for e in &v.errors {
                 writeln!(out, "{e}").map_err(io)?;
+            }
+            for w in &warnings {
+                writeln!(out, "warning: {w}").map_err(io)?;
             }
             for n in &v.notes {
                 writeln!(out, "note: {n}").map_err(io)?;
@@ -119,7 +158,11 @@ pub async fn run(
                     v.errors.len()
                 )));
             }
-            let plan = jobs::plan::plan(&v.jobs, from, next);
+            let (holders, why) = read_holders(config, &v.jobs).await;
+            let plan = jobs::plan::plan_with(&v.jobs, from, next, &holders);
+            if let (Some(why), false) = (why, json) {
+                writeln!(out, "note: {why}; holders' names are not shown").map_err(io)?;
+            }
             if json {
                 let text = serde_json::to_string_pretty(&plan)
                     .map_err(|e| CliError(format!("cannot encode the plan: {e}")))?;

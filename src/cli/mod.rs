@@ -285,8 +285,12 @@ async fn dispatch(
             return ctx.reconcile(args, &shutdown, out).await;
         }
         Command::Runs { command } => runs::command(&ctx.store, &ctx.clock, command, out).await,
-        Command::Halt(args) => guards::halt(&ctx.store, &ctx.clock, args, out).await,
-        Command::Resume(args) => guards::resume(&ctx.store, &ctx.clock, args, out).await,
+        Command::Halt(args) => {
+            guards::halt(&ctx.store, &ctx.clock, &ctx.settings.grants, args, out).await
+        }
+        Command::Resume(args) => {
+            guards::resume(&ctx.store, &ctx.clock, &ctx.settings.grants, args, out).await
+        }
         Command::Run { jobs } => {
             let parts = crate::service::parts_from_env(
                 ctx.settings.clone(),

@@ -5,10 +5,7 @@
 use serde::Deserialize;
 use url::Url;
 
-use super::{ConfigError, Secret, secret_from_env};
-
-/// The shortest signing secret accepted, in bytes.
-pub const MIN_ALERT_SECRET_BYTES: usize = 32;
+use super::{ConfigError, Secret};
 
 /// `[alerts]`, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,18 +121,14 @@ fn is_env_name(s: &str) -> bool {
 impl AlertSettings {
     /// The notice target: the URL and the signing secret read from `secret_env`, or
     /// `None` when no URL is configured. Refuses a secret that is unset, blank or
-    /// shorter than [`MIN_ALERT_SECRET_BYTES`], naming the variable, never the value.
+    /// shorter than [`super::MIN_SIGNING_SECRET_BYTES`], naming the variable, never the value.
     pub fn target(&self) -> Result<Option<(Url, Secret)>, ConfigError> {
         let (Some(url), Some(var)) = (&self.url, &self.secret_env) else {
             return Ok(None);
         };
-        let secret = secret_from_env(var, "the [alerts] signing secret")?;
-        if secret.expose().len() < MIN_ALERT_SECRET_BYTES {
-            return Err(ConfigError::MissingSecret(format!(
-                "{var} holds {} bytes: the [alerts] signing secret must be at least {MIN_ALERT_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
-                secret.expose().len()
-            )));
-        }
+        // The one reader of signing secrets, shared with triggers.
+        let secret = super::signing_secret_from_env(var, "the [alerts] signing secret")
+            .map_err(|e| ConfigError::MissingSecret(e.to_string()))?;
         Ok(Some((url.clone(), secret)))
     }
 }

@@ -27,6 +27,9 @@
 //!   source amount. Either way no transfer starts beyond a cap.
 //!
 //! This module holds the rules; the SQL lives in `store::guards`. It never calls Busha.
+//! [`known`]: the job ids and grant aliases a halt or resume may name.
+
+pub mod known;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -34,7 +37,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use futures_util::future::BoxFuture;
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::clock::Clock;
@@ -191,13 +194,12 @@ pub fn ask_for(run: &Run, step: GateStep) -> Ask {
             amount: *amount,
             estimated: false,
         },
-        Amount::Target { amount } => match spec.guard.min_rate.filter(|r| *r > Decimal::ZERO) {
-            Some(min_rate) => Ask::Amount {
-                amount: (*amount / min_rate + spec.guard.max_fees.unwrap_or_default())
-                    .round_dp_with_strategy(
-                        spec.source_currency.precision(),
-                        RoundingStrategy::AwayFromZero,
-                    ),
+        Amount::Target { amount } => match spec
+            .guard
+            .reserve_for_target(*amount, &spec.source_currency)
+        {
+            Some(amount) => Ask::Amount {
+                amount,
                 estimated: true,
             },
             None => Ask::Headroom,

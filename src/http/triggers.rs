@@ -1,12 +1,17 @@
 //! `POST /triggers/{job}`: a signed event that fires a job's occurrence.
 //!
 //! The request carries `X-Treasury-Timestamp` (Unix seconds, within ±5 minutes),
-//! `X-Treasury-Event-Id` (the occurrence key: a replay names the same run and creates
-//! nothing) and `X-Treasury-Signature: sha256=<hex HMAC-SHA256>` over
-//! `"{timestamp}.{event id}.{raw body}"`, keyed with the secret in the environment
-//! variable the job's `[trigger] secret_env` names. The body is `{"amount": "<decimal>"}`
-//! in the currency of the trigger's `side`, within its bounds. A bad signature or a
-//! stale timestamp gets 401 and creates no run.
+//! `X-Treasury-Event-Id` (the occurrence key, 1–128 printable ASCII characters: a
+//! replay names the same run and creates nothing) and `X-Treasury-Signature:
+//! sha256=<hex HMAC-SHA256>` over `"{timestamp}.{event id}.{raw body}"`, keyed with the
+//! secret in the environment variable the job's `[trigger] secret_env` names (read
+//! once, at start). The body is `{"amount": "<plain decimal>"}` in the currency of the
+//! trigger's `side`, within its bounds.
+//!
+//! An unauthenticated caller learns nothing: a bad signature, a stale timestamp and a
+//! job that does not exist (or is not fired by triggers) all get 401, with the same
+//! body for the same fault, after the same HMAC work, and create no run. No answer
+//! names a secret's variable.
 
 use std::sync::Arc;
 
@@ -16,20 +21,22 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use rust_decimal::Decimal;
 use serde_json::json;
 
 use crate::clock::Clock;
 use crate::jobs::Job;
 use crate::jobs::scheduler::{OccurrenceError, create_occurrence};
+use crate::money::parse_amount;
 use crate::store::Store;
-use crate::triggers::verify_trigger;
+use crate::triggers::{TriggerKeys, TriggerRejection, check_event_id, verify_trigger};
 
 #[derive(Clone)]
 pub struct TriggerState {
     pub store: Store,
     pub clock: Clock,
     pub jobs: Arc<Vec<Job>>,
+    /// Every trigger job's key, read at start ([`TriggerKeys::from_env`]).
+    pub keys: Arc<TriggerKeys>,
     /// The actor of the runs' `run.created` entries.
     pub actor: String,
 }
@@ -44,61 +51,59 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Verifies the request against the job's key (or the random key for a job that is
+/// not one of ours), then answers the job only if both hold.
+fn authenticate<'j>(
+    s: &'j TriggerState,
+    job_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(&'j Job, String), TriggerRejection> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (key, known) = s.keys.key_for(job_id);
+    let event_id = header("x-treasury-event-id");
+    verify_trigger(
+        key.expose().as_bytes(),
+        header("x-treasury-timestamp"),
+        event_id,
+        header("x-treasury-signature"),
+        body,
+        s.clock.now(),
+    )?;
+    let job = s
+        .jobs
+        .iter()
+        .find(|j| j.id().as_str() == job_id && j.spec().http_trigger().is_some())
+        .filter(|_| known)
+        .ok_or(TriggerRejection::BadSignature)?;
+    Ok((job, event_id.unwrap_or_default().to_string()))
+}
+
 async fn fire(
     State(s): State<TriggerState>,
     Path(job_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(job) = s.jobs.iter().find(|j| j.id().as_str() == job_id) else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            json!({ "error": format!("no job {job_id}") }),
-        );
+    let (job, event_id) = match authenticate(&s, &job_id, &headers, &body) {
+        Ok(found) => found,
+        Err(refused) => {
+            metrics::counter!("treasury_triggers_total", "result" => "refused").increment(1);
+            let known = s.keys.key_for(&job_id).1;
+            tracing::warn!(job = ?job_id, known_job = known, reason = %refused, "trigger refused");
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                json!({ "error": refused.to_string() }),
+            );
+        }
     };
-    let Some(trigger) = job.spec().http_trigger() else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            json!({ "error": format!("job {job_id} is not fired by HTTP triggers") }),
-        );
-    };
-    let Ok(secret) = std::env::var(&trigger.secret_env) else {
-        tracing::error!(job = %job_id, env = %trigger.secret_env, "trigger secret is not set; refusing triggers");
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "error": format!("the trigger secret ${} is not set", trigger.secret_env) }),
-        );
-    };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let event_id = header("x-treasury-event-id");
-    if let Err(refused) = verify_trigger(
-        secret.as_bytes(),
-        header("x-treasury-timestamp"),
-        event_id,
-        header("x-treasury-signature"),
-        &body,
-        s.clock.now(),
-    ) {
-        metrics::counter!("treasury_triggers_total", "result" => "refused").increment(1);
-        tracing::warn!(job = %job_id, reason = %refused, "trigger refused");
-        return reply(
-            StatusCode::UNAUTHORIZED,
-            json!({ "error": refused.to_string() }),
-        );
+    let event_id = event_id.as_str();
+    if let Err(e) = check_event_id(event_id) {
+        return reply(StatusCode::BAD_REQUEST, json!({ "error": e }));
     }
-    let event_id = event_id.unwrap_or_default();
-    let amount = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| {
-            v.get("amount")
-                .and_then(|a| a.as_str())
-                .and_then(|a| a.trim().parse::<Decimal>().ok())
-        });
-    let Some(amount) = amount else {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            json!({ "error": "the body must be {\"amount\": \"<decimal string>\"}" }),
-        );
+    let amount = match body_amount(&body) {
+        Ok(a) => a,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, json!({ "error": e })),
     };
     match create_occurrence(
         &s.store,
@@ -134,4 +139,15 @@ async fn fire(
             json!({ "error": format!("store unavailable: {e}") }),
         ),
     }
+}
+
+/// The body's amount: `{"amount": "<plain decimal>"}`, through the one amount parser.
+fn body_amount(body: &[u8]) -> Result<rust_decimal::Decimal, String> {
+    const SHAPE: &str = "the body must be {\"amount\": \"<decimal string>\"}";
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| SHAPE.to_string())?;
+    let text = value
+        .get("amount")
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| SHAPE.to_string())?;
+    parse_amount(text).map_err(|e| format!("`amount`: {e}"))
 }

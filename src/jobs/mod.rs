@@ -6,11 +6,13 @@
 //!   an occurrence freezes into runs ([`Job::runs`], [`JobSpec::payouts`]).
 //! - [`schedule`]: cron + IANA zone + the DST policy, and catch-up after downtime.
 //! - [`scheduler`]: the tick that creates one run per occurrence, ever (invariant 2).
+//! - [`feasible`]: jobs certain to fail: an amount that breaks a limit at every rate.
 //! - [`plan`]: what `treasury jobs plan` shows: next occurrences, amounts, approval.
 //!
 //! [`validate`] is `treasury jobs validate`: config and every job file, all errors at once.
 //! Nothing here moves money; the scheduler only writes run rows through the store.
 
+pub mod feasible;
 pub mod parse;
 pub mod plan;
 pub mod schedule;
@@ -212,6 +214,33 @@ pub async fn check_stored_scopes(
     Ok((errs, notes.into_iter().collect()))
 }
 
+/// Each trigger job's secret in this environment, as `jobs validate` judges it: blank,
+/// short or not text is an error; unset is a warning (a fresh clone has no secrets,
+/// and `treasury run` refuses to start until each is set).
+pub fn check_trigger_secrets(jobs: &[Job]) -> (Vec<Diagnostic>, Vec<String>) {
+    use crate::config::{SigningSecretError, signing_secret_from_env};
+    let (mut errs, mut warnings) = (Vec::new(), Vec::new());
+    for job in jobs {
+        let Some(t) = job.spec().http_trigger() else {
+            continue;
+        };
+        match signing_secret_from_env(&t.secret_env, "the trigger secret") {
+            Ok(_) => {}
+            Err(e @ SigningSecretError::Unset { .. }) => warnings.push(format!(
+                "job {}: {e}; `treasury run` refuses to start until it is set",
+                job.id()
+            )),
+            Err(e) => errs.push(Diagnostic {
+                path: job.path.clone(),
+                line: 0,
+                col: 0,
+                message: format!("job {} (`trigger.secret_env`): {e}", job.id()),
+            }),
+        }
+    }
+    (errs, warnings)
+}
+
 /// What `treasury jobs validate` found.
 #[derive(Debug, Default)]
 pub struct Validation {
@@ -314,7 +343,7 @@ fn config_diagnostic(config: &Path, e: &crate::config::ConfigError) -> Diagnosti
 
 /// Opens the configured store if it exists: a SQLite file that is not there yet is
 /// `None` (validating never creates one), and a server gets five seconds to answer.
-async fn open_store_for_reading(url: &str) -> Result<Option<Store>, String> {
+pub async fn open_store_for_reading(url: &str) -> Result<Option<Store>, String> {
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let file = rest.trim_start_matches("//");
         let file = file.split('?').next().unwrap_or("");

@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
-use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
@@ -20,7 +19,10 @@ use super::spec::{
     Trigger,
 };
 use crate::config::GrantSpec;
-use crate::money::{Currency, check_precision};
+use crate::money::{
+    Currency, MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, MoneyError, PLAIN_DECIMAL_RULE,
+    check_precision, parse_amount,
+};
 use crate::runs::{Amount, Limits, RateGuard, RecipientSpec};
 
 /// One broken rule, and where. `line` 0 means the whole file.
@@ -99,6 +101,17 @@ const PAYEE_KEYS: &[&str] = &[
     "account_number",
     "account_name",
 ];
+
+/// Whether `id` has one of the two shapes Busha recipient ids take: a hyphenated UUID
+/// (8-4-4-4-12 hex digits) or 24 hex digits. Either case of hex digit.
+pub fn is_busha_recipient_id(id: &str) -> bool {
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+    if id.len() == 24 {
+        return hex(id);
+    }
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| hex(g))
+}
 
 /// SHA-256 (hex) of a job file's bytes: its version.
 pub fn version_of(bytes: &[u8]) -> String {
@@ -336,12 +349,28 @@ impl<'t> Parser<'t> {
                 return None;
             }
         };
-        let Ok(d) = Decimal::from_str(text.trim()) else {
-            self.at(
-                v.span(),
-                format!("{} must be a positive decimal, got {text:?}", sec.key(key)),
-            );
-            return None;
+        let d = match parse_amount(&text) {
+            Ok(d) => d,
+            Err(MoneyError::TooLarge(_)) => {
+                self.at(
+                    v.span(),
+                    format!(
+                        "{} {text:?} is too large: at most {MAX_INTEGER_DIGITS} digits before the point and {MAX_FRACTION_DIGITS} after",
+                        sec.key(key)
+                    ),
+                );
+                return None;
+            }
+            Err(_) => {
+                self.at(
+                    v.span(),
+                    format!(
+                        "{} must be a positive decimal, got {text:?}: {PLAIN_DECIMAL_RULE}",
+                        sec.key(key)
+                    ),
+                );
+                return None;
+            }
         };
         let ok = match sign {
             Sign::Positive => d > Decimal::ZERO,
@@ -569,24 +598,34 @@ impl<'t> Parser<'t> {
 
         let (id, id_span) = id?;
         let (grant, grant_span) = grant?;
-        Some((
-            JobSpec {
-                id,
-                description,
-                grant,
-                owner: owner?,
-                source_currency: source?,
-                target_currency: target?,
-                payout: payout?,
-                guard: guard?,
-                max_requotes: max_requotes?,
-                limits: limits?,
-                approval,
-                trigger: trigger?,
-            },
-            id_span,
-            grant_span,
-        ))
+        let spec = JobSpec {
+            id,
+            description,
+            grant,
+            owner: owner?,
+            source_currency: source?,
+            target_currency: target?,
+            payout: payout?,
+            guard: guard?,
+            max_requotes: max_requotes?,
+            limits: limits?,
+            approval,
+            trigger: trigger?,
+        };
+        self.certain_failures(top, &spec);
+        Some((spec, id_span, grant_span))
+    }
+
+    /// A job whose amounts break a limit at every rate the guard accepts is refused,
+    /// at the limit's key, with the arithmetic.
+    fn certain_failures(&mut self, top: &Section<'_, '_>, spec: &JobSpec) {
+        for f in super::feasible::certain_failures(spec) {
+            let span = top
+                .get("limits")
+                .and_then(|v| v.get_ref().get(f.limit.key()).map(|v| v.span()))
+                .unwrap_or(0..0);
+            self.at(span, f.message);
+        }
     }
 
     fn guard(&mut self, g: &Section<'_, '_>) -> (Option<RateGuard>, Option<u32>) {
@@ -862,15 +901,15 @@ impl<'t> Parser<'t> {
                 None
             }
             (Some(_), false) => self.required_string(sec, "id").and_then(|(id, span)| {
-                // Busha validates `GET /v1/recipients/{id}` as a UUID: anything else
-                // could never be paid, so say so now rather than at the first run.
-                if uuid::Uuid::try_parse(&id).is_ok() {
+                // Busha's spec types the id as a UUID, yet every id in its examples is
+                // 24-hex: both are accepted, and the id stays an opaque string.
+                if is_busha_recipient_id(&id) {
                     Some(RecipientSpec::Id { id })
                 } else {
                     self.at(
                         span,
                         format!(
-                            "{} must be a Busha recipient id (a UUID such as 3f2b1c9e-8d4a-4e6b-9a7c-1d2e3f4a5b6c), got {id:?}",
+                            "{} must be a Busha recipient id: a UUID such as 3f2b1c9e-8d4a-4e6b-9a7c-1d2e3f4a5b6c, or 24 hex digits such as 64ae8c26a1b2c3d4e5f60718; got {id:?}",
                             sec.key("id")
                         ),
                     );

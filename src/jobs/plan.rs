@@ -2,6 +2,7 @@
 //! guards, and whether a person must approve. Computes only; moves no money.
 //! Account numbers are masked.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
@@ -11,6 +12,7 @@ use serde::Serialize;
 use super::schedule::{DstAdjustment, format_duration};
 use super::spec::{Approval, Job, PlannedPayout, Side, Trigger};
 use crate::runs::{Amount, Limits, RateGuard, RecipientSpec, RunId, mask_account};
+use crate::store::{Store, StoreError};
 
 /// The plan for a set of jobs from an instant.
 #[derive(Clone, Debug, Serialize)]
@@ -95,28 +97,83 @@ pub struct RunPlan {
     #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     pub currency: String,
-    /// Masked: `bank 058 ******6789 (ACME LTD)` or `recipient rcp_...`.
+    /// Masked, with whose name it shows: see [`describe_recipient`].
     pub recipient: String,
     pub approval_needed: bool,
     pub approvers: Option<u32>,
 }
 
-/// Describes a recipient for people, with the account number masked.
-pub fn describe_recipient(r: &RecipientSpec) -> String {
+/// The holders' names Busha reported for recipients named by id, keyed by
+/// (grant, recipient id): what runs saw (`Store::seen_recipient`).
+#[derive(Clone, Debug, Default)]
+pub struct Holders(BTreeMap<(String, String), String>);
+
+impl Holders {
+    /// No store read: every holder is not yet known.
+    pub fn unknown() -> Self {
+        Self::default()
+    }
+
+    /// Reads from the store the holder of every recipient the jobs name by id.
+    pub async fn read(store: &Store, jobs: &[Job]) -> Result<Self, StoreError> {
+        let mut names = BTreeMap::new();
+        for job in jobs {
+            let grant = job.spec().grant();
+            for r in recipients(job) {
+                let RecipientSpec::Id { id } = r else {
+                    continue;
+                };
+                if let Some(name) = store
+                    .seen_recipient(grant, id)
+                    .await?
+                    .and_then(|seen| seen.holder_name)
+                {
+                    names.insert((grant.to_string(), id.clone()), name);
+                }
+            }
+        }
+        Ok(Self(names))
+    }
+
+    fn get(&self, grant: &str, id: &str) -> Option<&str> {
+        self.0
+            .get(&(grant.to_string(), id.to_string()))
+            .map(String::as_str)
+    }
+}
+
+fn recipients(job: &Job) -> Vec<&RecipientSpec> {
+    match job.spec().payout() {
+        super::Payout::Single { recipient, .. } => vec![recipient],
+        super::Payout::Batch(ps) => ps.iter().map(|p| &p.recipient).collect(),
+    }
+}
+
+/// Describes a recipient for people, with the account number masked: for an id, the
+/// holder's name as Busha reported it to a run, or that it is not known yet; for a bank
+/// account, the job's declared name, marked as such (worded as `runs::payee_shown`).
+pub fn describe_recipient(r: &RecipientSpec, grant: &str, holders: &Holders) -> String {
     match r {
-        RecipientSpec::Id { id } => format!("recipient {id}"),
+        RecipientSpec::Id { id } => match holders.get(grant, id) {
+            Some(holder) => {
+                format!("{holder} (recipient {id}; the holder's name as the provider reports it)")
+            }
+            None => format!(
+                "recipient {id} (holder's name not yet known: it is read from the provider at the first run)"
+            ),
+        },
         RecipientSpec::Bank {
             bank_code,
             account_number,
             expected_name,
         } => format!(
-            "bank {bank_code} {} ({expected_name})",
+            "{expected_name} ({} at bank {bank_code}; name as the job declares it, not yet confirmed by the provider)",
             mask_account(account_number)
         ),
     }
 }
 
-fn run_plan(job: &Job, occurrence: &str, p: &PlannedPayout) -> RunPlan {
+fn run_plan(job: &Job, occurrence: &str, p: &PlannedPayout, holders: &Holders) -> RunPlan {
     let spec = &p.spec;
     let (side, amount, currency) = match &spec.amount {
         Amount::Source { amount } => (Side::Source, *amount, &spec.source_currency),
@@ -130,20 +187,28 @@ fn run_plan(job: &Job, occurrence: &str, p: &PlannedPayout) -> RunPlan {
         side,
         amount,
         currency: currency.to_string(),
-        recipient: describe_recipient(&spec.recipient),
+        recipient: describe_recipient(&spec.recipient, &spec.grant, holders),
         approval_needed: p.needs_approval,
         approvers: spec.approval.as_ref().map(|a| a.approvers),
     }
 }
 
-/// The plan of `jobs` for the `next` occurrences after `from`.
+/// The plan of `jobs` for the `next` occurrences after `from`, every holder not yet known.
 pub fn plan(jobs: &[Job], from: DateTime<Utc>, next: usize) -> Plan {
+    plan_with(jobs, from, next, &Holders::unknown())
+}
+
+/// The plan of `jobs` for the `next` occurrences after `from`, with the holders' names
+/// runs have read.
+pub fn plan_with(jobs: &[Job], from: DateTime<Utc>, next: usize, holders: &Holders) -> Plan {
     let jobs = jobs
         .iter()
         .map(|job| {
             let spec = job.spec();
             let single_recipient = || match spec.payout() {
-                super::Payout::Single { recipient, .. } => describe_recipient(recipient),
+                super::Payout::Single { recipient, .. } => {
+                    describe_recipient(recipient, spec.grant(), holders)
+                }
                 super::Payout::Batch(_) => String::new(),
             };
             let (trigger, occurrences) = match spec.trigger() {
@@ -157,7 +222,10 @@ pub fn plan(jobs: &[Job], from: DateTime<Utc>, next: usize) -> Plan {
                         .map(|f| {
                             let key = f.occurrence_key();
                             OccurrencePlan {
-                                runs: payouts.iter().map(|p| run_plan(job, &key, p)).collect(),
+                                runs: payouts
+                                    .iter()
+                                    .map(|p| run_plan(job, &key, p, holders))
+                                    .collect(),
                                 occurrence_key: key,
                                 utc: f.at,
                                 local: f.local.to_rfc3339(),

@@ -16,6 +16,7 @@ mod dispatch;
 mod grants;
 mod guards;
 mod jobs;
+mod known;
 mod recipients;
 mod runs;
 mod transfers;

@@ -23,7 +23,7 @@ use crate::servers::{PrivateRedis, SERIAL};
 
 const SCALE: u32 = 5;
 const TRIGGER_ENV: &str = "TREASURY_TRIGGER_CHAOS_TEST";
-const TRIGGER_SECRET: &str = "chaos-trigger-secret";
+const TRIGGER_SECRET: &str = "chaos-trigger-secret-of-at-least-32-bytes";
 const TRIGGERS: usize = 16;
 const PAYEES: usize = 4;
 

@@ -108,7 +108,7 @@ const MALFORMED: &[(&str, usize, &str)] = &[
     (
         "recipient_id_not_uuid.toml",
         10,
-        "`recipient.id` must be a Busha recipient id (a UUID",
+        "`recipient.id` must be a Busha recipient id: a UUID such as",
     ),
     (
         "recipient_missing_name.toml",

@@ -277,6 +277,8 @@ async fn a_batch_occurrence_is_approved_at_once_after_a_summary_and_summarised_a
 async fn halt_and_resume_by_command_are_persisted_audited_and_hold_runs() {
     let w = World::new().await;
     let p = w.pipeline("w1");
+    // The job has a run in the store: that is what makes its id known to `halt`.
+    let id = w.create("occ-1", ngn(dec!(1000))).await;
     let out = w
         .ok(&[
             "halt",
@@ -298,7 +300,6 @@ async fn halt_and_resume_by_command_are_persisted_audited_and_hold_runs() {
     assert_eq!(listed[0]["target"], "vendor-payout");
     assert_eq!(listed[0]["halted_by"], "ops");
 
-    let id = w.create("occ-1", ngn(dec!(1000))).await;
     assert!(matches!(
         p.execute(&id).await.unwrap(),
         treasury::pipeline::Executed::Waiting(_)

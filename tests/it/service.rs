@@ -51,6 +51,28 @@ struct Service {
 
 impl Service {
     async fn start(w: &World, job: &str) -> Service {
+        let (parts, port, dir) = Service::parts(w, job);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(run(parts, shutdown.clone()));
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Service {
+            shutdown,
+            handle,
+            base,
+            _dir: dir,
+        }
+    }
+
+    /// The service's parts for `job` on the world, the port it will listen on, and the
+    /// directory holding the job and the queue.
+    fn parts(w: &World, job: &str) -> (Parts, u16, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("job.toml"), job).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -110,22 +132,7 @@ impl Service {
             tick: Duration::from_millis(200),
             sweep_poll: Some(Duration::from_millis(100)),
         };
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(run(parts, shutdown.clone()));
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        for _ in 0..100 {
-            if http.get(format!("{base}/healthz")).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Service {
-            shutdown,
-            handle,
-            base,
-            _dir: dir,
-        }
+        (parts, port, dir)
     }
 
     /// Stops the service and checks that it stopped in bounded time.
@@ -143,7 +150,7 @@ impl Service {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_trigger_runs_through_the_assembled_service_to_one_settled_transfer() {
     // SAFETY: nextest gives this test a process of its own; nothing else reads it.
-    unsafe { std::env::set_var(SECRET_ENV, "service-secret") };
+    unsafe { std::env::set_var(SECRET_ENV, "service-secret-of-at-least-32-bytes") };
     let w = World::start(TestStore::sqlite().await).await;
     connect_for_payouts(&w).await;
     w.sb.set_balance(&w.user.id, "USDT", dec!(100));
@@ -161,7 +168,12 @@ async fn a_signed_trigger_runs_through_the_assembled_service_to_one_settled_tran
         .header("x-treasury-event-id", "evt-1")
         .header(
             "x-treasury-signature",
-            sign_trigger(b"service-secret", &ts, "evt-1", body.as_bytes()),
+            sign_trigger(
+                b"service-secret-of-at-least-32-bytes",
+                &ts,
+                "evt-1",
+                body.as_bytes(),
+            ),
         )
         .body(body)
         .send()
@@ -198,6 +210,32 @@ async fn a_signed_trigger_runs_through_the_assembled_service_to_one_settled_tran
 
     service.stop().await;
     assert!(w.store().verify_audit(None).await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_job_with_a_short_secret_stops_the_service_before_it_listens() {
+    // SAFETY: nextest gives this test a process of its own; nothing else reads it.
+    unsafe { std::env::set_var(SECRET_ENV, "too-short") };
+    let w = World::start(TestStore::sqlite().await).await;
+    let (parts, port, _dir) = Service::parts(&w, JOB);
+
+    let started = tokio::time::timeout(
+        Duration::from_secs(10),
+        run(parts, CancellationToken::new()),
+    )
+    .await
+    .expect("refused at once");
+
+    let err = started.expect_err("the service must not start");
+    assert!(
+        err.contains("job on-demand: $TREASURY_TRIGGER_SERVICE_TEST holds 9 bytes")
+            && err.contains("at least 32 bytes"),
+        "{err}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing listens: no request was ever accepted"
+    );
 }
 
 const SWEEP: &str = r#"

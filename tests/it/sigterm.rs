@@ -13,7 +13,7 @@ use crate::backends::TestStore;
 use crate::processes::{Deployment, Process, free_port, wait_for};
 
 const TRIGGER_ENV: &str = "TREASURY_TRIGGER_SIGTERM_TEST";
-const TRIGGER_SECRET: &str = "sigterm-trigger-secret";
+const TRIGGER_SECRET: &str = "sigterm-trigger-secret-of-at-least-32-bytes";
 
 const JOB: &str = r#"
 id = "on-demand"
