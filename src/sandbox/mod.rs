@@ -6,9 +6,12 @@
 //!   rate limits, ledger, requests). The clock is [`crate::clock::Clock`].
 //! - [`busha`]: the Busha OAuth2/OIDC issuer and resource API (`busha-api.md`). Its
 //!   items are re-exported here, so `sandbox::Sandbox` is the Busha emulator.
+//! - [`baanx`]: the Baanx OAuth (hosted UI and API mode), wallet, whitelist, withdrawal
+//!   and consent API (`baanx-api.md`).
 //!
 //! Production code never depends on this module.
 
+pub mod baanx;
 pub mod busha;
 pub mod core;
 

@@ -1,6 +1,9 @@
 //! The one integration-test binary: every suite is a module here.
 
 mod audit_cli;
+mod baanx_sandbox;
+mod baanx_sandbox_support;
+mod baanx_sandbox_wallet;
 mod backends;
 mod chaos;
 mod client;
