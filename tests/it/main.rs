@@ -1,6 +1,7 @@
 //! The one integration-test binary: every suite is a module here.
 
 mod audit_cli;
+mod baanx_client;
 mod baanx_sandbox;
 mod baanx_sandbox_support;
 mod baanx_sandbox_wallet;

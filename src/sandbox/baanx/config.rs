@@ -183,25 +183,14 @@ pub enum SecretKeyRule {
 }
 
 impl RateLimits {
-    /// Baanx documents no limits; these are conservative guesses, per client key and
-    /// endpoint over any rolling minute: 60 by default, 10 on login and OTP (where a
-    /// 429 was seen live), 20 on the token endpoint, 10 on each withdrawal.
+    /// Baanx documents no limits; the client's conservative table
+    /// ([`crate::provider::pacing::EndpointLimits::baanx`]), so the two never drift apart.
     pub fn baanx() -> Self {
-        let overrides = [
-            ("POST /v1/auth/login", 10),
-            ("POST /v1/auth/login/otp", 10),
-            ("POST /v1/auth/oauth/token", 20),
-            ("POST /v1/wallet/internal/withdraw", 10),
-            ("POST /v1/wallet/credit/withdraw", 10),
-            ("POST /v1/wallet/reward/withdraw", 10),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let l = crate::provider::pacing::EndpointLimits::baanx();
         Self {
             enabled: true,
-            default_per_minute: 60,
-            overrides,
+            default_per_minute: l.default_per_minute,
+            overrides: l.overrides,
         }
     }
 }
