@@ -16,6 +16,7 @@ mod hosted;
 mod oauth;
 mod reply;
 mod state;
+mod token;
 mod wallet;
 mod whitelist;
 
@@ -129,7 +130,7 @@ impl BaanxSandbox {
         let api = axum::Router::new()
             .route("/v1/auth/oauth/authorize/initiate", get(oauth::initiate))
             .route("/v1/auth/oauth/authorize", post(oauth::authorize))
-            .route("/v1/auth/oauth/token", post(oauth::token))
+            .route("/v1/auth/oauth/token", post(token::token))
             .route("/v1/auth/oauth/revoke", delete(oauth::revoke_all))
             .route("/v1/auth/login", post(auth::login))
             .route("/v1/auth/login/otp", post(auth::login_otp))
