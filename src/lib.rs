@@ -24,8 +24,9 @@
 //! - [`queue`]: the dispatch queue (apalis); carries run ids only. The only module that
 //!   names apalis types.
 //! - [`worker`]: dispatcher, supervised queue consumers and purge, under one shutdown.
-//! - [`sandbox`]: a faithful Busha emulator (OAuth issuer + resource API + control
-//!   surface) for tests, benchmarks and the demo. Production code never calls it.
+//! - [`sandbox`]: faithful Busha and Baanx emulators on one shared core (OAuth, resource
+//!   API, control surface) for tests, benchmarks and the demo. Production code never
+//!   calls it.
 
 pub mod alerts;
 pub mod audit;

@@ -1,11 +1,14 @@
 //! Provider boundary: the only code that speaks HTTP to a payments provider.
 //!
 //! - [`busha`]: the typed Busha resource-API client, its wire types and its one error type.
+//! - [`baanx`]: the typed Baanx client (token endpoint and resource API), with the same
+//!   error classes as Busha's.
 //! - [`pacing`]: client-side rate limiting per endpoint, so that we never discover a
 //!   provider's limits by hitting its 429s.
 //!
 //! What lives here must never persist anything, decide retries, or log a secret.
 
+pub mod baanx;
 pub mod busha;
 pub mod pacing;
 

@@ -2,6 +2,10 @@
 
 mod alerts;
 mod audit_cli;
+mod baanx_client;
+mod baanx_sandbox;
+mod baanx_sandbox_support;
+mod baanx_sandbox_wallet;
 mod backends;
 mod chaos;
 mod client;

@@ -167,6 +167,12 @@ impl ProviderError {
         self
     }
 
+    /// The provider's own error code (Busha's `error.name`, Baanx's OAuth `error`).
+    pub(crate) fn with_error_name(mut self, name: impl Into<String>) -> Self {
+        self.0.error_name = Some(name.into());
+        self
+    }
+
     pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
         self.0.message = Some(message.into());
         self

@@ -58,6 +58,19 @@ impl EndpointLimits {
             .with("GET /v1/banks", 20)
     }
 
+    /// Baanx documents no limits: conservative ones, per client key and endpoint, that
+    /// the Baanx sandbox enforces too (60 a minute; 10 on login, OTP and each
+    /// withdrawal; 20 on the token endpoint).
+    pub fn baanx() -> Self {
+        Self::uniform(60)
+            .with("POST /v1/auth/login", 10)
+            .with("POST /v1/auth/login/otp", 10)
+            .with("POST /v1/auth/oauth/token", 20)
+            .with("POST /v1/wallet/internal/withdraw", 10)
+            .with("POST /v1/wallet/credit/withdraw", 10)
+            .with("POST /v1/wallet/reward/withdraw", 10)
+    }
+
     /// Sets (or replaces) the limit of one endpoint.
     pub fn with(mut self, endpoint: &str, per_minute: u32) -> Self {
         self.overrides.insert(endpoint.to_string(), per_minute);

@@ -193,13 +193,7 @@ impl TransferRec {
 }
 
 /// One event the sandbox recorded, for asserting exactly-once from Busha's side.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    pub seq: u64,
-    pub at: DateTime<Utc>,
-    #[serde(flatten)]
-    pub event: LedgerEvent,
-}
+pub type LedgerEntry = crate::sandbox::core::ledger::Entry<LedgerEvent>;
 
 /// What happened. Amounts are exact decimals (strings in JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -287,20 +281,7 @@ pub enum LedgerEvent {
     },
 }
 
-/// One request as the sandbox saw it, for rate and fault assertions.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RequestRecord {
-    pub at: DateTime<Utc>,
-    /// The OAuth client the request was counted against, if any.
-    pub client_id: Option<String>,
-    /// `METHOD /route/template`, e.g. `GET /v1/transfers/{id}`.
-    pub endpoint: String,
-    pub status: u16,
-    pub request_id: String,
-    /// The response never reached the caller (a `DropBeforeCommit` or `DropAfterCommit`
-    /// fault). Whether the effect was committed shows in the ledger.
-    pub dropped: bool,
-}
+pub use crate::sandbox::core::requests::RequestRecord;
 
 /// A reference price for a pair such as `USDTNGN`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -332,7 +313,7 @@ pub struct State {
     pub ledger: Vec<LedgerEntry>,
     pub requests: Vec<RequestRecord>,
     /// Accepted request times per (client, endpoint), for the rolling-minute limit.
-    pub windows: HashMap<(String, String), VecDeque<DateTime<Utc>>>,
+    pub windows: crate::sandbox::core::rate::Windows,
     pub faults: Vec<Fault>,
     pub outcomes: VecDeque<TransferOutcome>,
     pub behaviour: Behaviour,
@@ -341,8 +322,7 @@ pub struct State {
 
 impl State {
     pub fn record(&mut self, at: DateTime<Utc>, event: LedgerEvent) {
-        let seq = self.ledger.len() as u64 + 1;
-        self.ledger.push(LedgerEntry { seq, at, event });
+        crate::sandbox::core::ledger::record(&mut self.ledger, at, event);
     }
 
     pub fn user_by_name(&self, name: &str) -> Option<&User> {

@@ -1,6 +1,7 @@
 //! The control surface under `/_sandbox/`, for tests and demos driving a standalone
 //! sandbox over HTTP. Each endpoint calls the same [`Sandbox`] method an in-process
-//! test would.
+//! test would; the clock, faults, rate limits, ledger and request log follow the
+//! family's conventions ([`crate::sandbox::core::control`]).
 
 use axum::Json;
 use axum::Router;
@@ -12,10 +13,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::config::{
-    Behaviour, NewUser, OAuthClientConfig, RateLimits, SavedRecipient, TransferOutcome,
-};
-use super::faults::Fault;
+use super::config::{Behaviour, NewUser, OAuthClientConfig, SavedRecipient, TransferOutcome};
 use super::{Sandbox, SandboxUser};
 
 pub fn routes() -> Router<Sandbox> {
@@ -27,15 +25,10 @@ pub fn routes() -> Router<Sandbox> {
         .route("/users/{id}/recipients", post(add_saved_recipient))
         .route("/bank-accounts", post(add_bank_account))
         .route("/prices", put(set_price))
-        .route("/clock", get(clock))
-        .route("/clock/advance", post(advance_clock))
         .route("/keys/rotate", post(rotate_keys))
-        .route("/faults", post(add_fault).delete(clear_faults))
         .route("/behaviour", get(get_behaviour).put(set_behaviour))
-        .route("/rate-limits", put(set_rate_limits))
         .route("/transfer-outcomes", post(push_outcome))
-        .route("/ledger", get(ledger))
-        .route("/requests", get(requests))
+        .merge(crate::sandbox::core::control::routes())
 }
 
 async fn register_client(State(sb): State<Sandbox>, Json(c): Json<OAuthClientConfig>) -> Response {
@@ -108,20 +101,6 @@ async fn set_price(State(sb): State<Sandbox>, Json(p): Json<PriceBody>) -> Statu
     StatusCode::NO_CONTENT
 }
 
-async fn clock(State(sb): State<Sandbox>) -> Response {
-    Json(json!({ "now": sb.now() })).into_response()
-}
-
-#[derive(Deserialize)]
-struct Advance {
-    seconds: i64,
-}
-
-async fn advance_clock(State(sb): State<Sandbox>, Json(a): Json<Advance>) -> Response {
-    sb.clock().advance(chrono::Duration::seconds(a.seconds));
-    Json(json!({ "now": sb.now() })).into_response()
-}
-
 #[derive(Deserialize, Default)]
 struct Rotate {
     #[serde(default)]
@@ -133,27 +112,12 @@ async fn rotate_keys(State(sb): State<Sandbox>, body: Option<Json<Rotate>>) -> R
     Json(json!({ "kid": sb.rotate_keys(retire) })).into_response()
 }
 
-async fn add_fault(State(sb): State<Sandbox>, Json(f): Json<Fault>) -> StatusCode {
-    sb.add_fault(f);
-    StatusCode::CREATED
-}
-
-async fn clear_faults(State(sb): State<Sandbox>) -> StatusCode {
-    sb.clear_faults();
-    StatusCode::NO_CONTENT
-}
-
 async fn get_behaviour(State(sb): State<Sandbox>) -> Json<Behaviour> {
     Json(sb.inner.state.lock().behaviour.clone())
 }
 
 async fn set_behaviour(State(sb): State<Sandbox>, Json(b): Json<Behaviour>) -> StatusCode {
     sb.update_behaviour(|current| *current = b);
-    StatusCode::NO_CONTENT
-}
-
-async fn set_rate_limits(State(sb): State<Sandbox>, Json(l): Json<RateLimits>) -> StatusCode {
-    sb.set_rate_limits(l);
     StatusCode::NO_CONTENT
 }
 
@@ -173,12 +137,4 @@ async fn push_outcome(State(sb): State<Sandbox>, Json(o): Json<OutcomeBody>) -> 
         sb.push_transfer_outcome(o.outcome);
     }
     StatusCode::NO_CONTENT
-}
-
-async fn ledger(State(sb): State<Sandbox>) -> Response {
-    Json(sb.ledger()).into_response()
-}
-
-async fn requests(State(sb): State<Sandbox>) -> Response {
-    Json(sb.requests()).into_response()
 }

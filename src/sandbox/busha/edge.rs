@@ -1,27 +1,24 @@
 //! What every public request passes through: an `X-Request-Id`, injected faults, and
-//! Busha's per-client, per-endpoint limit over any rolling 60 s.
-//!
-//! The limit is enforced with an exact sliding log (every accepted request time in the
-//! last minute), because the sandbox must *detect* any rolling minute that goes over;
-//! the client paces itself with `governor`.
+//! Busha's per-client, per-endpoint limit over any rolling 60 s (the sliding log of
+//! [`core::rate`]).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use chrono::{DateTime, Duration, Utc};
-use rand::Rng;
 
-use super::faults::{CannedResponse, FaultKind, Rewrite};
+use super::faults::{FaultKind, Rewrite};
 use super::oauth::{AccessClaims, verify_access_token};
 use super::reply::ApiError;
 use super::state::{LedgerEvent, RequestRecord};
 use super::{ALPHANUMERIC, Sandbox};
+use crate::sandbox::core::{
+    self,
+    edge::{canned_response, dropped},
+};
 
 /// The request id given to this request, also sent as `X-Request-Id`.
 #[derive(Clone)]
@@ -150,26 +147,6 @@ fn finish(
     res
 }
 
-/// A response whose body fails at once: hyper closes the connection, so the caller
-/// gets no usable answer, exactly as when a response is lost on the way back.
-fn dropped() -> Response {
-    let stream = futures_util::stream::once(async {
-        Err::<Bytes, std::io::Error>(std::io::Error::other("response dropped by sandbox fault"))
-    });
-    Response::new(Body::from_stream(stream))
-}
-
-fn canned_response(canned: &CannedResponse) -> Response {
-    let status = axum::http::StatusCode::from_u16(canned.status)
-        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-    let mut res = (status, axum::Json(canned.body.clone())).into_response();
-    if let Some(secs) = canned.retry_after {
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    res
-}
-
 /// Removes every query parameter but the paging ones, as a server that ignores its
 /// filters would.
 fn strip_filters(req: &mut Request) {
@@ -202,100 +179,39 @@ async fn rewrite_response(
     res: Response,
     rewrites: &[Rewrite],
 ) -> Response {
-    let (mut parts, body) = res.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
-        return dropped();
-    };
-    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
-    };
+    let (res, applied) = core::edge::rewrite_response(res, rewrites).await;
     let now = sb.now();
-    for rewrite in rewrites {
-        if rewrite.apply(&mut doc) {
-            sb.inner.state.lock().record(
-                now,
-                LedgerEvent::ResponseRewritten {
-                    endpoint: endpoint.to_string(),
-                    request_id: request_id.to_string(),
-                    pointer: rewrite.pointer.clone(),
-                },
-            );
-        }
+    let mut st = sb.inner.state.lock();
+    for pointer in applied {
+        st.record(
+            now,
+            LedgerEvent::ResponseRewritten {
+                endpoint: endpoint.to_string(),
+                request_id: request_id.to_string(),
+                pointer,
+            },
+        );
     }
-    parts.headers.remove(header::CONTENT_LENGTH);
-    let body = serde_json::to_vec(&doc).unwrap_or_else(|_| bytes.to_vec());
-    Response::from_parts(parts, Body::from(body))
+    res
 }
 
 /// Faults that fire for this request, consuming their `times`.
 fn pick_faults(sb: &Sandbox, endpoint: &str) -> Vec<FaultKind> {
-    let mut st = sb.inner.state.lock();
-    if st.faults.is_empty() {
-        return Vec::new();
-    }
-    let mut rng = rand::thread_rng();
-    let mut fired = Vec::new();
-    for fault in st.faults.iter_mut() {
-        if fault.endpoint != "*" && fault.endpoint != endpoint {
-            continue;
-        }
-        if fault.times == Some(0) {
-            continue;
-        }
-        if let Some(p) = fault.permille {
-            if rng.gen_range(0..1000) >= p {
-                continue;
-            }
-        }
-        if let Some(n) = fault.times.as_mut() {
-            *n -= 1;
-        }
-        fired.push(fault.kind.clone());
-    }
-    st.faults.retain(|f| f.times != Some(0));
-    fired
+    core::edge::pick_faults(&mut sb.inner.state.lock().faults, endpoint)
 }
 
 /// Counts this request against the rolling minute, or answers 429.
 fn take_rate(sb: &Sandbox, key: &str, endpoint: &str) -> Result<(), ApiError> {
     let now = sb.now();
     let mut st = sb.inner.state.lock();
-    if !st.rate_limits.enabled {
-        return Ok(());
-    }
-    let limit = st.rate_limits.limit_for(endpoint);
+    let st = &mut *st;
     let retry_after_header = st.behaviour.retry_after_header;
-    let window = st
-        .windows
-        .entry((key.to_string(), endpoint.to_string()))
-        .or_default();
-    match admit(window, now, limit) {
-        Ok(()) => Ok(()),
-        Err(wait) => {
-            let secs = (wait.num_milliseconds() + 999) / 1000;
-            let retry = retry_after_header.then_some(secs.max(1) as u64);
-            Err(ApiError::too_many_requests(limit, retry))
-        }
-    }
-}
-
-/// Sliding-log admission: at most `limit` accepted requests in any (now − 60 s, now].
-/// Returns how long until a slot frees when full.
-pub(crate) fn admit(
-    window: &mut VecDeque<DateTime<Utc>>,
-    now: DateTime<Utc>,
-    limit: u32,
-) -> Result<(), Duration> {
-    let horizon = now - Duration::seconds(60);
-    while window.front().is_some_and(|t| *t <= horizon) {
-        window.pop_front();
-    }
-    if window.len() >= limit as usize {
-        let oldest = window.front().copied().unwrap_or(now);
-        return Err(oldest + Duration::seconds(60) - now);
-    }
-    window.push_back(now);
-    Ok(())
+    core::rate::take(&mut st.windows, &st.rate_limits, key, endpoint, now).map_err(
+        |(limit, wait)| {
+            let retry = retry_after_header.then_some(core::rate::retry_after_secs(wait));
+            ApiError::too_many_requests(limit, retry)
+        },
+    )
 }
 
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -3,6 +3,8 @@
 //! that the reference marks as undocumented.
 
 use std::collections::BTreeMap;
+
+pub use crate::sandbox::core::rate::RateLimits;
 use std::net::SocketAddr;
 
 use rust_decimal::Decimal;
@@ -138,36 +140,11 @@ pub enum RevokedAccessTokens {
     Rejected,
 }
 
-/// Per-endpoint limits per client over any rolling 60 s, keyed `METHOD /route`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RateLimits {
-    pub enabled: bool,
-    pub default_per_minute: u32,
-    pub overrides: BTreeMap<String, u32>,
-}
-
 impl RateLimits {
     /// Busha's documented limits (`x-rate-limit` in the spec; 100/min otherwise): the
     /// same table the client's pacer starts from, so the two sides never drift apart.
     pub fn busha() -> Self {
         Self::from(crate::provider::pacing::EndpointLimits::busha())
-    }
-
-    /// Every limit multiplied by `factor`, for volume tests (which must say so).
-    pub fn scaled(mut self, factor: u32) -> Self {
-        self.default_per_minute = self.default_per_minute.saturating_mul(factor);
-        for v in self.overrides.values_mut() {
-            *v = v.saturating_mul(factor);
-        }
-        self
-    }
-
-    pub fn limit_for(&self, endpoint: &str) -> u32 {
-        self.overrides
-            .get(endpoint)
-            .copied()
-            .unwrap_or(self.default_per_minute)
     }
 }
 
