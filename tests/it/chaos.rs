@@ -18,7 +18,7 @@ use treasury::store::RunFilter;
 use treasury::triggers::sign_trigger;
 
 use crate::backends::TestStore;
-use crate::processes::{CLIENT_ID, Deployment, Process, free_port, wait_for};
+use crate::processes::{CLIENT_ID, Deployment, Process, free_port, try_wait_for};
 use crate::servers::{PrivateRedis, SERIAL};
 
 const SCALE: u32 = 5;
@@ -253,12 +253,34 @@ recovery_interval = "2s"
 
     // Calm: Busha behaves, every process stays up, every run reaches a final state.
     d.sb.clear_faults();
-    let runs = wait_for("every run final", Duration::from_secs(180), async || {
+    let finals = try_wait_for(Duration::from_secs(180), async || {
         let runs = d.store.list_runs(&RunFilter::default()).await.ok()?;
         (runs.len() >= TRIGGERS + 2 * PAYEES && runs.iter().all(|r| r.state.is_final()))
             .then_some(runs)
     })
     .await;
+    let Some(runs) = finals else {
+        // Say where each unfinished run stands, so that a slow machine and a stuck run
+        // can be told apart.
+        let runs = d.store.list_runs(&RunFilter::default()).await.unwrap();
+        let open: Vec<String> = runs
+            .iter()
+            .filter(|r| !r.state.is_final())
+            .map(|r| {
+                format!(
+                    "{} {} pending={:?} next_attempt_at={} reason={:?}",
+                    r.id, r.state, r.pending, r.next_attempt_at, r.reason
+                )
+            })
+            .collect();
+        panic!(
+            "timed out waiting for every run final: {} of {} runs (expected {}) still open:\n{}",
+            open.len(),
+            runs.len(),
+            TRIGGERS + 2 * PAYEES,
+            open.join("\n")
+        );
+    };
     for p in procs.iter_mut() {
         let (took, _) = p.terminate();
         assert!(took < Duration::from_secs(10), "{took:?}");

@@ -282,14 +282,28 @@ impl Drop for Process {
 pub async fn wait_for<T>(
     what: &str,
     timeout: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
+    probe: impl AsyncFnMut() -> Option<T>,
 ) -> T {
+    match try_wait_for(timeout, probe).await {
+        Some(v) => v,
+        None => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// Polls `probe` every 50 ms until it yields; `None` after `timeout`, so the caller
+/// can say what it saw.
+pub async fn try_wait_for<T>(
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
     let started = Instant::now();
     loop {
         if let Some(v) = probe().await {
-            return v;
+            return Some(v);
         }
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        if started.elapsed() >= timeout {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

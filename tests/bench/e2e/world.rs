@@ -261,8 +261,10 @@ pub async fn bare_run(b: &Bench) {
     bare_run_on(&b.busha, &b.token, &b.recipient).await
 }
 
-/// One run's provider calls: pairs, balance, quote, transfer lookup, transfer, status.
+/// One run's provider calls: the recipient (its holder's name is checked), pairs,
+/// balance, quote, transfer lookup, transfer, status.
 pub async fn bare_run_on(busha: &BushaClient, t: &AccessToken, recipient: &str) {
+    busha.get_recipient(t, recipient).await.unwrap();
     busha.list_pairs(Some(t), None, None).await.unwrap();
     busha.get_balance(t, "USDT").await.unwrap();
     let q = busha
