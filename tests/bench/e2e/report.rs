@@ -77,6 +77,10 @@ pub fn row(
 ) -> String {
     match stat {
         None => format!("| {measure} | not run | | {target} |\n"),
+        Some(s) if s.n == 0 => format!(
+            "| {measure} | {} | from the medians | {target} |\n",
+            show(s.median)
+        ),
         Some(s) if s.n == 1 => format!("| {measure} | {} | one run | {target} |\n", show(s.median)),
         Some(s) => format!(
             "| {measure} | {} | {} – {} (of {}) | {target} |\n",
@@ -94,7 +98,7 @@ pub fn text_row(measure: &str, figure: Option<String>, target: &str) -> String {
     format!("| {measure} | {figure} | | {target} |\n")
 }
 
-/// A derived statistic from two figures' medians (a difference or a ratio).
+/// A derived statistic from two figures' medians (a difference or a ratio); `n` is 0.
 pub fn derive(a: Option<Stat>, b: Option<Stat>, f: impl Fn(f64, f64) -> f64) -> Option<Stat> {
     let (a, b) = (a?, b?);
     let v = f(a.median, b.median);
@@ -102,7 +106,7 @@ pub fn derive(a: Option<Stat>, b: Option<Stat>, f: impl Fn(f64, f64) -> f64) -> 
         median: v,
         min: v,
         max: v,
-        n: 1,
+        n: 0,
     })
 }
 
