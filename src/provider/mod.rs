@@ -15,6 +15,32 @@ pub mod pacing;
 use std::fmt;
 use std::time::Duration;
 
+/// The HTTP client every provider client uses: no redirects, our user agent, and the
+/// call and connect timeouts. Refuses a base URL that cannot take paths.
+pub(crate) fn http_client(
+    setup: &'static str,
+    api_base: &url::Url,
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, busha::ProviderError> {
+    if api_base.cannot_be_a_base() || !matches!(api_base.scheme(), "http" | "https") {
+        return Err(busha::ProviderError::invalid_request(
+            setup,
+            format!("`{api_base}` is not an http(s) base URL"),
+        ));
+    }
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("treasury/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| {
+            busha::ProviderError::invalid_request(setup, "cannot build the HTTP client")
+                .with_source(e.without_url())
+        })
+}
+
 /// An OAuth2 bearer access token for one customer's grant.
 ///
 /// The value is private and never printed: `Debug` shows `AccessToken(***)` and there is

@@ -4,7 +4,7 @@
 //! `target/bench-report.md` and `target/bench-report.json`. It never fails on speed:
 //! the figures are reported as they are.
 //!
-//! `cargo bench --bench e2e` runs everything (about 20 minutes, ten of them the
+//! `cargo bench --bench e2e` runs everything (about 17 minutes, ten of them the
 //! pacing figure at Busha's real limits); `-- --quick` runs small sizes, `-- --no-pacing`
 //! leaves the pacing figure out, `-- --repeat K` takes each wall-clock figure K times
 //! (default 3; the report gives the median and the range), and `-- --only a,b` measures

@@ -136,25 +136,12 @@ endpoint!(HISTORY, "GET", "/v1/wallet/history");
 impl BaanxClient {
     /// Builds the client. Fails on a base URL that cannot take paths.
     pub fn new(config: BaanxConfig) -> Result<Self, ProviderError> {
-        const SETUP: &str = "baanx client setup";
-        if config.api_base.cannot_be_a_base()
-            || !matches!(config.api_base.scheme(), "http" | "https")
-        {
-            return Err(ProviderError::invalid_request(
-                SETUP,
-                format!("`{}` is not an http(s) base URL", config.api_base),
-            ));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("treasury/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                ProviderError::invalid_request(SETUP, "cannot build the HTTP client")
-                    .with_source(e.without_url())
-            })?;
+        let http = super::http_client(
+            "baanx client setup",
+            &config.api_base,
+            config.timeout,
+            config.connect_timeout,
+        )?;
         let pacer = match config.shared_pacing.clone() {
             Some(shared) => Pacer::shared(config.limits.clone(), shared),
             None => Pacer::new(config.limits.clone()),

@@ -222,25 +222,12 @@ impl BushaClient {
     /// Builds the client. Fails only on a base URL that cannot take paths, or if the TLS
     /// backend cannot start.
     pub fn new(config: BushaConfig) -> Result<Self, ProviderError> {
-        const SETUP: &str = "client setup";
-        if config.api_base.cannot_be_a_base()
-            || !matches!(config.api_base.scheme(), "http" | "https")
-        {
-            return Err(ProviderError::invalid_request(
-                SETUP,
-                format!("`{}` is not an http(s) base URL", config.api_base),
-            ));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("treasury/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                ProviderError::invalid_request(SETUP, "cannot build the HTTP client")
-                    .with_source(e.without_url())
-            })?;
+        let http = super::http_client(
+            "client setup",
+            &config.api_base,
+            config.timeout,
+            config.connect_timeout,
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
