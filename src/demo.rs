@@ -661,9 +661,10 @@ fn progress_line(r: &Run) -> String {
     }
 }
 
-/// Approves a waiting run as the CLI would (`treasury runs approve <id> --as ...`).
+/// Approves a waiting run as the CLI would (`treasury runs approve <id>`), by two
+/// demo approver accounts it creates (with random passwords nobody sees).
 async fn approve(env: &DemoEnv, r: &Run, out: &mut (dyn Write + Send)) -> Result<(), String> {
-    for who in ["demo-approver-1", "demo-approver-2"] {
+    for account in demo_accounts(env).await? {
         let current = env.store.get_run(&r.id).await.map_err(|e| e.to_string())?;
         if current.map(|c| c.state) != Some(RunState::AwaitingApproval) {
             break;
@@ -675,13 +676,51 @@ async fn approve(env: &DemoEnv, r: &Run, out: &mut (dyn Write + Send)) -> Result
             crate::cli::runs::RunsCommand::Approve(crate::cli::runs::ApproveArgs {
                 id: Some(r.id.to_string()),
                 occurrence: None,
-                operator: who.into(),
                 yes: true,
             }),
+            Some(&crate::guards::Operator::from_account(&account)),
             out,
         )
         .await
         .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The demo's two approver accounts (and the admin that adds them), created on first
+/// use with random passwords.
+async fn demo_accounts(env: &DemoEnv) -> Result<Vec<crate::operators::Account>, String> {
+    use crate::operators::Role;
+    let admin = demo_account(env, "demo-admin", Role::Admin, None).await?;
+    let mut approvers = Vec::new();
+    for name in ["demo-approver-1", "demo-approver-2"] {
+        approvers.push(demo_account(env, name, Role::Approver, Some(&admin)).await?);
+    }
+    Ok(approvers)
+}
+
+async fn demo_account(
+    env: &DemoEnv,
+    name: &str,
+    role: crate::operators::Role,
+    admin: Option<&crate::operators::Account>,
+) -> Result<crate::operators::Account, String> {
+    use crate::operators::{OperatorName, secrets};
+    use crate::store::{ChangedBy, NewOperator};
+    let name = OperatorName::new(name)?;
+    let err = |e: crate::store::StoreError| e.to_string();
+    if let Some((a, _)) = env.store.operator_with_hash(&name).await.map_err(err)? {
+        return Ok(a);
+    }
+    let password_hash = secrets::hash_password(&secrets::one_time_password())?;
+    let by = admin.map_or(ChangedBy::Bootstrap, ChangedBy::Account);
+    let new = NewOperator {
+        name,
+        role,
+        password_hash,
+    };
+    env.store
+        .add_operator(new, by, env.clock.now())
+        .await
+        .map_err(err)
 }

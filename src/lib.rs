@@ -40,6 +40,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod money;
+pub mod operators;
 pub mod pipeline;
 pub mod provider;
 pub mod queue;

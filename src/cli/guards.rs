@@ -84,17 +84,12 @@ pub struct HaltArgs {
     /// Why (recorded in the audit log and shown on held runs).
     #[arg(long)]
     pub reason: Option<String>,
-    /// Who is pulling the switch.
-    #[arg(long = "as", value_name = "NAME", env = "TREASURY_OPERATOR")]
-    pub operator: String,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ResumeArgs {
     #[command(flatten)]
     pub scope: ScopeArgs,
-    #[arg(long = "as", value_name = "NAME", env = "TREASURY_OPERATOR")]
-    pub operator: String,
 }
 
 fn io(e: std::io::Error) -> CliError {
@@ -107,17 +102,17 @@ pub async fn halt(
     clock: &Clock,
     grants: &[GrantSpec],
     args: HaltArgs,
+    who: &Operator,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let scope = args.scope.known_scope(store, grants).await?;
-    let who = Operator::parse(&args.operator).map_err(CliError)?;
     let reason = args
         .reason
         .as_deref()
         .map(str::trim)
         .filter(|r| !r.is_empty());
     let new = store
-        .set_halt(&scope, reason, &who, clock.now())
+        .set_halt(&scope, reason, who, clock.now())
         .await
         .map_err(CliError::from)?;
     if new {
@@ -138,12 +133,12 @@ pub async fn resume(
     clock: &Clock,
     grants: &[GrantSpec],
     args: ResumeArgs,
+    who: &Operator,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let scope = args.scope.known_scope(store, grants).await?;
-    let who = Operator::parse(&args.operator).map_err(CliError)?;
     let lifted = store
-        .clear_halt(&scope, &who, clock.now())
+        .clear_halt(&scope, who, clock.now())
         .await
         .map_err(CliError::from)?;
     if lifted {

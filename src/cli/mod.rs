@@ -10,6 +10,7 @@ pub mod audit;
 pub mod connect;
 pub mod guards;
 pub mod jobs;
+pub mod operators;
 pub mod reconcile;
 pub mod runs;
 
@@ -27,6 +28,8 @@ use crate::grants::rekey::{RekeyReport, rekey};
 use crate::grants::{
     BushaOAuth, Connector, Custodian, CustodyConfig, Grant, GrantStatus, Keyring, OAuthSettings,
 };
+use crate::guards::Operator;
+use crate::operators::{Login, Role};
 use crate::store::Store;
 
 /// Automates treasury transfers on Busha: scheduled payouts and sweeps, exactly once,
@@ -120,6 +123,27 @@ pub enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// Operator accounts: add, list, disable, enable, role, passwd, token.
+    Operators {
+        #[command(subcommand)]
+        command: operators::OperatorsCommand,
+    },
+}
+
+/// The role a command needs, when it changes anything an operator is accountable
+/// for (`operators` commands authenticate themselves).
+fn needs(command: &Command) -> Option<Role> {
+    match command {
+        Command::Runs { command } => runs::needs(command),
+        Command::Halt(_) | Command::Resume(_) | Command::Connect { .. } => Some(Role::Operator),
+        Command::Grants { command } => match command {
+            GrantsCommand::Refresh { .. }
+            | GrantsCommand::Revoke { .. }
+            | GrantsCommand::Rekey { .. } => Some(Role::Operator),
+            GrantsCommand::List { .. } | GrantsCommand::Show { .. } => None,
+        },
+        _ => None,
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,12 +214,23 @@ impl From<CliError> for Failure {
     }
 }
 
-/// Runs one command. `shutdown` ends `serve`, `reconcile` (and an unfinished
-/// `connect`).
+/// Runs one command, authenticating its operator from `TREASURY_OPERATOR_AUTH` or
+/// the terminal. `shutdown` ends `serve`, `reconcile` (and an unfinished `connect`).
 pub async fn run(
     cli: Cli,
     clock: Clock,
     shutdown: CancellationToken,
+    out: &mut (dyn Write + Send),
+) -> Result<(), Failure> {
+    run_as(cli, clock, shutdown, Login::from_env(), out).await
+}
+
+/// [`run`] with the operator's login given (tests and embedding programs).
+pub async fn run_as(
+    cli: Cli,
+    clock: Clock,
+    shutdown: CancellationToken,
+    login: Login,
     out: &mut (dyn Write + Send),
 ) -> Result<(), Failure> {
     // Anything that stops `reconcile` before it reports means it could not check.
@@ -203,7 +238,7 @@ pub async fn run(
         Command::Reconcile { .. } => crate::reconcile::EXIT_UNCHECKED,
         _ => 1,
     };
-    dispatch(cli, clock, shutdown, out)
+    dispatch(cli, clock, shutdown, login, out)
         .await
         .map_err(|e| Failure {
             code: e.code.or(Some(code)),
@@ -215,6 +250,7 @@ async fn dispatch(
     cli: Cli,
     clock: Clock,
     shutdown: CancellationToken,
+    mut login: Login,
     out: &mut (dyn Write + Send),
 ) -> Result<(), Failure> {
     // `jobs` reads the config itself (and reports its errors) and needs no store.
@@ -245,6 +281,16 @@ async fn dispatch(
         store,
         clock,
     };
+    let who = match needs(&command) {
+        Some(role) => {
+            let account = login
+                .authenticate(&ctx.store, ctx.clock.now(), role)
+                .await
+                .map_err(CliError)?;
+            Some(Operator::from_account(&account))
+        }
+        None => None,
+    };
     let done = match command {
         Command::Serve => ctx.serve(shutdown).await,
         Command::Connect { alias, no_browser } => {
@@ -268,7 +314,7 @@ async fn dispatch(
             .map(|_| ())
             .map_err(CliError::from)
         }
-        Command::Grants { command } => ctx.grants(command, out).await,
+        Command::Grants { command } => ctx.grants(command, who.as_ref(), out).await,
         Command::Audit { command } => ctx.audit(command, out).await,
         Command::Reconcile {
             since,
@@ -284,14 +330,22 @@ async fn dispatch(
             };
             return ctx.reconcile(args, &shutdown, out).await;
         }
-        Command::Runs { command } => runs::command(&ctx.store, &ctx.clock, command, out).await,
+        Command::Runs { command } => {
+            runs::command(&ctx.store, &ctx.clock, command, who.as_ref(), out).await
+        }
         Command::Halt(args) => {
-            guards::halt(&ctx.store, &ctx.clock, &ctx.settings.grants, args, out).await
+            let who = acting(who.as_ref())?;
+            guards::halt(&ctx.store, &ctx.clock, &ctx.settings.grants, args, who, out).await
         }
         Command::Resume(args) => {
-            guards::resume(&ctx.store, &ctx.clock, &ctx.settings.grants, args, out).await
+            let who = acting(who.as_ref())?;
+            guards::resume(&ctx.store, &ctx.clock, &ctx.settings.grants, args, who, out).await
+        }
+        Command::Operators { command } => {
+            operators::command(&ctx.store, &ctx.clock, &mut login, command, out).await
         }
         Command::Run { jobs } => {
+            owners_are_accounts(&ctx, &jobs).await?;
             let parts = crate::service::parts_from_env(
                 ctx.settings.clone(),
                 ctx.store.clone(),
@@ -306,6 +360,43 @@ async fn dispatch(
         Command::Jobs { .. } | Command::Demo { .. } => unreachable!("dispatched above"),
     };
     Ok(done?)
+}
+
+/// The authenticated operator of a command that `needs` one.
+fn acting(who: Option<&Operator>) -> Result<&Operator, CliError> {
+    who.ok_or_else(|| CliError("this command needs an authenticated operator".into()))
+}
+
+/// `treasury run` refuses at start any job whose owner is not an operator account
+/// (matched by confusable skeleton, as approvals are).
+async fn owners_are_accounts(ctx: &Context, jobs: &std::path::Path) -> Result<(), CliError> {
+    let (store, set) = (
+        &ctx.store,
+        crate::jobs::load(jobs, &ctx.settings).map_err(CliError::from)?,
+    );
+    let mut missing = Vec::new();
+    for job in &set {
+        let skeleton = crate::operators::skeleton(job.spec().owner());
+        if store
+            .operator_by_skeleton(&skeleton)
+            .await
+            .map_err(CliError::from)?
+            .is_none()
+        {
+            missing.push(format!(
+                "job {} names owner {:?}",
+                job.id(),
+                job.spec().owner()
+            ));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CliError(format!(
+        "refusing to start: {}, which is not an operator account; add it with `treasury operators add <name> --role viewer` (or any role)",
+        missing.join("; ")
+    )))
 }
 
 /// What every command starts from.
@@ -404,6 +495,7 @@ impl Context {
     pub async fn grants(
         &self,
         command: GrantsCommand,
+        who: Option<&Operator>,
         out: &mut (dyn Write + Send),
     ) -> Result<(), CliError> {
         let io = |e: std::io::Error| CliError(format!("cannot write output: {e}"));
@@ -457,7 +549,7 @@ impl Context {
             }
             GrantsCommand::Refresh { alias } => {
                 let g = self.grant_named(&alias).await?;
-                let custodian = self.custodian().await?;
+                let custodian = self.custodian().await?.acting_for(&acting(who)?.actor());
                 custodian.refresh_now(&g.id).await.map_err(CliError::from)?;
                 let g = self.grant_named(&alias).await?;
                 writeln!(
@@ -471,7 +563,7 @@ impl Context {
                 let g = self.grant_named(&alias).await?;
                 let custodian = self.custodian().await?;
                 let g = custodian
-                    .revoke(&g.id, "operator:cli")
+                    .revoke(&g.id, &acting(who)?.actor())
                     .await
                     .map_err(CliError::from)?;
                 writeln!(
@@ -483,7 +575,7 @@ impl Context {
             }
             GrantsCommand::Rekey { json } => {
                 let keys = self.keys()?;
-                let report = rekey(&self.store, &keys, &self.clock, "operator:cli")
+                let report = rekey(&self.store, &keys, &self.clock, &acting(who)?.actor())
                     .await
                     .map_err(CliError::from)?;
                 if json {

@@ -13,6 +13,7 @@ use super::CliError;
 use crate::audit::AuditEntry;
 use crate::clock::Clock;
 use crate::guards::{ApprovalPreview, Operator, preview_batch, summarise_batch};
+use crate::operators::Role;
 use crate::runs::{Amount, Run, RunId, RunState, mask_account};
 use crate::store::{RunFilter, Store};
 
@@ -42,24 +43,13 @@ pub enum RunsCommand {
     /// Reject a run awaiting approval: it is cancelled and moves no money.
     Reject {
         id: String,
-        /// Who rejects (recorded).
-        #[arg(long = "as", value_name = "NAME")]
-        operator: String,
         #[arg(long)]
         reason: Option<String>,
     },
     /// Cancel a run while no money has moved.
-    Cancel {
-        id: String,
-        #[arg(long = "as", value_name = "NAME", env = "TREASURY_OPERATOR")]
-        operator: String,
-    },
+    Cancel { id: String },
     /// Start a failed or needs-human run again, with a new quote.
-    Retry {
-        id: String,
-        #[arg(long = "as", value_name = "NAME", env = "TREASURY_OPERATOR")]
-        operator: String,
-    },
+    Retry { id: String },
     /// How one occurrence went: how many runs settled, which failed and why.
     Summary {
         job: String,
@@ -80,9 +70,6 @@ pub struct ApproveArgs {
     /// approval, after a summary (count, total, payees new to the job).
     #[arg(long, value_name = "JOB:OCCURRENCE")]
     pub occurrence: Option<String>,
-    /// Who approves (recorded; never the job's owner).
-    #[arg(long = "as", value_name = "NAME")]
-    pub operator: String,
     /// Approve the occurrence without asking.
     #[arg(long)]
     pub yes: bool,
@@ -100,8 +87,18 @@ fn run_id(s: &str) -> Result<RunId, CliError> {
     })
 }
 
-fn operator(name: &str) -> Result<Operator, CliError> {
-    Operator::parse(name).map_err(CliError)
+/// The authenticated operator a state-changing command runs as (see `cli::needs`).
+fn acting(who: Option<&Operator>) -> Result<&Operator, CliError> {
+    who.ok_or_else(|| CliError("this command needs an authenticated operator".into()))
+}
+
+/// The role each `runs` subcommand needs, if it changes anything.
+pub fn needs(cmd: &RunsCommand) -> Option<Role> {
+    match cmd {
+        RunsCommand::Approve(_) | RunsCommand::Reject { .. } => Some(Role::Approver),
+        RunsCommand::Cancel { .. } | RunsCommand::Retry { .. } => Some(Role::Operator),
+        RunsCommand::List { .. } | RunsCommand::Show { .. } | RunsCommand::Summary { .. } => None,
+    }
 }
 
 /// Runs one `runs` subcommand.
@@ -109,6 +106,7 @@ pub async fn command(
     store: &Store,
     clock: &Clock,
     cmd: RunsCommand,
+    who: Option<&Operator>,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     match cmd {
@@ -137,34 +135,30 @@ pub async fn command(
             write_list(out, &runs).map_err(io)
         }
         RunsCommand::Show { id, json } => show(store, &run_id(&id)?, json, out).await,
-        RunsCommand::Approve(args) => approve(store, clock, args, out).await,
-        RunsCommand::Reject {
-            id,
-            operator: who,
-            reason,
-        } => {
-            let (id, who) = (run_id(&id)?, operator(&who)?);
+        RunsCommand::Approve(args) => approve(store, clock, args, acting(who)?, out).await,
+        RunsCommand::Reject { id, reason } => {
+            let (id, who) = (run_id(&id)?, acting(who)?);
             let note = reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
             store
-                .reject_run(&id, &who, note, clock.now())
+                .reject_run(&id, who, note, clock.now())
                 .await
                 .map_err(CliError::from)?
                 .map_err(CliError)?;
             writeln!(out, "rejected {id}: it is cancelled and moves no money").map_err(io)
         }
-        RunsCommand::Cancel { id, operator: who } => {
-            let (id, who) = (run_id(&id)?, operator(&who)?);
+        RunsCommand::Cancel { id } => {
+            let (id, who) = (run_id(&id)?, acting(who)?);
             let from = store
-                .cancel_run(&id, &who, clock.now())
+                .cancel_run(&id, who, clock.now())
                 .await
                 .map_err(CliError::from)?
                 .map_err(CliError)?;
             writeln!(out, "cancelled {id} (it was {from}); no money moved").map_err(io)
         }
-        RunsCommand::Retry { id, operator: who } => {
-            let (id, who) = (run_id(&id)?, operator(&who)?);
+        RunsCommand::Retry { id } => {
+            let (id, who) = (run_id(&id)?, acting(who)?);
             let to = store
-                .retry_run(&id, &who, clock.now())
+                .retry_run(&id, who, clock.now())
                 .await
                 .map_err(CliError::from)?
                 .map_err(CliError)?;
@@ -236,13 +230,13 @@ async fn approve(
     store: &Store,
     clock: &Clock,
     args: ApproveArgs,
+    who: &Operator,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
-    let who = operator(&args.operator)?;
     if let Some(id) = &args.id {
         let id = run_id(id)?;
         let a = store
-            .approve_run(&id, &who, clock.now())
+            .approve_run(&id, who, clock.now())
             .await
             .map_err(CliError::from)?
             .map_err(CliError)?;
@@ -310,7 +304,7 @@ async fn approve(
     for r in &preview.awaiting {
         let id = run_id(&r.id)?;
         match store
-            .approve_run(&id, &who, clock.now())
+            .approve_run(&id, who, clock.now())
             .await
             .map_err(CliError::from)?
         {

@@ -193,6 +193,19 @@ impl Custodian {
         }
     }
 
+    /// The same custodian acting for an authenticated operator (the CLI): its lease
+    /// owner and audit actor name the operator, and stay unique to this process.
+    pub fn acting_for(mut self, operator_actor: &str) -> Custodian {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.owner = format!(
+                "{operator_actor} (cli-{}-{})",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+        }
+        self
+    }
+
     /// This custodian's lease owner id (also its audit actor).
     pub fn owner(&self) -> &str {
         &self.inner.owner

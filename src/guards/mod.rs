@@ -115,45 +115,62 @@ pub struct Halt {
     pub halted_at: DateTime<Utc>,
 }
 
-/// An operator's name, as given to `--as`. Two names are the same person when they
-/// match after trimming and ignoring case.
+/// Who acts: an authenticated operator account (see `crate::operators`). Two
+/// approvals count once when they come from one account, and a job's owner is
+/// recognised by the confusable skeleton of the name, so a look-alike is the owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Operator(String);
+pub struct Operator {
+    key: String,
+    name: String,
+    skeleton: String,
+}
 
 impl Operator {
-    /// 1–64 characters, no control characters, not blank.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        let name = name.trim();
-        if name.is_empty() {
-            return Err("an operator name is required (`--as <name>`)".into());
+    /// The operator an authenticated account acts as.
+    pub fn from_account(account: &crate::operators::Account) -> Self {
+        Self {
+            key: account.id.as_str().to_string(),
+            name: account.name.clone(),
+            skeleton: crate::operators::skeleton(&account.name),
         }
-        if name.chars().count() > 64 || name.chars().any(char::is_control) {
-            return Err(format!(
-                "operator name {name:?} must be at most 64 printable characters"
-            ));
-        }
-        Ok(Self(name.to_string()))
     }
 
-    /// The name as given.
+    /// An identity the caller vouches for without an account: the library's own tests
+    /// and tools. The CLI and the console only ever use [`Operator::from_account`].
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let name = crate::operators::OperatorName::new(name)?;
+        let skeleton = name.skeleton();
+        Ok(Self {
+            key: format!("name:{skeleton}"),
+            name: name.as_str().to_string(),
+            skeleton,
+        })
+    }
+
+    /// The name, for display.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
 
     /// The identity that counts: approvals by the same key count once.
-    pub fn key(&self) -> String {
-        self.0.to_lowercase()
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether `name` (a job's owner, say) looks like this operator's name.
+    pub fn is_named(&self, name: &str) -> bool {
+        crate::operators::skeleton(name) == self.skeleton
     }
 
     /// The audit actor, `operator:<name>`.
     pub fn actor(&self) -> String {
-        format!("operator:{}", self.0)
+        format!("operator:{}", self.name)
     }
 }
 
 impl fmt::Display for Operator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
@@ -283,7 +300,7 @@ pub fn needs_approval(spec: &PayoutSpec) -> bool {
 /// An approver may never be the job's declared owner.
 pub fn may_approve(spec: &PayoutSpec, who: &Operator) -> Result<(), String> {
     match &spec.approval {
-        Some(rule) if rule.owner.trim().to_lowercase() == who.key() => Err(format!(
+        Some(rule) if who.is_named(&rule.owner) => Err(format!(
             "{who} is the job's owner and may not approve its runs"
         )),
         _ => Ok(()),
@@ -746,7 +763,8 @@ mod tests {
         assert!(may_approve(&r.spec, &Operator::parse("ada").unwrap()).is_ok());
         assert_eq!(approvals_needed(&r.spec), 2);
         assert!(Operator::parse("  ").is_err());
-        assert_eq!(Operator::parse("Ada").unwrap().key(), "ada");
+        assert_eq!(Operator::parse("Ada").unwrap().as_str(), "ada");
+        assert!(Operator::parse("\u{043E}lu").unwrap().is_named("OLU"));
     }
 
     #[test]

@@ -39,7 +39,18 @@ fn set_env(name: &str, value: Option<&str>) {
     }
 }
 
+/// `treasury <args>` as the operator account `ops`, logged in through
+/// `TREASURY_OPERATOR_AUTH` as a person would.
 async fn treasury(w: &World, config: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let ops = crate::operators_world::account(
+        &w.store(),
+        &w.clock,
+        "ops",
+        treasury::operators::Role::Operator,
+    )
+    .await;
+    let token = crate::operators_world::token(&w.store(), &w.clock, &ops).await;
+    set_env("TREASURY_OPERATOR_AUTH", Some(&format!("ops:{token}")));
     let mut argv = vec!["treasury", "--config", config.to_str().unwrap()];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
@@ -103,7 +114,7 @@ async fn the_cli_refreshes_rekeys_revokes_and_lists_from_config_and_environment(
     );
     let out = treasury(&w, &config, &["grants", "list"]).await.unwrap();
     assert!(
-        out.starts_with("!! REVOKED acme: revoked by operator:cli"),
+        out.starts_with("!! REVOKED acme: revoked by operator:ops"),
         "{out}"
     );
     let shown = treasury(&w, &config, &["grants", "show", ALIAS, "--json"])

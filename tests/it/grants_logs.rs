@@ -70,7 +70,8 @@ async fn cli_output(w: &World, command: GrantsCommand) -> String {
         clock: w.clock.clone(),
     };
     let mut out = Vec::new();
-    ctx.grants(command, &mut out).await.unwrap();
+    let who = treasury::guards::Operator::parse("ops").unwrap();
+    ctx.grants(command, Some(&who), &mut out).await.unwrap();
     String::from_utf8(out).unwrap()
 }
 

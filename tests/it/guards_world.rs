@@ -196,6 +196,21 @@ impl World {
     /// Runs `treasury <args>` in-process on this world's store. Returns the output
     /// whether or not the command failed, and its error if it did.
     pub async fn treasury(&self, args: &[&str]) -> (String, Result<(), String>) {
+        // `--as NAME` in a test's args: logged in as the account NAME.
+        let (args, who) = crate::operators_world::split_as(args);
+        let login = match who {
+            Some(name) => crate::operators_world::login(&self.store, &self.clock, name).await,
+            None => crate::operators_world::prompted(&[]),
+        };
+        self.treasury_with(login, &args).await
+    }
+
+    /// `treasury <args>` logged in with `login`.
+    pub async fn treasury_with(
+        &self,
+        login: treasury::operators::Login,
+        args: &[&str],
+    ) -> (String, Result<(), String>) {
         let config = self.dir.path().join("treasury.toml");
         if !config.exists() {
             std::fs::write(
@@ -212,10 +227,15 @@ impl World {
         argv.extend_from_slice(args);
         let cli = treasury::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
         let mut out = Vec::new();
-        let result =
-            treasury::cli::run(cli, self.clock.clone(), CancellationToken::new(), &mut out)
-                .await
-                .map_err(|e| e.to_string());
+        let result = treasury::cli::run_as(
+            cli,
+            self.clock.clone(),
+            CancellationToken::new(),
+            login,
+            &mut out,
+        )
+        .await
+        .map_err(|e| e.to_string());
         (String::from_utf8(out).unwrap(), result)
     }
 

@@ -17,6 +17,7 @@ use crate::on_both_backends;
 /// the example `vendor-weekly` job.
 struct Cli {
     dir: tempfile::TempDir,
+    store: treasury::store::Store,
 }
 
 impl Cli {
@@ -36,22 +37,32 @@ impl Cli {
             dir.path().join("jobs/vendor-weekly.toml"),
         )
         .unwrap();
-        Cli { dir }
+        Cli {
+            dir,
+            store: t.store.clone(),
+        }
     }
 
-    /// `treasury <args> --jobs DIR --as ops`: its output, or its error.
+    /// `treasury <args> --jobs DIR`, logged in as the account `ops`: its output, or its error.
     async fn run(&self, args: &[&str]) -> Result<String, String> {
         let config = self.dir.path().join("treasury.toml");
         let jobs = self.dir.path().join("jobs");
         let mut argv = vec!["treasury", "--config", config.to_str().unwrap()];
         argv.extend_from_slice(args);
-        argv.extend_from_slice(&["--jobs", jobs.to_str().unwrap(), "--as", "ops"]);
+        argv.extend_from_slice(&["--jobs", jobs.to_str().unwrap()]);
         let cli = <treasury::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         let mut out = Vec::new();
-        treasury::cli::run(cli, Clock::system(), CancellationToken::new(), &mut out)
-            .await
-            .map(|()| String::from_utf8(out).unwrap())
-            .map_err(|e| e.to_string())
+        let login = crate::operators_world::login(&self.store, &Clock::system(), "ops").await;
+        treasury::cli::run_as(
+            cli,
+            Clock::system(),
+            CancellationToken::new(),
+            login,
+            &mut out,
+        )
+        .await
+        .map(|()| String::from_utf8(out).unwrap())
+        .map_err(|e| e.to_string())
     }
 }
 

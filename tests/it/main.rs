@@ -26,6 +26,8 @@ mod jobs_cli;
 mod jobs_edges;
 mod jobs_files;
 mod jobs_scheduler;
+mod operators;
+mod operators_world;
 mod ops;
 mod pacing;
 mod pipeline;

@@ -105,6 +105,12 @@ impl Deployment {
             .await
             .unwrap();
         std::fs::create_dir(dir.path().join("jobs")).unwrap();
+        // `treasury run` refuses a job whose owner is not an account: the owners that
+        // the repository's jobs (and these tests' jobs) name.
+        for owner in ["finance-lead", "procurement-lead", "treasurer"] {
+            let role = treasury::operators::Role::Viewer;
+            crate::operators_world::account(&store, &clock, owner, role).await;
+        }
         Deployment {
             sb,
             user,
