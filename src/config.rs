@@ -108,14 +108,56 @@ pub struct HttpSettings {
     /// The worker's HTTP server; localhost unless an operator decides otherwise.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// How long a connection may take to send a request's head, and may sit idle
+    /// between requests ("10s").
+    #[serde(default, deserialize_with = "positive_duration")]
+    pub header_read_timeout: Option<std::time::Duration>,
+    /// How long one request may take, handler included ("30s"); then 408.
+    #[serde(default, deserialize_with = "positive_duration")]
+    pub request_timeout: Option<std::time::Duration>,
+    /// At most this many open connections; more wait in the kernel's backlog.
+    #[serde(default)]
+    pub max_connections: Option<std::num::NonZeroUsize>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            header_read_timeout: None,
+            request_timeout: None,
+            max_connections: None,
         }
     }
+}
+
+impl HttpSettings {
+    /// The edge's bounds: what is set here, the defaults otherwise.
+    pub fn limits(&self) -> crate::http::edge::EdgeLimits {
+        let d = crate::http::edge::EdgeLimits::default();
+        crate::http::edge::EdgeLimits {
+            header_read_timeout: self.header_read_timeout.unwrap_or(d.header_read_timeout),
+            request_timeout: self.request_timeout.unwrap_or(d.request_timeout),
+            max_connections: self.max_connections.map_or(d.max_connections, |n| n.get()),
+        }
+    }
+}
+
+/// A duration written as text ("10s", "2m"), which must be positive.
+fn positive_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::jobs::schedule::parse_duration(&text)
+        .ok()
+        .and_then(|d| d.to_std().ok())
+        .filter(|d| !d.is_zero())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a positive duration (e.g. \"10s\", \"2m\")"
+            ))
+        })
 }
 
 fn default_listen() -> SocketAddr {

@@ -198,7 +198,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         });
     }
     // HTTP: health and metrics always; connect routes with an operator token; triggers.
-    let listen = settings.http.listen;
+    let (listen, limits) = (settings.http.listen, settings.http.limits());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -240,7 +240,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
     tracing::info!(%listen, "HTTP server listening");
     let http = {
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { crate::http::serve(listener, router, shutdown).await })
+        tokio::spawn(async move { crate::http::serve(listener, router, limits, shutdown).await })
     };
 
     shutdown.cancelled().await;

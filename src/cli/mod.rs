@@ -469,7 +469,7 @@ impl Context {
             connector,
             operator_token: Arc::new(operator),
         });
-        crate::http::serve(listener, router, shutdown)
+        crate::http::serve(listener, router, self.settings.http.limits(), shutdown)
             .await
             .map_err(|e| CliError(format!("the HTTP server stopped: {e}")))
     }

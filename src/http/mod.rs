@@ -11,6 +11,7 @@
 //! The server binds localhost by default (`[http] listen`). No page or log line shows
 //! a token, a code or the operator token.
 
+pub mod edge;
 pub mod ops;
 pub mod triggers;
 
@@ -43,15 +44,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled.
+/// Serves `router` on `listener`, within `limits` (see [`edge`]), until `shutdown` is
+/// cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: edge::EdgeLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    edge::serve(listener, router, limits, shutdown).await
 }
 
 async fn connect(

@@ -430,7 +430,7 @@ async fn spawn_server(w: &mut World) -> (Url, CancellationToken) {
         operator_token: Arc::new(Secret::new(OPERATOR_TOKEN)),
     });
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve(listener, app, shutdown.clone()));
+    tokio::spawn(serve(listener, app, Default::default(), shutdown.clone()));
     (w.redirect_uri.join("/").unwrap(), shutdown)
 }
 

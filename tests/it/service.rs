@@ -93,6 +93,7 @@ impl Service {
             },
             http: HttpSettings {
                 listen: ([127, 0, 0, 1], port).into(),
+                ..HttpSettings::default()
             },
             queue: Default::default(),
             pacing: Default::default(),
