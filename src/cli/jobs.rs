@@ -90,6 +90,26 @@ async fn read_holders(config: &Path, jobs: &[jobs::Job]) -> (jobs::plan::Holders
     }
 }
 
+/// What `treasury run` checks before it makes any network call (the store, the
+/// issuer): the whole config and every job file, every error shown at once.
+pub async fn preflight(
+    config: &Path,
+    dir: &Path,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let v = jobs::validate(config, dir, StoreAccess::Never).await;
+    if v.errors.is_empty() {
+        return Ok(());
+    }
+    for e in &v.errors {
+        writeln!(out, "{e}").map_err(io)?;
+    }
+    Err(CliError(format!(
+        "{} error(s) in the config or the job files: `treasury run` starts only when all are fixed",
+        v.errors.len()
+    )))
+}
+
 /// Runs one `jobs` subcommand. It reads the config itself, so that a broken config is
 /// reported like any other error instead of stopping the command.
 pub async fn run(
@@ -111,6 +131,9 @@ pub async fn run(
             v.errors.sort();
             for e in &v.errors {
                 writeln!(out, "{e}").map_err(io)?;
+            }
+            for w in &v.warnings {
+                writeln!(out, "warning: {w}").map_err(io)?;
             }
             for w in &warnings {
                 writeln!(out, "warning: {w}").map_err(io)?;

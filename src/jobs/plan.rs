@@ -156,6 +156,8 @@ pub fn describe_recipient(r: &RecipientSpec, grant: &str, holders: &Holders) -> 
     match r {
         RecipientSpec::Id { id } => match holders.get(grant, id) {
             Some(holder) => {
+                // The provider's text, not the reviewed file's: never printed raw.
+                let holder = super::text::printable(holder);
                 format!("{holder} (recipient {id}; the holder's name as the provider reports it)")
             }
             None => format!(

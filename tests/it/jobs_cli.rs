@@ -10,11 +10,11 @@ use treasury::clock::Clock;
 
 use crate::jobs_scheduler::utc;
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-async fn treasury(args: &[&str]) -> (Result<(), String>, String) {
+pub async fn treasury(args: &[&str]) -> (Result<(), String>, String) {
     let mut argv = vec!["treasury"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).unwrap();

@@ -25,6 +25,7 @@ mod halt_names;
 mod jobs_cli;
 mod jobs_edges;
 mod jobs_files;
+mod jobs_refusals;
 mod jobs_scheduler;
 mod ops;
 mod pacing;
