@@ -274,7 +274,7 @@ pub async fn validate(config: &Path, dir: &Path, access: StoreAccess) -> Validat
     let settings = match Settings::load(config) {
         Ok(s) => Some(s),
         Err(e) => {
-            v.errors.push(config_diagnostic(config, &e));
+            v.errors.extend(config_diagnostics(config, &e));
             v.notes.push(
                 "the config could not be read, so grant aliases and scopes were not checked".into(),
             );
@@ -325,9 +325,20 @@ pub async fn validate(config: &Path, dir: &Path, access: StoreAccess) -> Validat
     v
 }
 
-fn config_diagnostic(config: &Path, e: &crate::config::ConfigError) -> Diagnostic {
+fn config_diagnostics(config: &Path, e: &crate::config::ConfigError) -> Vec<Diagnostic> {
     use crate::config::ConfigError;
-    match e {
+    if let ConfigError::Problems { path, problems } = e {
+        return problems
+            .iter()
+            .map(|p| Diagnostic {
+                path: path.clone(),
+                line: p.line,
+                col: p.col,
+                message: p.message.clone(),
+            })
+            .collect();
+    }
+    let one = match e {
         ConfigError::Parse {
             path,
             line,
@@ -348,7 +359,8 @@ fn config_diagnostic(config: &Path, e: &crate::config::ConfigError) -> Diagnosti
                 .trim_start_matches(&format!("{}: ", config.display()))
                 .to_string(),
         },
-    }
+    };
+    vec![one]
 }
 
 /// Opens the configured store if it exists: a SQLite file that is not there yet is

@@ -278,3 +278,67 @@ async fn run_checks_config_and_every_job_file_before_any_network_call() {
     );
     assert!(out.contains("text_ansi.toml:3:"), "{out}");
 }
+
+// ------------------------------------------------------------------- the config file
+
+const CONFIG: &str = r#"[store]
+url = "mysql://db/treasury"
+
+[busha]
+issuer_url = "https://login.busha.io"
+api_url = "http://api.example.com"
+client_id = "c"
+redirect_uri = "http://localhost:8787/oauth/callback"
+
+[[grants]]
+alias = "acme"
+scopes = []
+
+[[grants]]
+alias = "acme"
+scopes = []
+"#;
+
+#[test]
+fn every_config_problem_is_reported_in_one_pass_with_its_line() {
+    let path = Path::new("config/t.toml");
+    let e = treasury::config::Settings::parse(path, CONFIG)
+        .unwrap_err()
+        .to_string();
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "config/t.toml:2:7: [store] url \"mysql://db/treasury\": the scheme \"mysql\" is not supported (use sqlite://PATH?mode=rwc or postgres://user@host/db)",
+            "config/t.toml:6:11: [busha] api_url \"http://api.example.com\" is plain http:// to a public host: tokens and money would cross the network unencrypted; use https://",
+            "config/t.toml:15:9: grant alias \"acme\" is declared twice (first on line 11): each alias names one grant",
+        ],
+        "{e}"
+    );
+}
+
+#[test]
+fn a_secret_in_the_config_file_names_the_variable_to_use_instead() {
+    let text = CONFIG
+        .replace("mysql://db/treasury", "sqlite://t.db?mode=rwc")
+        .replace("http://api.example.com", "https://api.busha.io")
+        .replace(
+            "client_id = \"c\"",
+            "client_id = \"c\"\nclient_secret = \"s3cr3t\"",
+        );
+    let e = treasury::config::Settings::parse(Path::new("t.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("t.toml:8:1: `busha.client_secret` holds a secret, and secrets never go in a file: remove it and set the environment variable TREASURY_BUSHA_CLIENT_SECRET instead"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cr3t"), "the secret is never echoed: {e}");
+    // Loopback http:// (a sandbox) is fine.
+    let local = text
+        .replace("client_secret = \"s3cr3t\"\n", "")
+        .replace("https://api.busha.io", "http://127.0.0.1:9/")
+        .replace("alias = \"acme\"\nscopes = []\n\n[[grants]]\n", "");
+    let s = treasury::config::Settings::parse(Path::new("t.toml"), &local);
+    assert!(s.is_ok(), "{:?}", s.err());
+}
