@@ -21,6 +21,7 @@ pub mod scheduler;
 pub mod spec;
 pub mod text;
 pub mod toml_words;
+pub mod totals;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

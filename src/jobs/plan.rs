@@ -19,6 +19,8 @@ use crate::store::{Store, StoreError};
 pub struct Plan {
     pub from: DateTime<Utc>,
     pub jobs: Vec<JobPlan>,
+    /// What the planned runs add up to, and the approvals they need.
+    pub totals: super::totals::PlanTotals,
 }
 
 /// One job's plan.
@@ -291,7 +293,13 @@ pub fn plan_with(jobs: &[Job], from: DateTime<Utc>, next: usize, holders: &Holde
             }
         })
         .collect();
-    Plan { from, jobs }
+    let mut plan = Plan {
+        from,
+        jobs,
+        totals: Default::default(),
+    };
+    plan.totals = super::totals::totals(&plan);
+    plan
 }
 
 fn guard_text(g: &RateGuard, source: &str) -> String {
@@ -420,5 +428,5 @@ pub fn write_text(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
             }
         }
     }
-    Ok(())
+    super::totals::write_text(out, &plan.totals)
 }

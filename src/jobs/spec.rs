@@ -48,7 +48,7 @@ impl fmt::Display for JobId {
 }
 
 /// Which side of the quote an amount fixes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Source,

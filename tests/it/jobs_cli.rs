@@ -202,6 +202,61 @@ async fn plan_json_shows_the_next_occurrences_amounts_and_approvals() {
     );
 }
 
+#[tokio::test]
+async fn plan_adds_up_each_currency_per_job_and_overall_with_the_approvals_needed() {
+    let config = root().join("config/treasury.toml");
+    let jobs = root().join("jobs");
+    let args = |json: bool| {
+        let mut a = vec![
+            "--config".to_string(),
+            config.display().to_string(),
+            "jobs".into(),
+            "plan".into(),
+            "--jobs".into(),
+            jobs.display().to_string(),
+            "--next".into(),
+            "3".into(),
+            "--from".into(),
+            "2026-03-01T00:00:00Z".into(),
+        ];
+        if json {
+            a.push("--json".into());
+        }
+        a
+    };
+    let json_args = args(true);
+    let (r, out) = treasury(&json_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    r.unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &plan["totals"];
+    // Salaries: three occurrences of ada (450000 NGN), grace (900000 NGN, two
+    // approvers) and alan (300 USDT).
+    let salaries = &t["jobs"]["salaries-monthly"];
+    assert_eq!(salaries["runs"], 9);
+    assert_eq!(salaries["runs_needing_approval"], 3);
+    assert_eq!(salaries["approvals"], 6);
+    assert_eq!(
+        salaries["amounts"],
+        serde_json::json!([
+            {"currency": "NGN", "side": "target", "amount": "4050000"},
+            {"currency": "USDT", "side": "source", "amount": "900"},
+        ])
+    );
+    assert_eq!(t["overall"]["runs"], 12);
+    assert_eq!(t["overall"]["amounts"][0]["amount"], "4800000");
+    let text_args = args(false);
+    let (r, out) = treasury(&text_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    r.unwrap();
+    assert!(
+        out.contains("\n  overall: 12 run(s): deliver 4800000 NGN, send 900 USDT; 3 need approval (6 approvals in all)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  vendor-weekly: 3 run(s): deliver 750000 NGN; no approval needed\n"),
+        "{out}"
+    );
+}
+
 #[test]
 fn the_binary_exits_1_when_a_job_file_is_wrong() {
     let dir = broken_dir();
