@@ -21,6 +21,9 @@ pub enum JobsCommand {
         /// Do not read the store (skip the check of granted scopes).
         #[arg(long)]
         no_store: bool,
+        /// Print errors and warnings as JSON objects (file, line, column, code, message).
+        #[arg(long)]
+        json: bool,
     },
     /// Show each job's next occurrences, amounts, recipients (masked), guards and approvals.
     Plan {
@@ -90,6 +93,23 @@ async fn read_holders(config: &Path, jobs: &[jobs::Job]) -> (jobs::plan::Holders
     }
 }
 
+/// `validate --json`: the report on stdout; exit 1 when it holds an error.
+fn write_json(
+    out: &mut (dyn Write + Send),
+    v: &jobs::Validation,
+    warnings: &[String],
+) -> Result<(), CliError> {
+    let report = jobs::report::report(v, warnings);
+    let text = serde_json::to_string_pretty(&report)
+        .map_err(|e| CliError(format!("cannot encode the report: {e}")))?;
+    writeln!(out, "{text}").map_err(io)?;
+    if report.ok {
+        Ok(())
+    } else {
+        Err(CliError(format!("{} error(s)", report.errors.len())))
+    }
+}
+
 /// What `treasury run` checks before it makes any network call (the store, the
 /// issuer): the whole config and every job file, every error shown at once.
 pub async fn preflight(
@@ -119,7 +139,11 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     match command {
-        JobsCommand::Validate { jobs, no_store } => {
+        JobsCommand::Validate {
+            jobs,
+            no_store,
+            json,
+        } => {
             let access = if no_store {
                 StoreAccess::Never
             } else {
@@ -129,6 +153,9 @@ pub async fn run(
             let (secret_errors, warnings) = jobs::check_trigger_secrets(&v.jobs);
             v.errors.extend(secret_errors);
             v.errors.sort();
+            if json {
+                return write_json(out, &v, &warnings);
+            }
             for e in &v.errors {
                 writeln!(out, "{e}").map_err(io)?;
             }

@@ -16,6 +16,7 @@ pub mod dir;
 pub mod feasible;
 pub mod parse;
 pub mod plan;
+pub mod report;
 pub mod schedule;
 pub mod scheduler;
 pub mod spec;

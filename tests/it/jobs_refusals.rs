@@ -342,3 +342,36 @@ fn a_secret_in_the_config_file_names_the_variable_to_use_instead() {
     let s = treasury::config::Settings::parse(Path::new("t.toml"), &local);
     assert!(s.is_ok(), "{:?}", s.err());
 }
+
+#[tokio::test]
+async fn validate_json_gives_errors_and_warnings_as_objects_with_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["text_ansi.toml", "timezone_fixed_offset.toml"] {
+        std::fs::copy(fixtures().join(f), tmp.path().join(f)).unwrap();
+    }
+    let config = root().join("config/treasury.toml");
+    let dir = tmp.path().display().to_string();
+    let (r, out) = treasury(&[
+        "--config",
+        config.to_str().unwrap(),
+        "jobs",
+        "validate",
+        "--jobs",
+        &dir,
+        "--no-store",
+        "--json",
+    ])
+    .await;
+    assert_eq!(r.unwrap_err(), "1 error(s)");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["files"], 2);
+    let e = &report["errors"][0];
+    assert_eq!(e["file"], format!("{dir}/text_ansi.toml"));
+    assert_eq!((e["line"].as_u64(), e["column"].as_u64()), (Some(3), Some(15)));
+    assert_eq!(e["code"], "hidden_character");
+    assert!(e["message"].as_str().unwrap().starts_with("`description` holds an escape"));
+    let w = &report["warnings"][0];
+    assert_eq!(w["code"], "fixed_timezone");
+    assert_eq!(w["line"], 21);
+}
