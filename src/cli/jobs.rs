@@ -35,6 +35,10 @@ pub enum JobsCommand {
         /// Start from this instant (RFC 3339, or a date for midnight UTC) instead of now.
         #[arg(long)]
         from: Option<String>,
+        /// Instead of the plan: what a worker down since this instant (RFC 3339 or a
+        /// date) and back now (or at --from) would run, skip or run late.
+        #[arg(long)]
+        down_since: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -44,8 +48,9 @@ fn io(e: std::io::Error) -> CliError {
     CliError(format!("cannot write output: {e}"))
 }
 
-/// Parses `--from`: RFC 3339, or `YYYY-MM-DD` for midnight UTC.
-pub fn parse_from(s: &str) -> Result<DateTime<Utc>, CliError> {
+/// Parses an instant given to `flag` (`--from`, `--down-since`): RFC 3339, or
+/// `YYYY-MM-DD` for midnight UTC.
+pub fn parse_from(flag: &str, s: &str) -> Result<DateTime<Utc>, CliError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -55,7 +60,7 @@ pub fn parse_from(s: &str) -> Result<DateTime<Utc>, CliError> {
         .map(|t| t.and_utc())
         .ok_or_else(|| {
             CliError(format!(
-                "--from {s:?} is not an RFC 3339 instant (2026-03-08T09:00:00Z) or a date (2026-03-08)"
+                "{flag} {s:?} is not an RFC 3339 instant (2026-03-08T09:00:00Z) or a date (2026-03-08)"
             ))
         })
 }
@@ -192,10 +197,11 @@ pub async fn run(
             jobs,
             next,
             from,
+            down_since,
             json,
         } => {
             let from = match from {
-                Some(s) => parse_from(&s)?,
+                Some(s) => parse_from("--from", &s)?,
                 None => clock.now(),
             };
             let v = jobs::validate(config, &jobs, StoreAccess::Never).await;
@@ -207,6 +213,17 @@ pub async fn run(
                     "{} error(s): fix them (`treasury jobs validate`) before planning",
                     v.errors.len()
                 )));
+            }
+            if let Some(since) = down_since {
+                let sim =
+                    jobs::catch_up::simulate(&v.jobs, parse_from("--down-since", &since)?, from);
+                return if json {
+                    let text = serde_json::to_string_pretty(&sim)
+                        .map_err(|e| CliError(format!("cannot encode the simulation: {e}")))?;
+                    writeln!(out, "{text}").map_err(io)
+                } else {
+                    jobs::catch_up::write_text(out, &sim).map_err(io)
+                };
             }
             let (holders, why) = read_holders(config, &v.jobs).await;
             let plan = jobs::plan::plan_with(&v.jobs, from, next, &holders);

@@ -12,6 +12,7 @@
 //! [`validate`] is `treasury jobs validate`: config and every job file, all errors at once.
 //! Nothing here moves money; the scheduler only writes run rows through the store.
 
+pub mod catch_up;
 pub mod dir;
 pub mod feasible;
 pub mod parse;

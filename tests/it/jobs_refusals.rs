@@ -368,10 +368,71 @@ async fn validate_json_gives_errors_and_warnings_as_objects_with_codes() {
     assert_eq!(report["files"], 2);
     let e = &report["errors"][0];
     assert_eq!(e["file"], format!("{dir}/text_ansi.toml"));
-    assert_eq!((e["line"].as_u64(), e["column"].as_u64()), (Some(3), Some(15)));
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(3), Some(15))
+    );
     assert_eq!(e["code"], "hidden_character");
-    assert!(e["message"].as_str().unwrap().starts_with("`description` holds an escape"));
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("`description` holds an escape")
+    );
     let w = &report["warnings"][0];
     assert_eq!(w["code"], "fixed_timezone");
     assert_eq!(w["line"], 21);
+}
+
+#[tokio::test]
+async fn plan_down_since_shows_what_a_returning_worker_would_run_skip_or_run_late() {
+    let config = root().join("config/treasury.toml");
+    let jobs = root().join("jobs");
+    let args = |json: bool| {
+        let mut a = vec![
+            "--config".to_string(),
+            config.display().to_string(),
+            "jobs".into(),
+            "plan".into(),
+            "--jobs".into(),
+            jobs.display().to_string(),
+            "--down-since".into(),
+            "2026-03-02T07:00:00Z".into(),
+            "--from".into(),
+            "2026-03-09T10:00:00Z".into(),
+        ];
+        if json {
+            a.push("--json".into());
+        }
+        a
+    };
+    let a = args(true);
+    let (r, out) = treasury(&a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    r.unwrap();
+    let sim: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let vendor = sim["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == "vendor-weekly")
+        .unwrap();
+    // Mondays 08:00Z; catch_up = "latest" within 1d.
+    assert_eq!(
+        vendor["occurrences"],
+        serde_json::json!([
+            {"occurrence_key": "2026-03-02T08:00:00Z", "verdict": "skipped", "why": "older than max_lateness"},
+            {"occurrence_key": "2026-03-09T08:00:00Z", "verdict": "late", "why": "runs now, 2h late"},
+        ])
+    );
+    let a = args(false);
+    let (r, out) = treasury(&a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    r.unwrap();
+    assert!(
+        out.contains("  2026-03-09T08:00:00Z  run late: runs now, 2h late\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("salaries-monthly (catch_up = \"all\")\n  no occurrence in that time\n"),
+        "{out}"
+    );
 }
