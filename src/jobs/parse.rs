@@ -278,24 +278,24 @@ enum Sign {
 }
 
 impl<'t> Parser<'t> {
-    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+    fn diagnostic(&self, span: Range<usize>, message: String) -> Diagnostic {
         let (line, col) = line_col(self.text, span.start);
-        self.errs.push(Diagnostic {
+        Diagnostic {
             path: self.path.to_string(),
             line,
             col,
-            message: message.into(),
-        });
+            message,
+        }
+    }
+
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let d = self.diagnostic(span, message.into());
+        self.errs.push(d);
     }
 
     fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
-        let (line, col) = line_col(self.text, span.start);
-        self.warnings.push(Diagnostic {
-            path: self.path.to_string(),
-            line,
-            col,
-            message: message.into(),
-        });
+        let d = self.diagnostic(span, message.into());
+        self.warnings.push(d);
     }
 
     fn finish(&mut self) -> Vec<Diagnostic> {

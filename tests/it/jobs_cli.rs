@@ -202,33 +202,29 @@ async fn plan_json_shows_the_next_occurrences_amounts_and_approvals() {
     );
 }
 
-#[tokio::test]
-async fn plan_adds_up_each_currency_per_job_and_overall_with_the_approvals_needed() {
+/// `treasury jobs plan` over the repository's own job files, with `extra` arguments.
+pub async fn plan(extra: &[&str]) -> (Result<(), String>, String) {
     let config = root().join("config/treasury.toml");
     let jobs = root().join("jobs");
-    let args = |json: bool| {
-        let mut a = vec![
-            "--config".to_string(),
-            config.display().to_string(),
-            "jobs".into(),
-            "plan".into(),
-            "--jobs".into(),
-            jobs.display().to_string(),
-            "--next".into(),
-            "3".into(),
-            "--from".into(),
-            "2026-03-01T00:00:00Z".into(),
-        ];
-        if json {
-            a.push("--json".into());
-        }
-        a
-    };
-    let json_args = args(true);
-    let (r, out) = treasury(&json_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "jobs",
+        "plan",
+        "--jobs",
+        jobs.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    treasury(&args).await
+}
+
+#[tokio::test]
+async fn plan_adds_up_each_currency_per_job_and_overall_with_the_approvals_needed() {
+    let window = ["--next", "3", "--from", "2026-03-01T00:00:00Z"];
+    let (r, out) = plan(&[&window[..], &["--json"]].concat()).await;
     r.unwrap();
-    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let t = &plan["totals"];
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &shown["totals"];
     // Salaries: three occurrences of ada (450000 NGN), grace (900000 NGN, two
     // approvers) and alan (300 USDT).
     let salaries = &t["jobs"]["salaries-monthly"];
@@ -244,8 +240,7 @@ async fn plan_adds_up_each_currency_per_job_and_overall_with_the_approvals_neede
     );
     assert_eq!(t["overall"]["runs"], 12);
     assert_eq!(t["overall"]["amounts"][0]["amount"], "4800000");
-    let text_args = args(false);
-    let (r, out) = treasury(&text_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let (r, out) = plan(&window).await;
     r.unwrap();
     assert!(
         out.contains("\n  overall: 12 run(s): deliver 4800000 NGN, send 900 USDT; 3 need approval (6 approvals in all)\n"),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use treasury::config::GrantSpec;
 use treasury::jobs::{self, Diagnostic, StoreAccess, parse_job};
 
-use crate::jobs_cli::{root, treasury};
+use crate::jobs_cli::{plan, root, treasury};
 use crate::jobs_files::test_grants;
 
 fn fixtures() -> PathBuf {
@@ -386,28 +386,13 @@ async fn validate_json_gives_errors_and_warnings_as_objects_with_codes() {
 
 #[tokio::test]
 async fn plan_down_since_shows_what_a_returning_worker_would_run_skip_or_run_late() {
-    let config = root().join("config/treasury.toml");
-    let jobs = root().join("jobs");
-    let args = |json: bool| {
-        let mut a = vec![
-            "--config".to_string(),
-            config.display().to_string(),
-            "jobs".into(),
-            "plan".into(),
-            "--jobs".into(),
-            jobs.display().to_string(),
-            "--down-since".into(),
-            "2026-03-02T07:00:00Z".into(),
-            "--from".into(),
-            "2026-03-09T10:00:00Z".into(),
-        ];
-        if json {
-            a.push("--json".into());
-        }
-        a
-    };
-    let a = args(true);
-    let (r, out) = treasury(&a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let window = [
+        "--down-since",
+        "2026-03-02T07:00:00Z",
+        "--from",
+        "2026-03-09T10:00:00Z",
+    ];
+    let (r, out) = plan(&[&window[..], &["--json"]].concat()).await;
     r.unwrap();
     let sim: serde_json::Value = serde_json::from_str(&out).unwrap();
     let vendor = sim["jobs"]
@@ -424,8 +409,7 @@ async fn plan_down_since_shows_what_a_returning_worker_would_run_skip_or_run_lat
             {"occurrence_key": "2026-03-09T08:00:00Z", "verdict": "late", "why": "runs now, 2h late"},
         ])
     );
-    let a = args(false);
-    let (r, out) = treasury(&a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let (r, out) = plan(&window).await;
     r.unwrap();
     assert!(
         out.contains("  2026-03-09T08:00:00Z  run late: runs now, 2h late\n"),
