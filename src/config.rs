@@ -4,7 +4,6 @@
 //! ([`secret_from_env`]): the Busha client secret, the operator token and the master
 //! key (read by `grants::crypto`). Unknown keys are refused with `file:line:col`.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,9 +13,11 @@ use url::Url;
 
 mod alerts;
 mod caps;
+mod checks;
 
 pub use alerts::{AlertKinds, AlertSettings};
 pub use caps::DailyCaps;
+pub use checks::{Problem, STORE_SCHEMES};
 
 /// The Busha client secret's environment variable.
 pub const CLIENT_SECRET_ENV: &str = "TREASURY_BUSHA_CLIENT_SECRET";
@@ -48,6 +49,16 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    /// Every problem found in one pass, one per line (`path:line:col: message`).
+    #[error("{}", problems.iter().map(|p| if p.line == 0 {
+        format!("{path}: {}", p.message)
+    } else {
+        format!("{path}:{}:{}: {}", p.line, p.col, p.message)
+    }).collect::<Vec<_>>().join("\n"))]
+    Problems {
+        path: String,
+        problems: Vec<Problem>,
+    },
     #[error("{0}")]
     MissingSecret(String),
 }
@@ -324,12 +335,18 @@ impl RawWorker {
 #[serde(deny_unknown_fields)]
 pub struct GrantSpec {
     pub alias: String,
+    /// `busha` when not given.
+    #[serde(default = "default_provider")]
     pub provider: String,
     /// Resource scopes (`openid` and `offline_access` are always requested as well).
     pub scopes: Vec<String>,
     /// Rolling 24-hour caps over every run on the grant, per source currency.
     #[serde(default)]
     pub daily_caps: DailyCaps,
+}
+
+fn default_provider() -> String {
+    "busha".into()
 }
 
 #[derive(Deserialize)]
@@ -363,91 +380,106 @@ impl Settings {
         Settings::parse(path, &text)
     }
 
-    /// Parses `text` as if read from `path`.
+    /// Parses `text` as if read from `path`, reporting every problem found in one
+    /// pass ([`ConfigError::Problems`]).
     pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
         let shown = path.display().to_string();
-        let file: File = toml::from_str(text).map_err(|e| {
-            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError::Parse {
-                path: shown.clone(),
-                line,
-                col,
-                message: e.message().trim().to_string(),
+        let mut problems = checks::scan(text);
+        let file = match toml::from_str::<File>(text) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+                // The scan already said it in plainer words at that line.
+                if !problems.iter().any(|p| p.line == line) {
+                    problems.push(Problem {
+                        line,
+                        col,
+                        message: e.message().trim().to_string(),
+                    });
+                }
+                None
             }
-        })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: shown.clone(),
-            message,
         };
-        let mut seen = BTreeSet::new();
-        for g in &file.grants {
-            if g.alias.is_empty()
-                || !g
-                    .alias
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(invalid(format!(
-                    "grant alias {:?} must be non-empty ASCII letters, digits, '-' or '_'",
-                    g.alias
-                )));
-            }
-            if !PROVIDERS.contains(&g.provider.as_str()) {
-                return Err(invalid(format!(
-                    "grant {:?}: provider {:?} is not one of {PROVIDERS:?}",
-                    g.alias, g.provider
-                )));
-            }
-            if !seen.insert((g.provider.clone(), g.alias.clone())) {
-                return Err(invalid(format!(
-                    "grant alias {:?} is declared twice",
-                    g.alias
-                )));
+        let settings = file.map(|file| resolve(path, file, &mut problems));
+        match settings {
+            Some(Some(s)) if problems.is_empty() => Ok(s),
+            _ => {
+                problems.sort();
+                problems.dedup();
+                Err(ConfigError::Problems {
+                    path: shown,
+                    problems,
+                })
             }
         }
-        match (file.queue.backend, &file.queue.url) {
-            (QueueBackendKind::Redis, None) => {
-                return Err(invalid(
-                    "[queue] backend = \"redis\" needs `url` (redis://host:port/db)".into(),
-                ));
-            }
-            (QueueBackendKind::Sqlite, Some(_)) => {
-                return Err(invalid(
-                    "[queue] `url` is for backend = \"redis\"; the SQLite queue lives beside the store".into(),
-                ));
-            }
-            _ => {}
-        }
-        if file.pacing.backend == Some(PacingBackendKind::Redis)
-            && file.pacing.url.is_none()
-            && file.queue.url.is_none()
-        {
-            return Err(invalid(
-                "[pacing] backend = \"redis\" needs `url`, or a Redis [queue] to share".into(),
-            ));
-        }
-        if file.pacing.limits_scale == 0 {
-            return Err(invalid("[pacing] limits_scale must be at least 1".into()));
-        }
-        let worker = file.worker.resolve().map_err(invalid)?;
-        let alerts = file.alerts.resolve().map_err(invalid)?;
-        Ok(Settings {
-            path: path.to_path_buf(),
-            store: file.store,
-            busha: file.busha,
-            http: file.http,
-            queue: file.queue,
-            pacing: file.pacing,
-            worker,
-            alerts,
-            grants: file.grants,
-        })
     }
 
     /// The declared grant with this alias.
     pub fn grant(&self, alias: &str) -> Option<&GrantSpec> {
         self.grants.iter().find(|g| g.alias == alias)
     }
+}
+
+/// The checks that need the whole deserialized file; each problem found is added.
+fn resolve(path: &Path, file: File, problems: &mut Vec<Problem>) -> Option<Settings> {
+    let mut invalid = |message: String| {
+        problems.push(Problem {
+            line: 0,
+            col: 0,
+            message,
+        })
+    };
+    for g in &file.grants {
+        if g.alias.is_empty()
+            || !g
+                .alias
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            invalid(format!(
+                "grant alias {:?} must be non-empty ASCII letters, digits, '-' or '_'",
+                g.alias
+            ));
+        }
+        if !PROVIDERS.contains(&g.provider.as_str()) {
+            invalid(format!(
+                "grant {:?}: provider {:?} is not one of {PROVIDERS:?}",
+                g.alias, g.provider
+            ));
+        }
+    }
+    match (file.queue.backend, &file.queue.url) {
+        (QueueBackendKind::Redis, None) => {
+            invalid("[queue] backend = \"redis\" needs `url` (redis://host:port/db)".into())
+        }
+        (QueueBackendKind::Sqlite, Some(_)) => invalid(
+            "[queue] `url` is for backend = \"redis\"; the SQLite queue lives beside the store"
+                .into(),
+        ),
+        _ => {}
+    }
+    if file.pacing.backend == Some(PacingBackendKind::Redis)
+        && file.pacing.url.is_none()
+        && file.queue.url.is_none()
+    {
+        invalid("[pacing] backend = \"redis\" needs `url`, or a Redis [queue] to share".into());
+    }
+    if file.pacing.limits_scale == 0 {
+        invalid("[pacing] limits_scale must be at least 1".into());
+    }
+    let worker = file.worker.resolve().map_err(&mut invalid).ok();
+    let alerts = file.alerts.resolve().map_err(&mut invalid).ok();
+    Some(Settings {
+        path: path.to_path_buf(),
+        store: file.store,
+        busha: file.busha,
+        http: file.http,
+        queue: file.queue,
+        pacing: file.pacing,
+        worker: worker?,
+        alerts: alerts?,
+        grants: file.grants,
+    })
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

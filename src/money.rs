@@ -14,79 +14,18 @@ use serde::{Deserialize, Serialize};
 #[serde(try_from = "String", into = "String")]
 pub struct Currency(String);
 
-/// What is known about a currency: its display name, kind and decimal places.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CurrencyInfo {
-    pub code: &'static str,
-    pub name: &'static str,
-    pub fiat: bool,
-    /// Decimal places Busha accepts for amounts in this currency.
-    pub precision: u32,
-}
+pub mod catalogue;
 
-/// Currencies whose precision we know. Others default to [`DEFAULT_PRECISION`].
-pub const KNOWN_CURRENCIES: &[CurrencyInfo] = &[
-    CurrencyInfo {
-        code: "NGN",
-        name: "Nigerian Naira",
-        fiat: true,
-        precision: 2,
-    },
-    CurrencyInfo {
-        code: "KES",
-        name: "Kenyan Shilling",
-        fiat: true,
-        precision: 2,
-    },
-    CurrencyInfo {
-        code: "GHS",
-        name: "Ghanaian Cedi",
-        fiat: true,
-        precision: 2,
-    },
-    CurrencyInfo {
-        code: "USD",
-        name: "US Dollar",
-        fiat: true,
-        precision: 2,
-    },
-    CurrencyInfo {
-        code: "GBP",
-        name: "British Pound",
-        fiat: true,
-        precision: 2,
-    },
-    CurrencyInfo {
-        code: "USDT",
-        name: "Tether",
-        fiat: false,
-        precision: 6,
-    },
-    CurrencyInfo {
-        code: "USDC",
-        name: "USD Coin",
-        fiat: false,
-        precision: 6,
-    },
-    CurrencyInfo {
-        code: "BTC",
-        name: "Bitcoin",
-        fiat: false,
-        precision: 8,
-    },
-    CurrencyInfo {
-        code: "ETH",
-        name: "Ethereum",
-        fiat: false,
-        precision: 8,
-    },
-];
+pub use catalogue::{CurrencyInfo, KNOWN_CURRENCIES};
 
 /// Precision assumed for a currency we have no entry for.
 pub const DEFAULT_PRECISION: u32 = 8;
 
 /// What [`parse_amount`] accepts, for messages.
 pub const PLAIN_DECIMAL_RULE: &str = "write digits with an optional fraction, such as \"1500\" or \"1500.25\" (no sign, exponent, `_`, spaces, or a bare leading or trailing point)";
+
+/// The largest amount [`parse_amount`] accepts, before a currency's precision.
+pub const LARGEST_AMOUNT: &str = "999999999999999";
 
 /// Most digits an amount may have before the decimal point (below 10^15).
 pub const MAX_INTEGER_DIGITS: usize = 15;
@@ -101,13 +40,17 @@ pub enum MoneyError {
     BadCurrency(String),
     #[error("`{0}` is not a decimal amount")]
     NotADecimal(String),
-    /// Not the plain-decimal grammar of [`parse_amount`].
-    #[error("{0:?} is not a plain decimal: {PLAIN_DECIMAL_RULE}")]
+    /// Not the plain-decimal grammar of [`parse_amount`]; the message says what is wrong.
+    #[error("{0:?} is not a plain decimal: {why}", why = not_plain_why(.0))]
     NotPlain(String),
     #[error(
-        "{0:?} is too large: an amount has at most {MAX_INTEGER_DIGITS} digits before the point and {MAX_FRACTION_DIGITS} after"
+        "{0:?} is too large (the largest is {LARGEST_AMOUNT}, with at most {MAX_FRACTION_DIGITS} decimal places)"
     )]
     TooLarge(String),
+    #[error("{0:?} has more than {MAX_FRACTION_DIGITS} decimal places")]
+    TooManyPlaces(String),
+    #[error("{0:?} has too many digits to hold exactly (at most 28 in all)")]
+    TooManyDigits(String),
     #[error("amount must be positive, got {0}")]
     NotPositive(Decimal),
     #[error("{amount} has more than {precision} decimal places allowed for {currency}")]
@@ -196,10 +139,9 @@ impl Money {
     }
 
     /// Parses a decimal string such as `"150000.50"`.
+    /// The grammar is [`parse_amount`]'s.
     pub fn parse(amount: &str, currency: Currency) -> Result<Self, MoneyError> {
-        let amount = Decimal::from_str(amount.trim())
-            .map_err(|_| MoneyError::NotADecimal(amount.to_string()))?;
-        Self::new(amount, currency)
+        Self::new(parse_amount(amount)?, currency)
     }
 
     pub fn amount(&self) -> Decimal {
@@ -232,10 +174,40 @@ pub fn parse_amount(text: &str) -> Result<Decimal, MoneyError> {
     if !digits(int) || frac.is_some_and(|f| !digits(f)) {
         return Err(MoneyError::NotPlain(text.to_string()));
     }
-    if int.len() > MAX_INTEGER_DIGITS || frac.is_some_and(|f| f.len() > MAX_FRACTION_DIGITS) {
+    if int.trim_start_matches('0').len() > MAX_INTEGER_DIGITS {
         return Err(MoneyError::TooLarge(text.to_string()));
     }
-    Decimal::from_str_exact(text).map_err(|_| MoneyError::TooLarge(text.to_string()))
+    if frac.is_some_and(|f| f.len() > MAX_FRACTION_DIGITS) {
+        return Err(MoneyError::TooManyPlaces(text.to_string()));
+    }
+    Decimal::from_str_exact(text).map_err(|_| MoneyError::TooManyDigits(text.to_string()))
+}
+
+/// In plain words, what keeps `text` from being a plain decimal.
+pub fn not_plain_why(text: &str) -> String {
+    let trimmed = text.trim();
+    let why = if text.is_empty() {
+        "it is empty"
+    } else if trimmed != text {
+        "remove the spaces around the number"
+    } else if text.contains(char::is_whitespace) {
+        "remove the spaces inside the number"
+    } else if text.starts_with('+') {
+        "remove the leading `+` (amounts have no sign)"
+    } else if text.starts_with('-') {
+        "amounts have no sign"
+    } else if text.contains(['e', 'E']) && text.bytes().any(|b| b.is_ascii_digit()) {
+        "write the number out in full, without an exponent (\"1e3\" is \"1000\")"
+    } else if text.contains('_') || text.contains(',') {
+        "remove the digit separators (`_` or `,`)"
+    } else if text.starts_with('.') {
+        "put a digit before the point (\"0.5\", not \".5\")"
+    } else if text.ends_with('.') {
+        "put a digit after the point, or drop it (\"250000\", not \"250000.\")"
+    } else {
+        return PLAIN_DECIMAL_RULE.to_string();
+    };
+    format!("{why}; {PLAIN_DECIMAL_RULE}")
 }
 
 /// Fails if `amount` carries more decimal places than `currency` allows.
@@ -279,7 +251,7 @@ mod tests {
         assert_eq!(parse_amount("999999999999999"), Ok(dec!(999999999999999)));
         assert!(matches!(
             parse_amount("1.0000000000000000001"),
-            Err(MoneyError::TooLarge(_))
+            Err(MoneyError::TooManyPlaces(_))
         ));
         let msg = parse_amount("1e6").unwrap_err().to_string();
         assert!(msg.contains("\"1e6\" is not a plain decimal"), "{msg}");
@@ -311,11 +283,11 @@ mod tests {
         ));
         assert!(matches!(
             Money::parse("-5", ngn.clone()),
-            Err(MoneyError::NotPositive(_))
+            Err(MoneyError::NotPlain(_))
         ));
         assert!(matches!(
             Money::parse("1e5x", ngn),
-            Err(MoneyError::NotADecimal(_))
+            Err(MoneyError::NotPlain(_))
         ));
         let usdt = Currency::new("USDT").unwrap();
         assert!(Money::parse("0.000001", usdt.clone()).is_ok());

@@ -407,6 +407,8 @@ pub async fn parts_from_env(
     clock: Clock,
     jobs_dir: &Path,
 ) -> Result<Parts, String> {
+    // Before any network call: a down issuer must not hide a job file's errors.
+    let jobs = crate::jobs::load(jobs_dir, &settings).map_err(|e| e.to_string())?;
     let keys = Arc::new(Keyring::from_env().map_err(|e| e.to_string())?);
     let secret = crate::config::secret_from_env(
         crate::config::CLIENT_SECRET_ENV,
@@ -427,7 +429,6 @@ pub async fn parts_from_env(
         .await?,
     );
     let busha = busha_client(&settings)?;
-    let jobs = crate::jobs::load(jobs_dir, &settings).map_err(|e| e.to_string())?;
     let alert_target = settings.alerts.target().map_err(|e| e.to_string())?;
     let operator_token =
         crate::config::secret_from_env(crate::config::OPERATOR_TOKEN_ENV, "the operator token")

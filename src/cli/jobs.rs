@@ -21,6 +21,9 @@ pub enum JobsCommand {
         /// Do not read the store (skip the check of granted scopes).
         #[arg(long)]
         no_store: bool,
+        /// Print errors and warnings as JSON objects (file, line, column, code, message).
+        #[arg(long)]
+        json: bool,
     },
     /// Show each job's next occurrences, amounts, recipients (masked), guards and approvals.
     Plan {
@@ -32,6 +35,10 @@ pub enum JobsCommand {
         /// Start from this instant (RFC 3339, or a date for midnight UTC) instead of now.
         #[arg(long)]
         from: Option<String>,
+        /// Instead of the plan: what a worker down since this instant (RFC 3339 or a
+        /// date) and back now (or at --from) would run, skip or run late.
+        #[arg(long)]
+        down_since: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -41,8 +48,9 @@ fn io(e: std::io::Error) -> CliError {
     CliError(format!("cannot write output: {e}"))
 }
 
-/// Parses `--from`: RFC 3339, or `YYYY-MM-DD` for midnight UTC.
-pub fn parse_from(s: &str) -> Result<DateTime<Utc>, CliError> {
+/// Parses an instant given to `flag` (`--from`, `--down-since`): RFC 3339, or
+/// `YYYY-MM-DD` for midnight UTC.
+pub fn parse_from(flag: &str, s: &str) -> Result<DateTime<Utc>, CliError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -52,7 +60,7 @@ pub fn parse_from(s: &str) -> Result<DateTime<Utc>, CliError> {
         .map(|t| t.and_utc())
         .ok_or_else(|| {
             CliError(format!(
-                "--from {s:?} is not an RFC 3339 instant (2026-03-08T09:00:00Z) or a date (2026-03-08)"
+                "{flag} {s:?} is not an RFC 3339 instant (2026-03-08T09:00:00Z) or a date (2026-03-08)"
             ))
         })
 }
@@ -90,6 +98,43 @@ async fn read_holders(config: &Path, jobs: &[jobs::Job]) -> (jobs::plan::Holders
     }
 }
 
+/// `validate --json`: the report on stdout; exit 1 when it holds an error.
+fn write_json(
+    out: &mut (dyn Write + Send),
+    v: &jobs::Validation,
+    warnings: &[String],
+) -> Result<(), CliError> {
+    let report = jobs::report::report(v, warnings);
+    let text = serde_json::to_string_pretty(&report)
+        .map_err(|e| CliError(format!("cannot encode the report: {e}")))?;
+    writeln!(out, "{text}").map_err(io)?;
+    if report.ok {
+        Ok(())
+    } else {
+        Err(CliError(format!("{} error(s)", report.errors.len())))
+    }
+}
+
+/// What `treasury run` checks before it makes any network call (the store, the
+/// issuer): the whole config and every job file, every error shown at once.
+pub async fn preflight(
+    config: &Path,
+    dir: &Path,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let v = jobs::validate(config, dir, StoreAccess::Never).await;
+    if v.errors.is_empty() {
+        return Ok(());
+    }
+    for e in &v.errors {
+        writeln!(out, "{e}").map_err(io)?;
+    }
+    Err(CliError(format!(
+        "{} error(s) in the config or the job files: `treasury run` starts only when all are fixed",
+        v.errors.len()
+    )))
+}
+
 /// Runs one `jobs` subcommand. It reads the config itself, so that a broken config is
 /// reported like any other error instead of stopping the command.
 pub async fn run(
@@ -99,7 +144,11 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     match command {
-        JobsCommand::Validate { jobs, no_store } => {
+        JobsCommand::Validate {
+            jobs,
+            no_store,
+            json,
+        } => {
             let access = if no_store {
                 StoreAccess::Never
             } else {
@@ -109,8 +158,14 @@ pub async fn run(
             let (secret_errors, warnings) = jobs::check_trigger_secrets(&v.jobs);
             v.errors.extend(secret_errors);
             v.errors.sort();
+            if json {
+                return write_json(out, &v, &warnings);
+            }
             for e in &v.errors {
                 writeln!(out, "{e}").map_err(io)?;
+            }
+            for w in &v.warnings {
+                writeln!(out, "warning: {w}").map_err(io)?;
             }
             for w in &warnings {
                 writeln!(out, "warning: {w}").map_err(io)?;
@@ -142,10 +197,11 @@ pub async fn run(
             jobs,
             next,
             from,
+            down_since,
             json,
         } => {
             let from = match from {
-                Some(s) => parse_from(&s)?,
+                Some(s) => parse_from("--from", &s)?,
                 None => clock.now(),
             };
             let v = jobs::validate(config, &jobs, StoreAccess::Never).await;
@@ -157,6 +213,17 @@ pub async fn run(
                     "{} error(s): fix them (`treasury jobs validate`) before planning",
                     v.errors.len()
                 )));
+            }
+            if let Some(since) = down_since {
+                let sim =
+                    jobs::catch_up::simulate(&v.jobs, parse_from("--down-since", &since)?, from);
+                return if json {
+                    let text = serde_json::to_string_pretty(&sim)
+                        .map_err(|e| CliError(format!("cannot encode the simulation: {e}")))?;
+                    writeln!(out, "{text}").map_err(io)
+                } else {
+                    jobs::catch_up::write_text(out, &sim).map_err(io)
+                };
             }
             let (holders, why) = read_holders(config, &v.jobs).await;
             let plan = jobs::plan::plan_with(&v.jobs, from, next, &holders);

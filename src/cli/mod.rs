@@ -270,6 +270,12 @@ async fn dispatch(
             };
             return Ok(demo.map_err(CliError)?);
         }
+        // Config and job files are checked whole before the store or the issuer is
+        // reached, so an unreachable server never hides a job's mistakes.
+        Command::Run { jobs: dir } => {
+            jobs::preflight(&cli.config, &dir, out).await?;
+            Command::Run { jobs: dir }
+        }
         other => other,
     };
     let settings = Settings::load(&cli.config).map_err(CliError::from)?;

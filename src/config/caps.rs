@@ -35,21 +35,10 @@ impl DailyCaps {
     }
 }
 
-/// Plain decimals only: digits, optionally one `.` with digits on both sides.
-fn plain_decimal(text: &str) -> Option<Decimal> {
-    let (int, frac) = text.split_once('.').unwrap_or((text, "0"));
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(int) || !digits(frac) {
-        return None;
-    }
-    text.parse().ok()
-}
-
 fn cap(code: &str, text: &str) -> Result<(Currency, Decimal), String> {
     let currency = Currency::new(code).map_err(|e| format!("daily_caps: {e}"))?;
-    let amount = plain_decimal(text).ok_or_else(|| {
-        format!("daily_caps.{currency} must be a plain positive decimal such as \"5000\" or \"1250.50\", got {text:?}")
-    })?;
+    let amount =
+        crate::money::parse_amount(text).map_err(|e| format!("daily_caps.{currency}: {e}"))?;
     let money =
         Money::new(amount, currency.clone()).map_err(|e| format!("daily_caps.{currency}: {e}"))?;
     Ok((currency, money.amount()))

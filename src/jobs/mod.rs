@@ -12,12 +12,18 @@
 //! [`validate`] is `treasury jobs validate`: config and every job file, all errors at once.
 //! Nothing here moves money; the scheduler only writes run rows through the store.
 
+pub mod catch_up;
+pub mod dir;
 pub mod feasible;
 pub mod parse;
 pub mod plan;
+pub mod report;
 pub mod schedule;
 pub mod scheduler;
 pub mod spec;
+pub mod text;
+pub mod toml_words;
+pub mod totals;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -49,31 +55,18 @@ pub enum JobsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the jobs folder {0} does not exist: create it, or name the right one with --jobs DIR")]
+    Missing(String),
+    #[error("{0} is not a folder: --jobs names the folder that holds the job files")]
+    NotAFolder(String),
     /// Every broken rule, one per line.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Diagnostic>),
 }
 
-/// `*.toml` in `dir`, sorted by name. A missing directory has no jobs.
+/// `*.toml` in `dir`, sorted by name. A missing directory is an error ([`dir::scan`]).
 pub fn job_files(dir: &Path) -> Result<Vec<PathBuf>, JobsError> {
-    let read = |source| JobsError::Read {
-        path: dir.display().to_string(),
-        source,
-    };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(read(e)),
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(read)?.path();
-        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
+    Ok(dir::scan(dir)?.files)
 }
 
 /// Every job file of a directory, parsed, with every error found.
@@ -81,6 +74,10 @@ pub fn job_files(dir: &Path) -> Result<Vec<PathBuf>, JobsError> {
 pub struct Loaded {
     pub jobs: Vec<Job>,
     pub errors: Vec<Diagnostic>,
+    /// Not errors, but worth a reviewer's eye (an empty folder, a likely duplicate).
+    pub warnings: Vec<Diagnostic>,
+    /// What in the folder is not read, and why.
+    pub ignored: Vec<dir::Ignored>,
     pub files: usize,
 }
 
@@ -88,7 +85,17 @@ pub struct Loaded {
 /// `grants`: the aliases declared in config (`None`: not checked).
 pub fn load_dir(dir: &Path, grants: Option<&[GrantSpec]>) -> Result<Loaded, JobsError> {
     let mut loaded = Loaded::default();
-    for path in job_files(dir)? {
+    let found = dir::scan(dir)?;
+    if found.files.is_empty() {
+        loaded.warnings.push(Diagnostic {
+            path: dir.display().to_string(),
+            line: 0,
+            col: 0,
+            message: "the jobs folder holds no job files (*.toml): nothing will run".into(),
+        });
+    }
+    loaded.ignored = found.ignored;
+    for path in found.files {
         loaded.files += 1;
         let shown = path.display().to_string();
         let bytes = std::fs::read(&path).map_err(|source| JobsError::Read {
@@ -97,6 +104,7 @@ pub fn load_dir(dir: &Path, grants: Option<&[GrantSpec]>) -> Result<Loaded, Jobs
         })?;
         match parse_job(&shown, &bytes, grants) {
             Ok(mut job) => {
+                loaded.warnings.extend(job.warnings.iter().cloned());
                 if let Some(grants) = grants {
                     apply_grant_cap(&mut job, grants);
                 }
@@ -246,6 +254,8 @@ pub fn check_trigger_secrets(jobs: &[Job]) -> (Vec<Diagnostic>, Vec<String>) {
 pub struct Validation {
     /// Every broken rule, in file order.
     pub errors: Vec<Diagnostic>,
+    /// Not errors, but worth a reviewer's eye, with their place.
+    pub warnings: Vec<Diagnostic>,
     /// Things worth knowing that are not errors (e.g. the store was not read).
     pub notes: Vec<String>,
     pub jobs: Vec<Job>,
@@ -267,7 +277,7 @@ pub async fn validate(config: &Path, dir: &Path, access: StoreAccess) -> Validat
     let settings = match Settings::load(config) {
         Ok(s) => Some(s),
         Err(e) => {
-            v.errors.push(config_diagnostic(config, &e));
+            v.errors.extend(config_diagnostics(config, &e));
             v.notes.push(
                 "the config could not be read, so grant aliases and scopes were not checked".into(),
             );
@@ -278,6 +288,9 @@ pub async fn validate(config: &Path, dir: &Path, access: StoreAccess) -> Validat
     match load_dir(dir, grants) {
         Ok(loaded) => {
             v.errors.extend(loaded.errors);
+            v.warnings.extend(loaded.warnings);
+            v.notes
+                .extend(loaded.ignored.iter().map(ToString::to_string));
             v.jobs = loaded.jobs;
             v.files = loaded.files;
         }
@@ -315,9 +328,20 @@ pub async fn validate(config: &Path, dir: &Path, access: StoreAccess) -> Validat
     v
 }
 
-fn config_diagnostic(config: &Path, e: &crate::config::ConfigError) -> Diagnostic {
+fn config_diagnostics(config: &Path, e: &crate::config::ConfigError) -> Vec<Diagnostic> {
     use crate::config::ConfigError;
-    match e {
+    if let ConfigError::Problems { path, problems } = e {
+        return problems
+            .iter()
+            .map(|p| Diagnostic {
+                path: path.clone(),
+                line: p.line,
+                col: p.col,
+                message: p.message.clone(),
+            })
+            .collect();
+    }
+    let one = match e {
         ConfigError::Parse {
             path,
             line,
@@ -338,7 +362,8 @@ fn config_diagnostic(config: &Path, e: &crate::config::ConfigError) -> Diagnosti
                 .trim_start_matches(&format!("{}: ", config.display()))
                 .to_string(),
         },
-    }
+    };
+    vec![one]
 }
 
 /// Opens the configured store if it exists: a SQLite file that is not there yet is

@@ -13,16 +13,14 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::schedule::{self, CatchUp, CronSchedule};
+use super::schedule::{self, CatchUp, CronSchedule, DayMatch};
 use super::spec::{
     Approval, HttpTrigger, Job, JobId, JobSpec, Payee, Payout, ScheduleSpec, Side, SweepSpec,
     Trigger,
 };
+use super::text::{check_text, printable};
 use crate::config::GrantSpec;
-use crate::money::{
-    Currency, MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, MoneyError, PLAIN_DECIMAL_RULE,
-    check_precision, parse_amount,
-};
+use crate::money::{Currency, LARGEST_AMOUNT, MoneyError, catalogue, parse_amount};
 use crate::runs::{Amount, Limits, RateGuard, RecipientSpec};
 
 /// One broken rule, and where. `line` 0 means the whole file.
@@ -81,7 +79,7 @@ const GUARD_KEYS: &[&str] = &[
 ];
 const LIMIT_KEYS: &[&str] = &["max_per_run", "daily_cap"];
 const APPROVAL_KEYS: &[&str] = &["above", "approvers"];
-const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "catch_up", "max_lateness"];
+const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "day_match", "catch_up", "max_lateness"];
 const TRIGGER_KEYS: &[&str] = &["side", "min_amount", "max_amount", "secret_env"];
 const SWEEP_KEYS: &[&str] = &[
     "balance",
@@ -141,18 +139,22 @@ pub fn parse_job(
         path,
         text,
         errs: Vec::new(),
+        warnings: Vec::new(),
+        provider: "busha",
     };
+    if let Some(at) = text.find('\0') {
+        p.at(at..at, "the file holds a NUL byte: a job file is text");
+        return Err(p.finish());
+    }
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         // Recovery after a syntax error produces echoes; one message per line is plenty.
         let mut lines = BTreeSet::new();
         for e in syntax {
-            let at = e.span().map_or(0, |s| s.start);
-            if lines.insert(line_col(text, at).0) {
-                p.at(
-                    at..at,
-                    format!("TOML syntax: {}", e.message().trim().trim_end_matches('.')),
-                );
+            let span = e.span().unwrap_or(0..0);
+            if lines.insert(line_col(text, span.start).0) {
+                let message = super::toml_words::plain(e.message(), text, span.clone());
+                p.at(span, message);
             }
         }
         return Err(p.finish());
@@ -162,8 +164,11 @@ pub fn parse_job(
         table: root.get_ref(),
         span: 0..0,
     };
+    p.provider = provider_of(&top, grants);
     let parsed = p.job(&top, grants);
     let errs = p.finish();
+    let mut warnings = std::mem::take(&mut p.warnings);
+    warnings.sort();
     match parsed {
         Some((spec, id_span, grant_span)) if errs.is_empty() => Ok(Job {
             spec,
@@ -171,6 +176,7 @@ pub fn parse_job(
             version,
             id_at: line_col(text, id_span.start),
             grant_at: line_col(text, grant_span.start),
+            warnings,
         }),
         _ => Err(errs),
     }
@@ -184,10 +190,42 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The account a recipient names: a saved recipient's id, or the bank and number.
+fn account(r: &RecipientSpec) -> (&str, &str) {
+    match r {
+        RecipientSpec::Id { id } => ("", id),
+        RecipientSpec::Bank {
+            bank_code,
+            account_number,
+            ..
+        } => (bank_code, account_number),
+    }
+}
+
+/// The provider a job moves money on: its grant's, as declared in config (Busha when
+/// the config is not known or does not say).
+fn provider_of(top: &Section<'_, '_>, grants: Option<&[GrantSpec]>) -> &'static str {
+    let alias = match top.get("grant").map(|v| v.get_ref()) {
+        Some(DeValue::String(a)) => a.to_string(),
+        _ => return "busha",
+    };
+    let declared = grants
+        .and_then(|g| g.iter().find(|g| g.alias == alias))
+        .map(|g| g.provider.as_str());
+    catalogue::PROVIDERS
+        .iter()
+        .copied()
+        .find(|p| Some(*p) == declared)
+        .unwrap_or("busha")
+}
+
 struct Parser<'t> {
     path: &'t str,
     text: &'t str,
     errs: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    /// The job's provider, whose currency catalogue applies.
+    provider: &'static str,
 }
 
 /// A table being read: its dotted name for messages, and where it starts.
@@ -240,14 +278,24 @@ enum Sign {
 }
 
 impl<'t> Parser<'t> {
-    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+    fn diagnostic(&self, span: Range<usize>, message: String) -> Diagnostic {
         let (line, col) = line_col(self.text, span.start);
-        self.errs.push(Diagnostic {
+        Diagnostic {
             path: self.path.to_string(),
             line,
             col,
-            message: message.into(),
-        });
+            message,
+        }
+    }
+
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let d = self.diagnostic(span, message.into());
+        self.errs.push(d);
+    }
+
+    fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let d = self.diagnostic(span, message.into());
+        self.warnings.push(d);
     }
 
     fn finish(&mut self) -> Vec<Diagnostic> {
@@ -265,7 +313,7 @@ impl<'t> Parser<'t> {
                     k.span(),
                     format!(
                         "unknown key {} in {} (known keys: {known})",
-                        sec.key(k.get_ref()),
+                        printable(&sec.key(k.get_ref())),
                         sec.where_()
                     ),
                 );
@@ -283,7 +331,13 @@ impl<'t> Parser<'t> {
     fn string(&mut self, sec: &Section<'_, '_>, key: &str) -> Option<(String, Range<usize>)> {
         let v = sec.get(key)?;
         match v.get_ref() {
-            DeValue::String(s) => Some((s.to_string(), v.span())),
+            DeValue::String(s) => match check_text(s) {
+                Ok(()) => Some((s.to_string(), v.span())),
+                Err(e) => {
+                    self.at(v.span(), format!("{} {e}", sec.key(key)));
+                    None
+                }
+            },
             other => {
                 self.at(
                     v.span(),
@@ -315,15 +369,24 @@ impl<'t> Parser<'t> {
         Some((s, span))
     }
 
+    /// A currency code the job's provider moves (the catalogue, [`catalogue`]).
     fn currency(&mut self, sec: &Section<'_, '_>, key: &str) -> Option<Currency> {
         let (s, span) = self.required_string(sec, key)?;
-        match Currency::new(&s) {
+        let checked = Currency::new(&s)
+            .map_err(|e| e.to_string())
+            .and_then(|c| catalogue::lookup(self.provider, c.as_str()).map(|_| c));
+        match checked {
             Ok(c) => Some(c),
             Err(e) => {
                 self.at(span, format!("{}: {e}", sec.key(key)));
                 None
             }
         }
+    }
+
+    /// Decimal places the job's provider allows in `c`.
+    fn precision(&self, c: &Currency) -> u32 {
+        catalogue::lookup(self.provider, c.as_str()).map_or(c.precision(), |i| i.precision)
     }
 
     /// A decimal string. `currency` adds the precision check.
@@ -352,23 +415,28 @@ impl<'t> Parser<'t> {
         let d = match parse_amount(&text) {
             Ok(d) => d,
             Err(MoneyError::TooLarge(_)) => {
+                let largest = match currency.map(|c| self.precision(c)) {
+                    Some(p) if p > 0 => format!("{LARGEST_AMOUNT}.{}", "9".repeat(p as usize)),
+                    _ => LARGEST_AMOUNT.to_string(),
+                };
                 self.at(
                     v.span(),
                     format!(
-                        "{} {text:?} is too large: at most {MAX_INTEGER_DIGITS} digits before the point and {MAX_FRACTION_DIGITS} after",
+                        "{} {text:?} is too large (the largest is {largest})",
                         sec.key(key)
                     ),
                 );
                 return None;
             }
-            Err(_) => {
+            Err(MoneyError::NotPlain(_)) if text.starts_with('-') => {
                 self.at(
                     v.span(),
-                    format!(
-                        "{} must be a positive decimal, got {text:?}: {PLAIN_DECIMAL_RULE}",
-                        sec.key(key)
-                    ),
+                    format!("{} must be a positive decimal, got {text:?}", sec.key(key)),
                 );
+                return None;
+            }
+            Err(e) => {
+                self.at(v.span(), format!("{}: {e}", sec.key(key)));
                 return None;
             }
         };
@@ -388,13 +456,13 @@ impl<'t> Parser<'t> {
             return None;
         }
         if let Some(c) = currency {
-            if check_precision(d, c).is_err() {
+            let precision = self.precision(c);
+            if d.normalize().scale() > precision {
                 self.at(
                     v.span(),
                     format!(
-                        "{} {text:?} has more than {} decimal places, the precision of {c}",
+                        "{} {text:?} has more than {precision} decimal places, the precision of {c}",
                         sec.key(key),
-                        c.precision()
                     ),
                 );
                 return None;
@@ -503,6 +571,12 @@ impl<'t> Parser<'t> {
         let owner = self.required_string(top, "owner").map(|(s, _)| s);
         let source = self.currency(top, "source_currency");
         let target = self.currency(top, "target_currency");
+        if let (Some(src), Some(tgt)) = (&source, &target) {
+            if let Err(e) = catalogue::check_pair(self.provider, src.as_str(), tgt.as_str()) {
+                let span = top.get("target_currency").map_or(0..0, |v| v.span());
+                self.at(span, e);
+            }
+        }
 
         // Exactly one trigger.
         let trigger_keys: Vec<&str> = ["schedule", "trigger", "sweep"]
@@ -683,6 +757,7 @@ impl<'t> Parser<'t> {
         let cron = self.required_string(s, "cron");
         let tz = self.required_string(s, "timezone");
         let mut ok = true;
+        let day_match = self.day_match(s, cron.as_ref());
         if let Some((c, span)) = &cron {
             if let Err(e) = schedule::parse_cron(c) {
                 self.at(span.clone(), format!("`schedule.cron`: {e}"));
@@ -690,9 +765,16 @@ impl<'t> Parser<'t> {
             }
         }
         if let Some((t, span)) = &tz {
-            if let Err(e) = schedule::parse_timezone(t) {
-                self.at(span.clone(), format!("`schedule.timezone`: {e}"));
-                ok = false;
+            match schedule::parse_timezone(t) {
+                Ok(zone) => {
+                    if let Some(w) = schedule::fixed_zone_warning(zone) {
+                        self.warn(span.clone(), format!("`schedule.timezone`: {w}"));
+                    }
+                }
+                Err(e) => {
+                    self.at(span.clone(), format!("`schedule.timezone`: {e}"));
+                    ok = false;
+                }
             }
         }
         let catch_up = match self.string(s, "catch_up") {
@@ -709,17 +791,58 @@ impl<'t> Parser<'t> {
             }),
         };
         let max_lateness = self.duration(s, "max_lateness", "1h");
-        let (cron, _) = cron?;
+        let (cron, cron_span) = cron?;
         let (tz, _) = tz?;
         if !ok {
             return None;
         }
-        let cron = CronSchedule::new(&cron, &tz).ok()?;
+        let cron = CronSchedule::with_day_match(&cron, &tz, day_match?)
+            .map_err(|e| self.at(cron_span, format!("`schedule.cron`: {e}")))
+            .ok()?;
         Some(Trigger::Schedule(ScheduleSpec {
             cron,
             catch_up: catch_up?,
             max_lateness: max_lateness?,
         }))
+    }
+
+    /// `day_match`: required when both day fields of the cron are restricted, since
+    /// classic cron and ours read that case differently.
+    fn day_match(
+        &mut self,
+        s: &Section<'_, '_>,
+        cron: Option<&(String, Range<usize>)>,
+    ) -> Option<DayMatch> {
+        let both = cron.is_some_and(|(c, _)| schedule::restricted_days(c) == (true, true));
+        let Some((m, span)) = self.string(s, "day_match") else {
+            if s.has("day_match") {
+                return None;
+            }
+            if let (true, Some((c, span))) = (both, cron) {
+                self.at(
+                    span.clone(),
+                    format!(
+                        "`schedule.cron` {c:?} restricts both the day of the month and the day of the week: classic cron fires when either matches, so say which you mean with `day_match = \"all\"` (both must match, e.g. the first Monday of the month) or `day_match = \"any\"` (either matches)"
+                    ),
+                );
+                return None;
+            }
+            return Some(DayMatch::All);
+        };
+        let Some(parsed) = DayMatch::parse(&m) else {
+            self.at(
+                span,
+                format!("`schedule.day_match` must be \"all\" or \"any\", got {m:?}"),
+            );
+            return None;
+        };
+        if !both {
+            self.warn(
+                span,
+                "`schedule.day_match` has no effect: the cron does not restrict both the day of the month and the day of the week",
+            );
+        }
+        Some(parsed)
     }
 
     fn http_trigger(
@@ -1049,6 +1172,7 @@ impl<'t> Parser<'t> {
                     _ => ok = false,
                 }
             }
+            self.likely_duplicates(&payees, items);
             return ok.then_some(Payout::Batch(payees));
         }
 
@@ -1092,6 +1216,25 @@ impl<'t> Parser<'t> {
             amount: amount?,
             recipient: recipient?,
         })
+    }
+
+    /// Two payees of one batch paying the same account the same amount: allowed (two
+    /// invoices can match), but more likely a pasted line.
+    fn likely_duplicates(&mut self, payees: &[Payee], items: &[Spanned<DeValue<'_>>]) {
+        for (i, p) in payees.iter().enumerate() {
+            let twin = payees[..i]
+                .iter()
+                .find(|q| account(&q.recipient) == account(&p.recipient) && q.amount == p.amount);
+            if let (Some(q), Some(item)) = (twin, items.get(i)) {
+                self.warn(
+                    item.span(),
+                    format!(
+                        "payees {:?} and {:?} pay the same account the same amount: a likely duplicate (remove one if it is)",
+                        q.key, p.key
+                    ),
+                );
+            }
+        }
     }
 
     fn limits(&mut self, top: &Section<'_, '_>, source: Option<&Currency>) -> Option<Limits> {

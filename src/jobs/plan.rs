@@ -19,6 +19,8 @@ use crate::store::{Store, StoreError};
 pub struct Plan {
     pub from: DateTime<Utc>,
     pub jobs: Vec<JobPlan>,
+    /// What the planned runs add up to, and the approvals they need.
+    pub totals: super::totals::PlanTotals,
 }
 
 /// One job's plan.
@@ -156,6 +158,8 @@ pub fn describe_recipient(r: &RecipientSpec, grant: &str, holders: &Holders) -> 
     match r {
         RecipientSpec::Id { id } => match holders.get(grant, id) {
             Some(holder) => {
+                // The provider's text, not the reviewed file's: never printed raw.
+                let holder = super::text::printable(holder);
                 format!("{holder} (recipient {id}; the holder's name as the provider reports it)")
             }
             None => format!(
@@ -289,7 +293,13 @@ pub fn plan_with(jobs: &[Job], from: DateTime<Utc>, next: usize, holders: &Holde
             }
         })
         .collect();
-    Plan { from, jobs }
+    let mut plan = Plan {
+        from,
+        jobs,
+        totals: Default::default(),
+    };
+    plan.totals = super::totals::totals(&plan);
+    plan
 }
 
 fn guard_text(g: &RateGuard, source: &str) -> String {
@@ -418,5 +428,5 @@ pub fn write_text(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
             }
         }
     }
-    Ok(())
+    super::totals::write_text(out, &plan.totals)
 }

@@ -22,8 +22,30 @@ use chrono_tz::Tz;
 pub struct CronSchedule {
     /// As written in the job file (5 fields).
     expr: String,
-    schedule: cron::Schedule,
+    /// One schedule, or two (day-of-month, day-of-week) whose union is `day_match = "any"`.
+    schedules: Vec<cron::Schedule>,
+    day_match: DayMatch,
     tz: Tz,
+}
+
+/// When both day-of-month and day-of-week are restricted, whether a day must match
+/// both (ours, and the default) or either (classic Vixie cron).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DayMatch {
+    #[default]
+    All,
+    Any,
+}
+
+impl DayMatch {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "all" => Some(Self::All),
+            "any" => Some(Self::Any),
+            _ => None,
+        }
+    }
 }
 
 /// How a fire time was placed on the UTC time line.
@@ -65,14 +87,46 @@ pub fn occurrence_key(at: DateTime<Utc>) -> String {
 impl CronSchedule {
     /// Parses a 5-field cron expression (`minute hour day-of-month month day-of-week`)
     /// and an IANA zone name.
+    /// Both restricted day fields must match (`day_match = "all"`).
     pub fn new(expr: &str, timezone: &str) -> Result<Self, String> {
-        let schedule = parse_cron(expr)?;
+        Self::with_day_match(expr, timezone, DayMatch::All)
+    }
+
+    /// As [`CronSchedule::new`], with the rule for two restricted day fields. Refuses
+    /// an expression that never fires (30 February).
+    pub fn with_day_match(expr: &str, timezone: &str, day_match: DayMatch) -> Result<Self, String> {
+        let schedules = match (day_match, restricted_days(expr)) {
+            (DayMatch::Any, (true, true)) => {
+                let f: Vec<&str> = expr.split_whitespace().collect();
+                vec![
+                    parse_cron(&format!("{} {} {} {} *", f[0], f[1], f[2], f[3]))?,
+                    parse_cron(&format!("{} {} * {} {}", f[0], f[1], f[3], f[4]))?,
+                ]
+            }
+            _ => vec![parse_cron(expr)?],
+        };
         let tz = parse_timezone(timezone)?;
+        let from = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc());
+        if let Some(from) = from {
+            if schedules.iter().all(|s| s.after(&from).next().is_none()) {
+                return Err(format!(
+                    "cron {:?} never fires: no date matches its day and month fields",
+                    expr.trim()
+                ));
+            }
+        }
         Ok(Self {
             expr: expr.trim().to_string(),
-            schedule,
+            schedules,
+            day_match,
             tz,
         })
+    }
+
+    pub fn day_match(&self) -> DayMatch {
+        self.day_match
     }
 
     pub fn expr(&self) -> &str {
@@ -89,7 +143,22 @@ impl CronSchedule {
         // place at or before `after` (placement is monotonic), so nothing is missed.
         let start = after.with_timezone(&self.tz).naive_local().and_utc();
         let mut last: Option<DateTime<Utc>> = None;
-        self.schedule.after(&start).filter_map(move |naive| {
+        let mut each: Vec<_> = self
+            .schedules
+            .iter()
+            .map(|s| s.after(&start).peekable())
+            .collect();
+        // The union of the schedules, in order, each local time once.
+        let merged = std::iter::from_fn(move || {
+            let next = each.iter_mut().filter_map(|it| it.peek().copied()).min()?;
+            for it in each.iter_mut() {
+                while it.peek() == Some(&next) {
+                    it.next();
+                }
+            }
+            Some(next)
+        });
+        merged.filter_map(move |naive| {
             let fire = place(self.tz, naive.naive_utc())?;
             // In a repeated hour, local times after `after`'s may place before it (their
             // first instance already passed); and a gap folds several onto one instant.
@@ -153,6 +222,7 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
             fields.len()
         ));
     }
+    check_ranges(expr, &fields)?;
     let dow = translate_day_of_week(fields[4])?;
     let six = format!(
         "0 {} {} {} {} {}",
@@ -169,6 +239,106 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
             .to_string();
         format!("cron {expr:?} is not valid: {why}")
     })
+}
+
+/// Whether the day-of-month and the day-of-week fields are restricted (not `*`).
+pub fn restricted_days(expr: &str) -> (bool, bool) {
+    let f: Vec<&str> = expr.split_whitespace().collect();
+    let restricted = |i: usize| f.get(i).is_some_and(|v| *v != "*" && *v != "?");
+    (restricted(2), restricted(4))
+}
+
+/// Each field's numbers against its true range, in our words (the `cron` crate says
+/// "Minutes must be less than 59" of 60, while 59 is valid).
+fn check_ranges(expr: &str, fields: &[&str]) -> Result<(), String> {
+    const FIELDS: [(&str, &str, u32, u32); 5] = [
+        ("minute", "minutes run", 0, 59),
+        ("hour", "hours run", 0, 23),
+        ("day-of-month", "days of the month run", 1, 31),
+        ("month", "months run", 1, 12),
+        ("day-of-week", "days of the week run", 0, 7),
+    ];
+    for (field, (name, run, lo, hi)) in fields.iter().zip(FIELDS) {
+        let bad = |why: String| format!("cron {expr:?}: the {name} field {field:?} {why}");
+        for part in field.split(',') {
+            let (base, step) = match part.split_once('/') {
+                Some((b, s)) => (b, Some(s)),
+                None => (part, None),
+            };
+            if let Some(step) = step {
+                match step.parse::<u32>() {
+                    Ok(n) if n >= 1 && n <= hi => {}
+                    _ => {
+                        return Err(bad(format!(
+                            "has a step {step:?}: a step is a whole number from 1 to {hi}"
+                        )));
+                    }
+                }
+            }
+            let ends: Vec<&str> = base.split('-').collect();
+            let numbers: Vec<u32> = ends.iter().filter_map(|e| e.parse().ok()).collect();
+            for n in &numbers {
+                if !(lo..=hi).contains(n) {
+                    let extra = if name == "day-of-week" {
+                        " (0 and 7 are Sunday)"
+                    } else {
+                        ""
+                    };
+                    return Err(bad(format!(
+                        "holds {n}, out of range: {run} from {lo} to {hi}{extra}"
+                    )));
+                }
+            }
+            if let [a, b] = numbers[..] {
+                if ends.len() == 2 && a > b {
+                    return Err(bad(format!(
+                        "has the range {a}-{b}, which runs backwards: write the smaller number first"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A warning for a zone that is an abbreviation or a fixed offset (`EST`,
+/// `Etc/GMT+1`): its clock never follows daylight saving, which a place's does.
+pub fn fixed_zone_warning(tz: Tz) -> Option<String> {
+    use chrono::Offset;
+    let name = tz.name();
+    const UTC_NAMES: [&str; 8] = [
+        "UTC",
+        "UCT",
+        "Zulu",
+        "Universal",
+        "Etc/UTC",
+        "Etc/UCT",
+        "Etc/Zulu",
+        "Etc/Universal",
+    ];
+    let abbreviation = name.starts_with("Etc/")
+        || (!name.contains('/')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '+' || c == '-'));
+    if UTC_NAMES.contains(&name) || !abbreviation {
+        return None;
+    }
+    let offset = |m: u32| {
+        chrono::NaiveDate::from_ymd_opt(2026, m, 15)
+            .and_then(|d| d.and_hms_opt(12, 0, 0))
+            .map(|t| tz.offset_from_utc_datetime(&t).fix().local_minus_utc())
+    };
+    let (jan, jul) = (offset(1)?, offset(7)?);
+    if jan != jul {
+        return None;
+    }
+    let (sign, secs) = if jan < 0 { ('-', -jan) } else { ('+', jan) };
+    Some(format!(
+        "timezone {name:?} is a fixed offset (UTC{sign}{:02}:{:02}) that does not follow daylight saving: if the payees' clocks change in summer, name their place instead, such as \"America/New_York\" or \"Europe/London\"",
+        secs / 3600,
+        secs % 3600 / 60
+    ))
 }
 
 fn translate_day_of_week(field: &str) -> Result<String, String> {
@@ -365,6 +535,61 @@ mod tests {
         assert!(parse_cron("0 9 * * 8").is_err());
         assert!(parse_cron("0 9 * *").is_err());
         assert!(parse_cron("0 25 * * *").is_err());
+    }
+
+    #[test]
+    fn day_match_any_fires_on_either_day_and_all_on_both() {
+        let from = utc("2026-03-01T00:00:00Z"); // a Sunday
+        let keys = |m| {
+            CronSchedule::with_day_match("0 9 1-7 * MON", "UTC", m)
+                .unwrap()
+                .between(from, utc("2026-03-10T00:00:00Z"))
+                .iter()
+                .map(Fire::occurrence_key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(DayMatch::All), ["2026-03-02T09:00:00Z"]);
+        let any = keys(DayMatch::Any);
+        assert_eq!(any.len(), 8, "{any:?}"); // 1..7 March, and Monday 9 March
+        assert_eq!(any[7], "2026-03-09T09:00:00Z");
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused_and_ranges_are_true() {
+        let e = CronSchedule::new("0 9 30 2 *", "UTC").unwrap_err();
+        assert!(e.contains("never fires"), "{e}");
+        assert!(CronSchedule::new("0 9 29 2 MON", "UTC").is_ok()); // 29 Feb 2044 etc.
+        assert!(parse_cron("59 23 31 12 7").is_ok());
+        let e = parse_cron("60 9 * * *").unwrap_err();
+        assert!(
+            e.ends_with("the minute field \"60\" holds 60, out of range: minutes run from 0 to 59"),
+            "{e}"
+        );
+        let e = parse_cron("0 9 * * 5-1").unwrap_err();
+        assert!(e.contains("runs backwards"), "{e}");
+        let e = parse_cron("*/0 9 * * *").unwrap_err();
+        assert!(e.contains("a step is a whole number from 1 to 59"), "{e}");
+    }
+
+    #[test]
+    fn abbreviations_and_fixed_offsets_are_warned_about() {
+        let w = |n: &str| fixed_zone_warning(parse_timezone(n).unwrap());
+        assert!(
+            w("EST")
+                .unwrap()
+                .contains("(UTC-05:00) that does not follow daylight saving")
+        );
+        assert!(w("Etc/GMT+1").unwrap().contains("UTC-01:00"));
+        for fine in [
+            "UTC",
+            "Etc/UTC",
+            "Africa/Lagos",
+            "America/New_York",
+            "EST5EDT",
+            "CET",
+        ] {
+            assert_eq!(w(fine), None, "{fine}");
+        }
     }
 
     #[test]

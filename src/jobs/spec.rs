@@ -48,7 +48,7 @@ impl fmt::Display for JobId {
 }
 
 /// Which side of the quote an amount fixes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Source,
@@ -428,11 +428,17 @@ pub struct Job {
     /// Where `id` and `grant` are written, for cross-file messages.
     pub(super) id_at: (usize, usize),
     pub(super) grant_at: (usize, usize),
+    /// What the file does that is allowed but likely not meant.
+    pub(super) warnings: Vec<super::Diagnostic>,
 }
 
 impl Job {
     pub fn spec(&self) -> &JobSpec {
         &self.spec
+    }
+    /// Warnings found while parsing (allowed, but likely not meant).
+    pub fn warnings(&self) -> &[super::Diagnostic] {
+        &self.warnings
     }
     pub fn id(&self) -> &JobId {
         &self.spec.id

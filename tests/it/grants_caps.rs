@@ -204,7 +204,7 @@ fn daily_caps_must_be_decimal_strings_in_known_shapes_with_the_place_named() {
         ("{ USDT = 5000 }", "invalid type"),
         (
             "{ USDT = \"1e6\" }",
-            "daily_caps.USDT must be a plain positive decimal",
+            "daily_caps.USDT: \"1e6\" is not a plain decimal: write the number out in full",
         ),
         ("{ USDT = \"0\" }", "must be positive"),
         ("{ \"US-DT\" = \"5\" }", "is not a currency code"),

@@ -10,11 +10,11 @@ use treasury::clock::Clock;
 
 use crate::jobs_scheduler::utc;
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-async fn treasury(args: &[&str]) -> (Result<(), String>, String) {
+pub async fn treasury(args: &[&str]) -> (Result<(), String>, String) {
     let mut argv = vec!["treasury"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).unwrap();
@@ -199,6 +199,56 @@ async fn plan_json_shows_the_next_occurrences_amounts_and_approvals() {
     assert_eq!(
         job("supplier-on-demand")["trigger"]["max_amount"],
         "2000000"
+    );
+}
+
+/// `treasury jobs plan` over the repository's own job files, with `extra` arguments.
+pub async fn plan(extra: &[&str]) -> (Result<(), String>, String) {
+    let config = root().join("config/treasury.toml");
+    let jobs = root().join("jobs");
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "jobs",
+        "plan",
+        "--jobs",
+        jobs.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    treasury(&args).await
+}
+
+#[tokio::test]
+async fn plan_adds_up_each_currency_per_job_and_overall_with_the_approvals_needed() {
+    let window = ["--next", "3", "--from", "2026-03-01T00:00:00Z"];
+    let (r, out) = plan(&[&window[..], &["--json"]].concat()).await;
+    r.unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &shown["totals"];
+    // Salaries: three occurrences of ada (450000 NGN), grace (900000 NGN, two
+    // approvers) and alan (300 USDT).
+    let salaries = &t["jobs"]["salaries-monthly"];
+    assert_eq!(salaries["runs"], 9);
+    assert_eq!(salaries["runs_needing_approval"], 3);
+    assert_eq!(salaries["approvals"], 6);
+    assert_eq!(
+        salaries["amounts"],
+        serde_json::json!([
+            {"currency": "NGN", "side": "target", "amount": "4050000"},
+            {"currency": "USDT", "side": "source", "amount": "900"},
+        ])
+    );
+    assert_eq!(t["overall"]["runs"], 12);
+    assert_eq!(t["overall"]["amounts"][0]["amount"], "4800000");
+    let (r, out) = plan(&window).await;
+    r.unwrap();
+    assert!(
+        out.contains("\n  overall: 12 run(s): deliver 4800000 NGN, send 900 USDT; 3 need approval (6 approvals in all)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  vendor-weekly: 3 run(s): deliver 750000 NGN; no approval needed\n"),
+        "{out}"
     );
 }
 

@@ -90,8 +90,17 @@ fn a_recipient_id_is_a_uuid_or_24_hex_kept_as_given_and_nothing_else() {
 
 #[test]
 fn job_file_amounts_and_rates_are_plain_decimals_only() {
-    for amount in [
-        "1e6", "1_000", "+250000", " 250000", "250000 ", ".5", "5.", "2,500",
+    for (amount, why) in [
+        ("1e6", "without an exponent (\"1e3\" is \"1000\")"),
+        ("25e-1", "without an exponent"),
+        ("1_000", "remove the digit separators"),
+        ("2,500", "remove the digit separators"),
+        ("+250000", "remove the leading `+` (amounts have no sign)"),
+        (" 250000", "remove the spaces around the number"),
+        ("250000 ", "remove the spaces around the number"),
+        ("250 000", "remove the spaces inside the number"),
+        (".5", "put a digit before the point (\"0.5\", not \".5\")"),
+        ("250000.", "put a digit after the point, or drop it"),
     ] {
         let text = job(
             &format!("target_amount = \"{amount}\""),
@@ -103,7 +112,9 @@ fn job_file_amounts_and_rates_are_plain_decimals_only() {
         let e = refusal(&text);
         assert_eq!(e.line, 6, "{amount:?}: {e}");
         assert!(
-            e.message.contains("must be a positive decimal")
+            e.message.starts_with(&format!(
+                "`target_amount`: {amount:?} is not a plain decimal: "
+            )) && e.message.contains(why)
                 && e.message.contains("no sign, exponent, `_`, spaces"),
             "{amount:?}: {e}"
         );
@@ -115,10 +126,9 @@ fn job_file_amounts_and_rates_are_plain_decimals_only() {
         "",
         WEEKLY,
     );
-    assert!(
-        refusal(&huge).message.contains("is too large"),
-        "{:?}",
-        refusal(&huge)
+    assert_eq!(
+        refusal(&huge).message,
+        "`target_amount` \"1000000000000000\" is too large (the largest is 999999999999999.99)"
     );
     let rate = job(
         "target_amount = \"1000\"",
@@ -127,11 +137,9 @@ fn job_file_amounts_and_rates_are_plain_decimals_only() {
         "",
         WEEKLY,
     );
-    assert!(
-        refusal(&rate)
-            .message
-            .contains("`guard.min_rate` must be a positive decimal")
-    );
+    assert!(refusal(&rate).message.contains(
+        "`guard.min_rate`: \"1.45e3\" is not a plain decimal: write the number out in full"
+    ));
 }
 
 // ------------------------------------------------------------ jobs certain to fail

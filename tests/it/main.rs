@@ -26,6 +26,7 @@ mod http_edge;
 mod jobs_cli;
 mod jobs_edges;
 mod jobs_files;
+mod jobs_refusals;
 mod jobs_scheduler;
 mod operators;
 mod operators_world;
