@@ -21,6 +21,9 @@
 //! - [`reconcile`]: read-only comparison of our runs with Busha's transfers. Writes nothing.
 //! - [`store`]: the system of record; all SQL lives here.
 //! - [`audit`]: the hash-chained audit log's domain.
+//! - [`seal`]: runs' specs, approvals, halts and cap reservations sealed into the chain
+//!   under a key derived from the master key; the check before every money-moving step.
+//!   No IO.
 //! - [`queue`]: the dispatch queue (apalis); carries run ids only. The only module that
 //!   names apalis types.
 //! - [`worker`]: dispatcher, supervised queue consumers and purge, under one shutdown.
@@ -45,6 +48,7 @@ pub mod provider;
 pub mod queue;
 pub mod reconcile;
 pub mod runs;
+pub mod seal;
 pub mod sandbox;
 pub mod service;
 pub mod store;

@@ -82,7 +82,7 @@ impl Context {
                             )
                             .map_err(io)?;
                         }
-                        Ok(())
+                        super::seals::verify_seals(&self.store, json, out).await
                     }
                     Err(broken) => {
                         if json {

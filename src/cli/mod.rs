@@ -12,6 +12,7 @@ pub mod guards;
 pub mod jobs;
 pub mod reconcile;
 pub mod runs;
+mod seals;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use crate::grants::rekey::{RekeyReport, rekey};
 use crate::grants::{
     BushaOAuth, Connector, Custodian, CustodyConfig, Grant, GrantStatus, Keyring, OAuthSettings,
 };
+use crate::seal::SealKeys;
 use crate::store::Store;
 
 /// Automates treasury transfers on Busha: scheduled payouts and sweeps, exactly once,
@@ -240,6 +242,12 @@ async fn dispatch(
     let store = Store::connect(&settings.store.url)
         .await
         .map_err(CliError::from)?;
+    // Approvals, halts and runs are sealed under the master key when it is set (the
+    // commands that need it refuse to start without it).
+    let store = match Keyring::from_env() {
+        Ok(keys) => store.with_seal_keys(Arc::new(SealKeys::from_keyring(&keys))),
+        Err(_) => store,
+    };
     let ctx = Context {
         settings,
         store,

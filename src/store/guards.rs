@@ -23,6 +23,7 @@ use sqlx::AnyConnection;
 use super::audit::append_audit_on;
 use super::{AuditHead, Backend, Store, StoreError, Tx, from_millis, millis};
 use crate::audit::NewAuditEntry;
+use crate::seal::SealKeys;
 use crate::guards::{
     Ask, CapUse, Halt, HaltScope, Operator, RunFacts, approvals_needed, check_caps, may_approve,
     may_cancel, may_retry,
@@ -119,6 +120,7 @@ impl Store {
                 ),
                 scope,
             );
+            let entry = self.seal_keys().sign(entry, at);
             self.append_audit_in(&mut tx, at, entry).await?;
         }
         tx.commit().await?;
@@ -149,6 +151,7 @@ impl Store {
                 ),
                 scope,
             );
+            let entry = self.seal_keys().sign(entry, at);
             self.append_audit_in(&mut tx, at, entry).await?;
         }
         tx.commit().await?;
@@ -186,10 +189,10 @@ impl Store {
         &self,
         c: CapCheck<'_>,
     ) -> Result<Result<CapUse, Refusal>, StoreError> {
-        let backend = self.backend;
+        let (backend, seal) = (self.backend, self.seal.clone());
         let (run, ask, at, actor) = (c.run.clone(), c.ask.clone(), c.at, c.actor.to_string());
         self.write(Box::new(move |conn, head| {
-            let (run, ask, actor) = (run.clone(), ask.clone(), actor.clone());
+            let (run, ask, actor, seal) = (run.clone(), ask.clone(), actor.clone(), seal.clone());
             Box::pin(async move {
                 let c = CapCheck {
                     run: &run,
@@ -197,7 +200,7 @@ impl Store {
                     at,
                     actor: &actor,
                 };
-                reserve_caps_on(backend, conn, head, c).await
+                reserve_caps_on(backend, &seal, conn, head, c).await
             })
         }))
         .await
@@ -210,11 +213,13 @@ impl Store {
         at: DateTime<Utc>,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        let backend = self.backend;
+        let (backend, seal) = (self.backend, self.seal.clone());
         let (run_id, actor) = (run_id.clone(), actor.to_string());
         self.write(Box::new(move |conn, head| {
-            let (run_id, actor) = (run_id.clone(), actor.clone());
-            Box::pin(async move { release_caps_on(backend, conn, head, &run_id, at, &actor).await })
+            let (run_id, actor, seal) = (run_id.clone(), actor.clone(), seal.clone());
+            Box::pin(async move {
+                release_caps_on(backend, &seal, conn, head, &run_id, at, &actor).await
+            })
         }))
         .await
     }
@@ -228,6 +233,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         release_caps_on(
             self.backend,
+            &self.seal,
             tx,
             &mut AuditHead::default(),
             run_id,
@@ -409,6 +415,7 @@ impl Store {
         .run(id.as_str())
         .job(&run.job_id)
         .grant(&run.spec.grant);
+        let entry = self.seal_keys().sign(entry, at);
         self.append_audit_in(&mut tx, at, entry).await?;
         tx.commit().await?;
         Ok(Ok(Approved {
@@ -628,6 +635,7 @@ fn scoped(entry: NewAuditEntry, scope: &HaltScope) -> NewAuditEntry {
 /// Check-and-reserve on `conn`, inside the write transaction open there.
 async fn reserve_caps_on(
     backend: Backend,
+    seal: &SealKeys,
     conn: &mut AnyConnection,
     head: &mut AuditHead,
     c: CapCheck<'_>,
@@ -738,12 +746,14 @@ async fn reserve_caps_on(
     .run(run.id.as_str())
     .job(&run.job_id)
     .grant(&run.spec.grant);
+    let entry = seal.sign(entry, c.at);
     append_audit_on(backend, conn, head, c.at, entry).await?;
     Ok(Ok(used))
 }
 
 async fn release_caps_on(
     backend: Backend,
+    seal: &SealKeys,
     conn: &mut AnyConnection,
     head: &mut AuditHead,
     run_id: &RunId,
@@ -771,6 +781,7 @@ async fn release_caps_on(
     .run(run_id.as_str())
     .job(job)
     .grant(grant);
+    let entry = seal.sign(entry, at);
     append_audit_on(backend, conn, head, at, entry).await?;
     Ok(true)
 }
