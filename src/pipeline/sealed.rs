@@ -66,3 +66,90 @@ impl Pipeline {
         Ok(Executed::Finished(RunState::NeedsHuman))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every pipeline source file, by name.
+    const SOURCES: [(&str, &str); 12] = [
+        ("mod.rs", include_str!("mod.rs")),
+        ("checks.rs", include_str!("checks.rs")),
+        ("gate.rs", include_str!("gate.rs")),
+        ("lease.rs", include_str!("lease.rs")),
+        ("plumbing.rs", include_str!("plumbing.rs")),
+        ("quote.rs", include_str!("quote.rs")),
+        ("recipient.rs", include_str!("recipient.rs")),
+        ("recipient_given.rs", include_str!("recipient_given.rs")),
+        ("sealed.rs", include_str!("sealed.rs")),
+        ("tokens.rs", include_str!("tokens.rs")),
+        ("track.rs", include_str!("track.rs")),
+        ("transfer.rs", include_str!("transfer.rs")),
+    ];
+
+    /// The Busha client's calls that move money (each takes a `SendCheck`).
+    const MONEY_CALLS: [&str; 3] = [".create_recipient(", ".create_quote(", ".create_transfer("];
+
+    /// The text of the call starting at `at`, up to its closing parenthesis.
+    fn call_text(src: &str, at: usize) -> &str {
+        let open = at + src[at..].find('(').unwrap_or(0);
+        let mut depth = 0;
+        for (i, c) in src[open..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return &src[at..=open + i];
+                    }
+                }
+                _ => {}
+            }
+        }
+        &src[at..]
+    }
+
+    #[test]
+    fn every_money_moving_call_passes_the_seal_check() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pipeline");
+        let mut listed: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        listed.sort();
+        let mut known: Vec<String> = SOURCES.iter().map(|(n, _)| n.to_string()).collect();
+        known.sort();
+        assert_eq!(listed, known, "a pipeline file is not checked here: add it to SOURCES");
+
+        let mut calls = Vec::new();
+        for (file, src) in SOURCES {
+            // Not this test's own text.
+            let src = src.split("#[cfg(test)]").next().unwrap_or(src);
+            for needle in MONEY_CALLS {
+                for (at, _) in src.match_indices(needle) {
+                    let call = call_text(src, at);
+                    assert!(
+                        call.contains("&self.cover(lease, &sealed)"),
+                        "{file}: {call} moves money without the seal check's proof"
+                    );
+                    calls.push((file, needle));
+                }
+            }
+            // The proof comes from one place only: the gate, which checks the seal.
+            for (at, _) in src.match_indices(concat!("let sealed", " = ")) {
+                let line = &src[at..at + src[at..].find('\n').unwrap_or(0)];
+                assert!(
+                    line.contains("self.gated(") || line.contains("self.sealed("),
+                    "{file}: {line}"
+                );
+            }
+        }
+        assert_eq!(calls.len(), 3, "the three money-moving calls: {calls:?}");
+        let covers: usize = SOURCES
+            .iter()
+            .map(|(_, s)| {
+                let code = s.split("#[cfg(test)]").next().unwrap_or(s);
+                code.matches("super::lease::Cover {").count()
+            })
+            .sum();
+        assert_eq!(covers, 1, "a Cover is built in `cover` only");
+    }
+}

@@ -43,6 +43,7 @@ mod runs_cli;
 mod sandbox_api;
 mod sandbox_oauth;
 mod schedule_dst;
+mod seals;
 mod servers;
 mod service;
 mod sigterm;
