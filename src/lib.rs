@@ -27,6 +27,8 @@
 //! - [`queue`]: the dispatch queue (apalis); carries run ids only. The only module that
 //!   names apalis types.
 //! - [`worker`]: dispatcher, supervised queue consumers and purge, under one shutdown.
+//! - [`untrusted`]: outside text (provider messages, OAuth errors) escaped onto one line
+//!   before it reaches a log line, a reason or the audit log.
 //! - [`sandbox`]: faithful Busha and Baanx emulators on one shared core (OAuth, resource
 //!   API, control surface) for tests, benchmarks and the demo. Production code never
 //!   calls it.
@@ -53,4 +55,5 @@ pub mod sandbox;
 pub mod service;
 pub mod store;
 pub mod triggers;
+pub mod untrusted;
 pub mod worker;

@@ -246,7 +246,22 @@ async fn dispatch(
     // commands that need it refuse to start without it).
     let store = match Keyring::from_env() {
         Ok(keys) => store.with_seal_keys(Arc::new(SealKeys::from_keyring(&keys))),
-        Err(_) => store,
+        Err(_) => {
+            let signs = matches!(
+                &command,
+                Command::Halt(_)
+                    | Command::Resume(_)
+                    | Command::Runs {
+                        command: runs::RunsCommand::Approve(_)
+                    }
+            );
+            if signs {
+                tracing::warn!(
+                    "{MASTER_KEY_ENV} is not set: this command's audit entry is not signed with the worker's key, so the worker will not trust it (an approval releases nothing, a resume lifts nothing)"
+                );
+            }
+            store
+        }
     };
     let ctx = Context {
         settings,

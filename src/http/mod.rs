@@ -9,8 +9,10 @@
 //! - `GET /healthz`.
 //!
 //! The server binds localhost by default (`[http] listen`). No page or log line shows
-//! a token, a code or the operator token.
+//! a token, a code or the operator token. Every response carries the security headers
+//! of [`headers`].
 
+pub mod headers;
 pub mod ops;
 pub mod triggers;
 
@@ -43,12 +45,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled.
+/// Serves `router` on `listener` until `shutdown` is cancelled, with the security
+/// headers on every response.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let router = router.layer(axum::middleware::map_response(headers::secure));
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

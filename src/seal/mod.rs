@@ -12,17 +12,20 @@
 //!   carried by its `run.created` entry.
 //! - [`check`]: the check before every money-moving step; its proof is a required
 //!   argument of every money-moving call.
+//! - [`halts`]: the halts in force as the chain's MAC'd entries say.
 //! - [`verify`]: what `treasury audit verify` adds: every run against its seal, every
 //!   MAC.
 //!
 //! No IO here: the store reads and appends entries; this module says what they prove.
 
 mod check;
+mod halts;
 mod key;
 mod spec;
 mod verify;
 
 pub use check::{SealBreak, SealChecked, check_run};
+pub use halts::halts_in_force;
 pub use key::{KeyOrigin, MacError, SealKeys};
 pub use spec::{RunSeal, seal_created};
 pub use verify::{SealProblem, SealReport, SealVerifier};

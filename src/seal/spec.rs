@@ -74,8 +74,11 @@ pub fn rule_hash(run: &Run, required: bool) -> String {
     }))
 }
 
-/// `entry` (the run's `run.created`) with the run's seal in its payload.
+/// `entry` (the run's `run.created`) with the run's seal in its payload, and named
+/// after the run (the seal is found by the run's id).
 pub fn seal_created(run: &Run, mut entry: NewAuditEntry) -> NewAuditEntry {
+    entry.run_id = Some(run.id.to_string());
+    entry.job_id.get_or_insert_with(|| run.job_id.clone());
     if !entry.payload.is_object() {
         entry.payload = json!({ "value": entry.payload });
     }

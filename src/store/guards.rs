@@ -134,6 +134,11 @@ impl Store {
         by: &Operator,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        // A halt whose row was deleted behind the worker's back still stands in the
+        // chain (and still stops money): resuming it must lift it there too.
+        let in_chain = crate::seal::halts_in_force(self.seal_keys(), &self.halt_entries().await?)
+            .iter()
+            .any(|h| &h.scope == scope);
         let mut tx = self.begin().await?;
         let deleted = sqlx::query("DELETE FROM halts WHERE scope = $1 AND target = $2")
             .bind(scope.kind())
@@ -141,7 +146,8 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected()
-            == 1;
+            == 1
+            || in_chain;
         if deleted {
             let entry = scoped(
                 NewAuditEntry::new(
@@ -168,8 +174,26 @@ impl Store {
         rows.iter().map(halt_from_row).collect()
     }
 
-    /// The halts that stop a run of `job_id` on `grant`.
+    /// The halts that stop a run of `job_id` on `grant`: those of the table, and those
+    /// the chain's MAC'd entries say are in force (a halt row deleted in the store
+    /// still stops money).
     pub async fn halts_covering(&self, job_id: &str, grant: &str) -> Result<Vec<Halt>, StoreError> {
+        let mut halts = self.halt_rows_covering(job_id, grant).await?;
+        let sealed = crate::seal::halts_in_force(self.seal_keys(), &self.halt_entries().await?);
+        for h in sealed {
+            let covers = match &h.scope {
+                HaltScope::All => true,
+                HaltScope::Job(j) => j == job_id,
+                HaltScope::Grant(g) => g == grant,
+            };
+            if covers && !halts.iter().any(|t| t.scope == h.scope) {
+                halts.push(h);
+            }
+        }
+        Ok(halts)
+    }
+
+    async fn halt_rows_covering(&self, job_id: &str, grant: &str) -> Result<Vec<Halt>, StoreError> {
         let rows = sqlx::query(
             "SELECT scope, target, reason, halted_by, halted_at FROM halts \
              WHERE scope = 'all' OR (scope = 'job' AND target = $1) OR (scope = 'grant' AND target = $2)",

@@ -1,25 +1,20 @@
-//! Reads for the seals (see `seal`): a run's sealing entries, and the whole store
-//! checked against its seals for `treasury audit verify`.
+//! The whole store checked against its seals, for `treasury audit verify` (the
+//! per-step reads are in `audit`).
 
 use super::{RunFilter, Store, StoreError};
-use crate::audit::AuditEntry;
-use crate::runs::RunId;
 use crate::seal::{SealReport, SealVerifier};
 
 impl Store {
-    /// The entries that seal `run_id` and approve it (`run.created`, `run.approved`),
-    /// in chain order.
-    pub async fn seal_entries(&self, run_id: &RunId) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut entries = self.audit_entries(None, Some(run_id.as_str())).await?;
-        entries.retain(|e| e.action == "run.created" || e.action == "run.approved");
-        Ok(entries)
-    }
-
     /// Every MAC'd entry's MAC and every run's row against its seal.
     pub async fn verify_seals(&self) -> Result<SealReport, StoreError> {
         let mut verifier = SealVerifier::new(self.seal_keys());
-        for entry in self.audit_entries(None, None).await? {
-            verifier.push(&entry);
+        // Page by sequence number: the log can hold millions of entries.
+        let mut after = 0;
+        loop {
+            let page = self.audit_entries_after(after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            page.iter().for_each(|e| verifier.push(e));
         }
         let runs = self
             .list_runs(&RunFilter {

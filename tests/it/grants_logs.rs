@@ -17,7 +17,7 @@ use crate::grants_harness::{ALIAS, Browser, World, callback_params};
 
 /// A `MakeWriter` into a shared buffer.
 #[derive(Clone, Default)]
-struct Capture(Arc<parking_lot::Mutex<Vec<u8>>>);
+pub(crate) struct Capture(pub(crate) Arc<parking_lot::Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

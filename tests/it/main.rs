@@ -26,6 +26,7 @@ mod jobs_cli;
 mod jobs_edges;
 mod jobs_files;
 mod jobs_scheduler;
+mod log_injection;
 mod ops;
 mod pacing;
 mod pipeline;

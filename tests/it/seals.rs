@@ -240,3 +240,50 @@ async fn a_genuine_approval_is_trusted_and_verify_passes() {
     let out = treasury(&config, &["audit", "verify"]).await.unwrap();
     assert!(out.contains("seals verified (1 runs match their seals"), "{out}");
 }
+
+#[tokio::test]
+async fn a_halt_deleted_in_the_store_still_stops_money_until_resumed() {
+    use crate::guards_world::World;
+    use treasury::guards::{HaltScope, Operator};
+    let w = World::new().await;
+    let p = w.pipeline("w1");
+    let id = w.create("occ-1", ngn(dec!(1000))).await;
+    let ops = Operator::parse("ops").unwrap();
+    assert!(
+        w.store
+            .set_halt(&HaltScope::All, Some("incident"), &ops, w.clock.now())
+            .await
+            .unwrap()
+    );
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&w.ts.url)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM halts")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let Executed::Waiting(until) = p.execute(&id).await.unwrap() else {
+        panic!("the run must be held");
+    };
+    let reason = w.store.get_run(&id).await.unwrap().unwrap().reason.unwrap();
+    assert!(reason.contains("halted by ops") && reason.contains("incident"), "{reason}");
+    assert_eq!(w.money_moves(), (0, 0, 0));
+
+    // A forged halt.off (no MAC) lifts nothing; a real resume does.
+    w.store
+        .append_audit(
+            w.clock.now(),
+            NewAuditEntry::new("operator:mallory", "halt.off", json!({ "scope": "all", "target": "" })),
+        )
+        .await
+        .unwrap();
+    w.clock.set(until);
+    let Executed::Waiting(later) = p.execute(&id).await.unwrap() else {
+        panic!("a forged halt.off must lift nothing");
+    };
+    assert!(later > until);
+    assert_eq!(w.money_moves(), (0, 0, 0));
+    assert!(w.store.clear_halt(&HaltScope::All, &ops, w.clock.now()).await.unwrap());
+    assert_eq!(w.drive(&p, &id).await, RunState::Settled);
+}

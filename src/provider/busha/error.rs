@@ -237,10 +237,13 @@ impl ProviderError {
         let mut err = Self::new(endpoint, kind)
             .with_status(status)
             .with_request_id(request_id);
-        err.0.error_name = name.filter(|n| !n.is_empty()).map(str::to_string);
+        // Busha's text goes into logs and reasons: one line, whatever it holds.
+        err.0.error_name = name
+            .filter(|n| !n.is_empty())
+            .map(crate::untrusted::one_line);
         err.0.message = envelope
             .as_ref()
-            .map(|e| e.error.message.clone())
+            .map(|e| crate::untrusted::one_line(&e.error.message))
             .filter(|m| !m.is_empty());
         err
     }
@@ -425,6 +428,19 @@ mod tests {
             Some("req_JfPBXEC5rLHc".into()),
             body.as_bytes(),
         )
+    }
+
+    #[test]
+    fn a_message_with_newlines_cannot_forge_a_log_line() {
+        let e = err(
+            false,
+            400,
+            r#"{"error":{"name":"bad\nINFO x","message":"no\r\n2026-01-01 INFO treasury: paid\u001b[2K"}}"#,
+        );
+        let text = e.to_string();
+        assert!(!text.contains(['\n', '\r', '\x1b']), "{text:?}");
+        assert!(text.contains("no\\r\\n2026-01-01 INFO treasury: paid\\u{1b}[2K"), "{text}");
+        assert_eq!(e.error_name(), Some("bad\\nINFO x"));
     }
 
     #[test]
