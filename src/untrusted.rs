@@ -28,14 +28,18 @@ mod tests {
 
     #[test]
     fn a_newline_cannot_start_a_forged_line() {
-        let hostile = "bad token\n2026-01-01T00:00:00Z  INFO treasury: transfer approved\r\x1b[2K\u{2028}ok";
+        let hostile =
+            "bad token\n2026-01-01T00:00:00Z  INFO treasury: transfer approved\r\x1b[2K\u{2028}ok";
         let safe = one_line(hostile);
         assert!(!safe.contains(['\n', '\r', '\x1b', '\u{2028}']), "{safe}");
         assert_eq!(
             safe,
             "bad token\\n2026-01-01T00:00:00Z  INFO treasury: transfer approved\\r\\u{1b}[2K\\u{2028}ok"
         );
-        assert_eq!(one_line("Sosanya Dìckson, ₦10,000"), "Sosanya Dìckson, ₦10,000");
+        assert_eq!(
+            one_line("Sosanya Dìckson, ₦10,000"),
+            "Sosanya Dìckson, ₦10,000"
+        );
         // A backslash is escaped too, so an escape in the input stays distinguishable.
         assert_eq!(one_line("a\\nb"), "a\\\\nb");
     }

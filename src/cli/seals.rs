@@ -17,7 +17,12 @@ pub(super) async fn verify_seals(
     let io = |e: std::io::Error| CliError(format!("cannot write output: {e}"));
     let report = store.verify_seals().await.map_err(CliError::from)?;
     if json {
-        writeln!(out, "{}", serde_json::json!({ "seals_ok": report.problems.is_empty(), "seals": report })).map_err(io)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "seals_ok": report.problems.is_empty(), "seals": report })
+        )
+        .map_err(io)?;
     }
     if report.problems.is_empty() {
         if !json {

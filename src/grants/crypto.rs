@@ -318,9 +318,7 @@ fn decode_key(version: i64, b64: &str) -> Result<MasterKey, MasterKeyError> {
 fn progression(bytes: &[u8]) -> Option<&'static str> {
     let (first, second) = (*bytes.first()?, *bytes.get(1)?);
     let step = second.wrapping_sub(first);
-    let constant = bytes
-        .windows(2)
-        .all(|w| w[1].wrapping_sub(w[0]) == step);
+    let constant = bytes.windows(2).all(|w| w[1].wrapping_sub(w[0]) == step);
     match (constant, step) {
         (false, _) => None,
         (true, 0) => Some("are all the same"),
@@ -488,7 +486,9 @@ mod tests {
     fn counting_and_repeated_bytes_are_refused_as_weak() {
         let up: Vec<u8> = (0x00..=0x1f).collect();
         let down: Vec<u8> = (0xe0..=0xffu8).rev().collect();
-        let stride: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(71).wrapping_add(3)).collect();
+        let stride: Vec<u8> = (0..32u8)
+            .map(|i| i.wrapping_mul(71).wrapping_add(3))
+            .collect();
         let wraps: Vec<u8> = (0..32u8).map(|i| i.wrapping_add(0xf0)).collect();
         for (bytes, says) in [
             (up, "count up by one"),

@@ -29,9 +29,9 @@ use url::Url;
 use super::crypto::RefreshToken;
 use super::token_http::{TokenHttp, TokenHttpError, unavailable_text};
 use crate::clock::Clock;
-use crate::untrusted::one_line;
 use crate::config::Secret;
 use crate::provider::AccessToken;
+use crate::untrusted::one_line;
 
 /// Discovery's `revocation_endpoint` (RFC 8414), which core OIDC metadata lacks.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -546,7 +546,9 @@ fn exchange_error(
                 CoreErrorResponseType::InvalidClient => {
                     ExchangeError::ClientRejected(format!("invalid_client: {description}"))
                 }
-                other => ExchangeError::Refused(format!("{}: {description}", one_line(other.as_ref()))),
+                other => {
+                    ExchangeError::Refused(format!("{}: {description}", one_line(other.as_ref())))
+                }
             }
         }
         RequestTokenError::Request(TokenHttpError::Unavailable {

@@ -112,7 +112,9 @@ mod tests {
         );
         assert_eq!(oauth_error(b"<html>bad gateway</html>"), None);
         assert_eq!(
-            oauth_error(br#"{"error":"server_error\nX","error_description":"busy\n2026 INFO forged"}"#),
+            oauth_error(
+                br#"{"error":"server_error\nX","error_description":"busy\n2026 INFO forged"}"#
+            ),
             Some("server_error\\nX (busy\\n2026 INFO forged)".into())
         );
     }

@@ -23,7 +23,9 @@ impl Pipeline {
             Err(e) if e.is_transient() => {
                 let until = self.clock.now() + self.backoff(run.attempts);
                 let note = format!("could not read the run's seal: {e}");
-                let done = self.wait(lease, run, until, note, "run.retry_scheduled").await?;
+                let done = self
+                    .wait(lease, run, until, note, "run.retry_scheduled")
+                    .await?;
                 return Ok(Err(done.unwrap_or(Executed::Waiting(until))));
             }
             Err(e) => return Err(e.into()),
@@ -117,7 +119,10 @@ mod tests {
         listed.sort();
         let mut known: Vec<String> = SOURCES.iter().map(|(n, _)| n.to_string()).collect();
         known.sort();
-        assert_eq!(listed, known, "a pipeline file is not checked here: add it to SOURCES");
+        assert_eq!(
+            listed, known,
+            "a pipeline file is not checked here: add it to SOURCES"
+        );
 
         let mut calls = Vec::new();
         for (file, src) in SOURCES {

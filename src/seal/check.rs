@@ -55,14 +55,20 @@ impl fmt::Display for SealBreak {
         match self {
             SealBreak::NoSeal => write!(f, "the run has no sealed run.created entry"),
             SealBreak::BadMac { seq, why } => {
-                write!(f, "its run.created entry (seq {seq}) is not the worker's: {why}")
+                write!(
+                    f,
+                    "its run.created entry (seq {seq}) is not the worker's: {why}"
+                )
             }
             SealBreak::SpecChanged => write!(
                 f,
                 "its spec (amount, payee, grant, currencies, guard, limits or job version) differs from the one sealed at creation"
             ),
             SealBreak::RuleChanged => {
-                write!(f, "its approval rule differs from the one sealed at creation")
+                write!(
+                    f,
+                    "its approval rule differs from the one sealed at creation"
+                )
             }
             SealBreak::ApprovalUnproven {
                 proven,
@@ -75,7 +81,11 @@ impl fmt::Display for SealBreak {
                 )?;
                 if !forged.is_empty() {
                     let seqs: Vec<String> = forged.iter().map(i64::to_string).collect();
-                    write!(f, " (run.approved entries without a valid MAC: seq {})", seqs.join(", "))?;
+                    write!(
+                        f,
+                        " (run.approved entries without a valid MAC: seq {})",
+                        seqs.join(", ")
+                    )?;
                 }
                 Ok(())
             }

@@ -16,7 +16,8 @@ pub fn halts_in_force(keys: &SealKeys, entries: &[AuditEntry]) -> Vec<Halt> {
     let mut on: BTreeMap<(String, String), Halt> = BTreeMap::new();
     for e in entries.iter().filter(|e| keys.check(e).is_ok()) {
         let text = |k: &str| e.payload.get(k).and_then(|v| v.as_str());
-        let Some(scope) = HaltScope::from_parts(text("scope").unwrap_or(""), text("target").unwrap_or(""))
+        let Some(scope) =
+            HaltScope::from_parts(text("scope").unwrap_or(""), text("target").unwrap_or(""))
         else {
             continue;
         };

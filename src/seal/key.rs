@@ -106,8 +106,14 @@ impl SealKeys {
     /// Whether `entry`'s MAC proves that this worker's key wrote it as it stands.
     pub fn check(&self, entry: &AuditEntry) -> Result<(), MacError> {
         let mac = entry.payload.get("mac").ok_or(MacError::Missing)?;
-        let version = mac.get("key").and_then(Value::as_i64).ok_or(MacError::Invalid)?;
-        let tag_hex = mac.get("tag").and_then(Value::as_str).ok_or(MacError::Invalid)?;
+        let version = mac
+            .get("key")
+            .and_then(Value::as_i64)
+            .ok_or(MacError::Invalid)?;
+        let tag_hex = mac
+            .get("tag")
+            .and_then(Value::as_str)
+            .ok_or(MacError::Invalid)?;
         let key = self
             .keys
             .get(&version)

@@ -41,7 +41,12 @@ impl RunSeal {
             approval_required: required,
             approvals_needed: approvals_needed(&run.spec),
             owner: run.spec.approval.as_ref().map(|r| r.owner.clone()),
-            amount: if run.spec.sweep.is_some() { "bound" } else { "exact" }.into(),
+            amount: if run.spec.sweep.is_some() {
+                "bound"
+            } else {
+                "exact"
+            }
+            .into(),
         }
     }
 

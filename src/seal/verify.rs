@@ -93,9 +93,11 @@ impl<'a> SealVerifier<'a> {
         if entry.action == "run.created" {
             if let Some(run) = &entry.run_id {
                 // The first run.created of a run counts; an unproven one seals nothing.
-                self.seals
-                    .entry(run.clone())
-                    .or_insert_with(|| proven.then(|| RunSeal::from_payload(&entry.payload)).flatten());
+                self.seals.entry(run.clone()).or_insert_with(|| {
+                    proven
+                        .then(|| RunSeal::from_payload(&entry.payload))
+                        .flatten()
+                });
             }
         }
     }
@@ -106,7 +108,9 @@ impl<'a> SealVerifier<'a> {
             self.report.runs_checked += 1;
             let why = match self.seals.get(run.id.as_str()) {
                 None | Some(None) => Some(SealBreak::NoSeal),
-                Some(Some(seal)) if spec_hash(run) != seal.spec_hash => Some(SealBreak::SpecChanged),
+                Some(Some(seal)) if spec_hash(run) != seal.spec_hash => {
+                    Some(SealBreak::SpecChanged)
+                }
                 Some(Some(seal)) if rule_hash(run, seal.approval_required) != seal.rule_hash => {
                     Some(SealBreak::RuleChanged)
                 }

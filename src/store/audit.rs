@@ -8,8 +8,8 @@ use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
 use super::{AuditHead, Backend, Store, StoreError, Tx, from_millis, millis};
-use crate::runs::RunId;
 use crate::audit::{AuditEntry, ChainBreak, ChainVerifier, GENESIS, NewAuditEntry, VerifiedChain};
+use crate::runs::RunId;
 
 /// Any key will do: it only has to be the same for every appender of this store.
 const AUDIT_LOCK_KEY: i64 = 0x7472_6561_7375_7279; // "treasury"

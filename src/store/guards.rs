@@ -23,12 +23,12 @@ use sqlx::AnyConnection;
 use super::audit::append_audit_on;
 use super::{AuditHead, Backend, Store, StoreError, Tx, from_millis, millis};
 use crate::audit::NewAuditEntry;
-use crate::seal::SealKeys;
 use crate::guards::{
     Ask, CapUse, Halt, HaltScope, Operator, RunFacts, approvals_needed, check_caps, may_approve,
     may_cancel, may_retry,
 };
 use crate::runs::{PayoutSpec, Run, RunId, RunState};
+use crate::seal::SealKeys;
 
 /// A request to check a run's caps and reserve its amount.
 pub struct CapCheck<'a> {

@@ -697,13 +697,12 @@ async fn every_page_of_the_connect_flow_carries_the_security_headers() {
     let (base, shutdown) = spawn_server(&mut w).await;
     let b = Browser::new();
     let connect = base.join("oauth/connect/acme").unwrap();
-    let signed_in = |url: Url| {
-        b.http
-            .get(url)
-            .basic_auth("operator", Some(OPERATOR_TOKEN))
-    };
+    let signed_in = |url: Url| b.http.get(url).basic_auth("operator", Some(OPERATOR_TOKEN));
     let mut pages = vec![
-        ("sign-in page", b.http.get(connect.clone()).send().await.unwrap()),
+        (
+            "sign-in page",
+            b.http.get(connect.clone()).send().await.unwrap(),
+        ),
         (
             "unknown grant page",
             signed_in(base.join("oauth/connect/nobody").unwrap())
@@ -711,12 +710,21 @@ async fn every_page_of_the_connect_flow_carries_the_security_headers() {
                 .await
                 .unwrap(),
         ),
-        ("redirect to Busha", signed_in(connect.clone()).send().await.unwrap()),
+        (
+            "redirect to Busha",
+            signed_in(connect.clone()).send().await.unwrap(),
+        ),
     ];
     let authorize = Url::parse(pages[2].1.headers()["location"].to_str().unwrap()).unwrap();
     let callback = b.follow_auto_consent(&authorize).await;
-    pages.push(("connected page", b.http.get(callback.clone()).send().await.unwrap()));
-    pages.push(("already used page", b.http.get(callback).send().await.unwrap()));
+    pages.push((
+        "connected page",
+        b.http.get(callback.clone()).send().await.unwrap(),
+    ));
+    pages.push((
+        "already used page",
+        b.http.get(callback).send().await.unwrap(),
+    ));
 
     let statuses: Vec<u16> = pages.iter().map(|(_, r)| r.status().as_u16()).collect();
     assert_eq!(statuses, [401, 404, 302, 200, 409]);

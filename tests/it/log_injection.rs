@@ -32,7 +32,11 @@ async fn a_callback_error_with_newlines_stays_on_its_own_log_line() {
         ..CallbackParams::default()
     };
 
-    let err = connector.complete(&params, "test").await.unwrap_err().to_string();
+    let err = connector
+        .complete(&params, "test")
+        .await
+        .unwrap_err()
+        .to_string();
 
     assert!(!err.contains(['\n', '\r', '\u{2028}']), "{err:?}");
     assert!(err.contains("\\n2026-01-01T00:00:00"), "{err}");

@@ -71,7 +71,11 @@ async fn assert_stopped_and_named(w: &World, id: &RunId) {
         reason.contains("does not match its seal") && reason.contains("no money was moved"),
         "{reason}"
     );
-    let entries = w.store.audit_entries(None, Some(id.as_str())).await.unwrap();
+    let entries = w
+        .store
+        .audit_entries(None, Some(id.as_str()))
+        .await
+        .unwrap();
     let broken = entries
         .iter()
         .find(|e| e.action == "run.seal_broken")
@@ -139,7 +143,9 @@ async fn an_edit_before_any_money_moving_step_stops_that_step(ts: TestStore) {
             expected_name: "Ada Lovelace".into(),
         };
         let id = w.create(&format!("step-{n}"), spec).await;
-        let crashing = w.pipeline("w1").with_crash_points(Arc::new(StopBefore(point)));
+        let crashing = w
+            .pipeline("w1")
+            .with_crash_points(Arc::new(StopBefore(point)));
         let stopped = crashing.execute(&id).await;
         assert!(
             matches!(&stopped, Err(PipelineError::Crashed(p)) if p == point),
@@ -155,10 +161,17 @@ async fn an_edit_before_any_money_moving_step_stops_that_step(ts: TestStore) {
             RunState::NeedsHuman,
             "{point}: the edited run must stop"
         );
-        assert_eq!(made(&w), before, "{point}: the call was made after the edit");
+        assert_eq!(
+            made(&w),
+            before,
+            "{point}: the call was made after the edit"
+        );
         assert_eq!(w.transfers(), 0, "{point}: money moved");
         let reason = w.run(&id).await.reason.unwrap();
-        assert!(reason.contains("does not match its seal"), "{point}: {reason}");
+        assert!(
+            reason.contains("does not match its seal"),
+            "{point}: {reason}"
+        );
     }
 }
 
@@ -238,7 +251,10 @@ async fn a_genuine_approval_is_trusted_and_verify_passes() {
 
     let (_dir, config) = config_for(&w.ts.url);
     let out = treasury(&config, &["audit", "verify"]).await.unwrap();
-    assert!(out.contains("seals verified (1 runs match their seals"), "{out}");
+    assert!(
+        out.contains("seals verified (1 runs match their seals"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -267,14 +283,21 @@ async fn a_halt_deleted_in_the_store_still_stops_money_until_resumed() {
         panic!("the run must be held");
     };
     let reason = w.store.get_run(&id).await.unwrap().unwrap().reason.unwrap();
-    assert!(reason.contains("halted by ops") && reason.contains("incident"), "{reason}");
+    assert!(
+        reason.contains("halted by ops") && reason.contains("incident"),
+        "{reason}"
+    );
     assert_eq!(w.money_moves(), (0, 0, 0));
 
     // A forged halt.off (no MAC) lifts nothing; a real resume does.
     w.store
         .append_audit(
             w.clock.now(),
-            NewAuditEntry::new("operator:mallory", "halt.off", json!({ "scope": "all", "target": "" })),
+            NewAuditEntry::new(
+                "operator:mallory",
+                "halt.off",
+                json!({ "scope": "all", "target": "" }),
+            ),
         )
         .await
         .unwrap();
@@ -284,6 +307,11 @@ async fn a_halt_deleted_in_the_store_still_stops_money_until_resumed() {
     };
     assert!(later > until);
     assert_eq!(w.money_moves(), (0, 0, 0));
-    assert!(w.store.clear_halt(&HaltScope::All, &ops, w.clock.now()).await.unwrap());
+    assert!(
+        w.store
+            .clear_halt(&HaltScope::All, &ops, w.clock.now())
+            .await
+            .unwrap()
+    );
     assert_eq!(w.drive(&p, &id).await, RunState::Settled);
 }

@@ -19,7 +19,11 @@ fn read_body(body: &[u8]) -> (Option<String>, Option<String>, Vec<String>) {
         return (None, None, Vec::new());
     };
     // Baanx's text goes into logs and reasons: one line, whatever it holds.
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(crate::untrusted::one_line);
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(crate::untrusted::one_line)
+    };
     let details = v
         .get("details")
         .and_then(Value::as_array)
