@@ -21,6 +21,9 @@ use crate::pipeline_world::{BANK, World, fast, ngn};
 /// Another account, the one a tamperer would like paid.
 const MALLORY: &str = "9876543210";
 
+/// How many calls of one kind the sandbox's ledger holds.
+type Counter = fn(&World) -> usize;
+
 /// Abandons the execution right before `point` (a money-moving call).
 struct StopBefore(&'static str);
 
@@ -127,7 +130,7 @@ async fn a_payee_swapped_in_the_store_is_never_created_nor_paid(ts: TestStore) {
 /// each of the three (a crash there leaves it so), and none of them is then made.
 async fn an_edit_before_any_money_moving_step_stops_that_step(ts: TestStore) {
     let w = World::with(fast(), Some(&ts)).await;
-    let steps: [(&str, fn(&World) -> usize); 3] = [
+    let steps: [(&str, Counter); 3] = [
         ("before POST /v1/recipients", World::recipients),
         ("before POST /v1/quotes", World::quotes),
         ("before POST /v1/transfers", World::transfers),
