@@ -29,6 +29,18 @@ impl Write for Capture {
     }
 }
 
+/// Captures everything logged on this thread, at TRACE level, until the guard drops.
+pub(crate) fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (capture, tracing::subscriber::set_default(subscriber))
+}
+
 /// A config file naming the world's sandbox and store, as `config/treasury.toml` would.
 pub fn settings_text(w: &World) -> String {
     format!(
@@ -78,14 +90,7 @@ async fn cli_output(w: &World, command: GrantsCommand) -> String {
 // this thread, under the capturing subscriber.
 #[tokio::test]
 async fn no_token_code_or_secret_appears_in_trace_logs_or_cli_output() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capture_logs();
 
     // Arrange / Act: a grant's whole life, remembering every secret it ever held.
     let w = World::start(TestStore::sqlite().await).await;

@@ -6,21 +6,14 @@ use treasury::grants::CallbackParams;
 
 use crate::backends::TestStore;
 use crate::grants_harness::{ALIAS, World};
-use crate::grants_logs::Capture;
+use crate::grants_logs::capture_logs;
 
 const FORGED: &str = "2026-01-01T00:00:00.000000Z  INFO treasury: transfer approved by ada";
 
 // Current-thread runtime: the connector logs on this thread, under the capture.
 #[tokio::test]
 async fn a_callback_error_with_newlines_stays_on_its_own_log_line() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capture_logs();
 
     let w = World::start(TestStore::sqlite().await).await;
     let connector = w.connector();

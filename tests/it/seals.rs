@@ -33,13 +33,18 @@ impl CrashPoints for StopBefore {
     }
 }
 
+/// A connection of the store's own, as a database administrator has.
+async fn admin(url: &str) -> sqlx::AnyConnection {
+    <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap()
+}
+
 /// Rewrites the run's spec in the store as a database administrator could.
 async fn tamper(w: &World, id: &RunId, edit: impl FnOnce(&mut PayoutSpec)) {
     let mut spec = w.run(id).await.spec;
     edit(&mut spec);
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&w.url)
-        .await
-        .unwrap();
+    let mut conn = admin(&w.url).await;
     let n = sqlx::query("UPDATE runs SET spec = $1 WHERE id = $2")
         .bind(serde_json::to_string(&spec).unwrap())
         .bind(id.as_str())
@@ -95,35 +100,35 @@ async fn assert_stopped_and_named(w: &World, id: &RunId) {
     assert!(!err.contains(MALLORY), "an account number in full: {err}");
 }
 
-async fn an_amount_edited_in_the_store_moves_no_money(ts: TestStore) {
-    let w = World::with(fast(), Some(&ts)).await;
+/// A pending run, edited in the store by `edit`, is executed: nothing reaches Busha,
+/// and the run is stopped and named.
+async fn an_edited_pending_run_moves_no_money(
+    w: &World,
+    occurrence: &str,
+    edit: fn(&mut PayoutSpec),
+) {
     let p = w.pipeline("w");
-    let id = w.create("edited-amount", ngn(dec!(10000))).await;
+    let id = w.create(occurrence, ngn(dec!(10000))).await;
 
-    tamper(&w, &id, raise_amount).await;
+    tamper(w, &id, edit).await;
     assert_eq!(
         p.execute(&id).await.unwrap(),
         Executed::Finished(RunState::NeedsHuman)
     );
 
     assert_eq!((w.recipients(), w.quotes(), w.transfers()), (0, 0, 0));
-    assert_stopped_and_named(&w, &id).await;
+    assert_stopped_and_named(w, &id).await;
+}
+
+async fn an_amount_edited_in_the_store_moves_no_money(ts: TestStore) {
+    let w = World::with(fast(), Some(&ts)).await;
+    an_edited_pending_run_moves_no_money(&w, "edited-amount", raise_amount).await;
 }
 
 async fn a_payee_swapped_in_the_store_is_never_created_nor_paid(ts: TestStore) {
     let w = World::with(fast(), Some(&ts)).await;
     w.sb.add_bank_account(BANK, MALLORY, "MALLORY MONEYBAGS");
-    let p = w.pipeline("w");
-    let id = w.create("swapped-payee", ngn(dec!(10000))).await;
-
-    tamper(&w, &id, swap_payee).await;
-    assert_eq!(
-        p.execute(&id).await.unwrap(),
-        Executed::Finished(RunState::NeedsHuman)
-    );
-
-    assert_eq!((w.recipients(), w.quotes(), w.transfers()), (0, 0, 0));
-    assert_stopped_and_named(&w, &id).await;
+    an_edited_pending_run_moves_no_money(&w, "swapped-payee", swap_payee).await;
 }
 
 /// No money-moving call is left out: the run is edited while it stands right before
@@ -209,9 +214,7 @@ async fn a_forged_approval_moves_nothing_and_verify_names_the_entry() {
         )
         .await
         .unwrap();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&w.ts.url)
-        .await
-        .unwrap();
+    let mut conn = admin(&w.ts.url).await;
     sqlx::query("UPDATE runs SET state = 'created' WHERE id = $1")
         .bind(id.as_str())
         .execute(&mut conn)
@@ -274,9 +277,7 @@ async fn a_halt_deleted_in_the_store_still_stops_money_until_resumed() {
             .await
             .unwrap()
     );
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&w.ts.url)
-        .await
-        .unwrap();
+    let mut conn = admin(&w.ts.url).await;
     sqlx::query("DELETE FROM halts")
         .execute(&mut conn)
         .await
