@@ -185,3 +185,95 @@ fn ask_within(run: &Run) -> Result<(), SealBreak> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use rust_decimal::dec;
+
+    use super::*;
+    use crate::audit::{GENESIS, NewAuditEntry};
+    use crate::grants::crypto::Keyring;
+    use crate::money::Currency;
+    use crate::runs::{PayoutSpec, QuoteAsk, RecipientSpec, SweepBound};
+    use crate::seal::seal_created;
+
+    fn sweep_run() -> Run {
+        let spec = PayoutSpec {
+            grant: "g".into(),
+            source_currency: Currency::new("USDT").unwrap(),
+            target_currency: Currency::new("NGN").unwrap(),
+            amount: Amount::Source { amount: dec!(500) },
+            recipient: RecipientSpec::Id { id: "r1".into() },
+            guard: Default::default(),
+            max_requotes: 3,
+            limits: Default::default(),
+            approval: None,
+            sweep: Some(SweepBound {
+                keep: dec!(1000),
+                min_amount: None,
+            }),
+        };
+        Run::new("sweep", "tick-1", "v1", spec, false, Utc::now())
+    }
+
+    fn created(keys: &SealKeys, run: &Run) -> Vec<AuditEntry> {
+        let new = keys.sign(
+            seal_created(
+                run,
+                NewAuditEntry::new("worker:w", "run.created", serde_json::json!({})),
+            ),
+            run.created_at,
+        );
+        vec![AuditEntry::chain(1, run.created_at, new, GENESIS)]
+    }
+
+    fn asking(run: &mut Run, amount: rust_decimal::Decimal) {
+        run.quote_ask = Some(QuoteAsk {
+            reference: run.id.quote_reference(1),
+            amount: Amount::Source { amount },
+            recipient_id: "r1".into(),
+        });
+    }
+
+    #[test]
+    fn a_sweep_is_sealed_as_a_bound_and_may_only_ask_for_less() {
+        let keys = SealKeys::from_keyring(&Keyring::generate(1));
+        let mut run = sweep_run();
+        let entries = created(&keys, &run);
+        assert!(check_run(&keys, &run, &entries).is_ok());
+
+        asking(&mut run, dec!(320.5));
+        assert!(
+            check_run(&keys, &run, &entries).is_ok(),
+            "less than the bound"
+        );
+        asking(&mut run, dec!(500));
+        assert!(check_run(&keys, &run, &entries).is_ok(), "the bound itself");
+        asking(&mut run, dec!(500.01));
+        assert!(matches!(
+            check_run(&keys, &run, &entries),
+            Err(SealBreak::OutOfBounds(_))
+        ));
+    }
+
+    #[test]
+    fn a_seal_made_before_a_key_rotation_still_verifies_and_another_key_refuses_it() {
+        use base64::Engine;
+        let b64 = || base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        let (k1, k2) = (b64(), b64());
+        let run = sweep_run();
+        let entries = created(&SealKeys::from_keyring(&Keyring::parse(&k1).unwrap()), &run);
+        // Rotation keeps the old version beside the new one, which now signs.
+        let rotated = SealKeys::from_keyring(&Keyring::parse(&format!("v2:{k2},v1:{k1}")).unwrap());
+        assert!(check_run(&rotated, &run, &entries).is_ok());
+        let stranger = SealKeys::from_keyring(&Keyring::generate(1));
+        assert!(matches!(
+            check_run(&stranger, &run, &entries),
+            Err(SealBreak::BadMac {
+                seq: 1,
+                why: MacError::Invalid
+            })
+        ));
+    }
+}
