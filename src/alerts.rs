@@ -31,6 +31,8 @@ pub enum AlertKind {
     TransferStuck,
     RunFailed,
     Halt,
+    /// A run's row no longer matches its seal: it was changed outside the worker.
+    SealBroken,
 }
 
 impl AlertKind {
@@ -41,6 +43,7 @@ impl AlertKind {
             AlertKind::TransferStuck => "transfer_stuck",
             AlertKind::RunFailed => "run_failed",
             AlertKind::Halt => "halt",
+            AlertKind::SealBroken => "seal_broken",
         }
     }
 }
@@ -69,6 +72,11 @@ pub fn alert_for(entry: &AuditEntry) -> Option<Alert> {
             AlertKind::RunFailed,
             entry.run_id.clone().unwrap_or_default(),
             format!("run failed: {reason}"),
+        ),
+        "run.seal_broken" => (
+            AlertKind::SealBroken,
+            entry.run_id.clone().unwrap_or_default(),
+            format!("run stopped, its row does not match its seal: {reason}"),
         ),
         "grant.disconnected" | "grant.lost" => (
             AlertKind::GrantDisconnected,

@@ -109,6 +109,7 @@ pub async fn setup(
     );
 
     let keys = Arc::new(Keyring::generate(1));
+    let store = store.with_seal_keys(Arc::new(crate::seal::SealKeys::from_keyring(&keys)));
     let oauth = Arc::new(
         BushaOAuth::discover(
             &OAuthSettings::new(sandbox.url(), DEMO_CLIENT, Secret::new(secret), redirect),

@@ -21,9 +21,14 @@
 //! - [`reconcile`]: read-only comparison of our runs with Busha's transfers. Writes nothing.
 //! - [`store`]: the system of record; all SQL lives here.
 //! - [`audit`]: the hash-chained audit log's domain.
+//! - [`seal`]: runs' specs, approvals, halts and cap reservations sealed into the chain
+//!   under a key derived from the master key; the check before every money-moving step.
+//!   No IO.
 //! - [`queue`]: the dispatch queue (apalis); carries run ids only. The only module that
 //!   names apalis types.
 //! - [`worker`]: dispatcher, supervised queue consumers and purge, under one shutdown.
+//! - [`untrusted`]: outside text (provider messages, OAuth errors) escaped onto one line
+//!   before it reaches a log line, a reason or the audit log.
 //! - [`sandbox`]: faithful Busha and Baanx emulators on one shared core (OAuth, resource
 //!   API, control surface) for tests, benchmarks and the demo. Production code never
 //!   calls it.
@@ -47,7 +52,9 @@ pub mod queue;
 pub mod reconcile;
 pub mod runs;
 pub mod sandbox;
+pub mod seal;
 pub mod service;
 pub mod store;
 pub mod triggers;
+pub mod untrusted;
 pub mod worker;

@@ -410,6 +410,8 @@ pub async fn parts_from_env(
     // Before any network call: a down issuer must not hide a job file's errors.
     let jobs = crate::jobs::load(jobs_dir, &settings).map_err(|e| e.to_string())?;
     let keys = Arc::new(Keyring::from_env().map_err(|e| e.to_string())?);
+    // The worker seals and checks runs, approvals and halts under the master key.
+    let store = store.with_seal_keys(Arc::new(crate::seal::SealKeys::from_keyring(&keys)));
     let secret = crate::config::secret_from_env(
         crate::config::CLIENT_SECRET_ENV,
         "the Busha OAuth client secret",

@@ -106,6 +106,8 @@ impl AlertSink {
             AlertKind::TransferStuck => k.transfer_stuck,
             AlertKind::RunFailed => k.run_failed,
             AlertKind::Halt => k.halt,
+            // A row changed behind the worker's back is never a matter of taste.
+            AlertKind::SealBroken => true,
         }
     }
 

@@ -10,7 +10,10 @@ use crate::store::AuditExport;
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Recompute the hash chain; exit 1 naming the first bad entry.
+    /// Recompute the hash chain, then check every run against its seal and every MAC
+    /// (approvals, halts, cap reservations, run creations; needs TREASURY_MASTER_KEY);
+    /// exit 1 naming the first bad entry, each run that differs from its seal, and each
+    /// entry whose MAC does not prove it.
     Verify {
         /// A head hash recorded earlier (`treasury audit head`): it must still be in
         /// the chain, which proves the chain was not rewritten wholesale.
@@ -82,7 +85,7 @@ impl Context {
                             )
                             .map_err(io)?;
                         }
-                        Ok(())
+                        super::seals::verify_seals(&self.store, json, out).await
                     }
                     Err(broken) => {
                         if json {

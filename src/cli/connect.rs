@@ -86,11 +86,7 @@ pub async fn connect(
     let stop = CancellationToken::new();
     let server = {
         let stop = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
+        tokio::spawn(async move { crate::http::serve(listener, router, Default::default(), stop).await })
     };
     let _ = writeln!(
         out,

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod operators;
 pub mod reconcile;
 pub mod runs;
+mod seals;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use crate::grants::{
 };
 use crate::guards::Operator;
 use crate::operators::{Login, Role};
+use crate::seal::SealKeys;
 use crate::store::Store;
 
 /// Automates treasury transfers on Busha: scheduled payouts and sweeps, exactly once,
@@ -282,6 +284,27 @@ async fn dispatch(
     let store = Store::connect(&settings.store.url)
         .await
         .map_err(CliError::from)?;
+    // Approvals, halts and runs are sealed under the master key when it is set (the
+    // commands that need it refuse to start without it).
+    let store = match Keyring::from_env() {
+        Ok(keys) => store.with_seal_keys(Arc::new(SealKeys::from_keyring(&keys))),
+        Err(_) => {
+            let signs = matches!(
+                &command,
+                Command::Halt(_)
+                    | Command::Resume(_)
+                    | Command::Runs {
+                        command: runs::RunsCommand::Approve(_)
+                    }
+            );
+            if signs {
+                tracing::warn!(
+                    "{MASTER_KEY_ENV} is not set: this command's audit entry is not signed with the worker's key, so the worker will not trust it (an approval releases nothing, a resume lifts nothing)"
+                );
+            }
+            store
+        }
+    };
     let ctx = Context {
         settings,
         store,

@@ -449,13 +449,18 @@ fn callback_code<'p>(
     params: &'p CallbackParams,
 ) -> Result<&'p str, ConnectError> {
     if let Some(error) = &params.error {
-        let description = params.error_description.clone();
+        // Both come from the browser's query string: anyone can write them.
+        let error = &crate::untrusted::one_line(error);
+        let description = params
+            .error_description
+            .as_deref()
+            .map(crate::untrusted::one_line);
         tracing::warn!(grant = %auth.alias, %error, "authorization refused");
         return Err(if error == "access_denied" {
             ConnectError::AccessDenied(description)
         } else {
             ConnectError::Provider {
-                error: error.clone(),
+                error: error.to_string(),
                 description: description.unwrap_or_default(),
             }
         });

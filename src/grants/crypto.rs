@@ -301,9 +301,47 @@ fn decode_key(version: i64, b64: &str) -> Result<MasterKey, MasterKeyError> {
             "key v{version} is weak ({count} distinct byte values in 32); generate it with `openssl rand -base64 32`"
         )));
     }
+    if let Some(pattern) = progression(&decoded) {
+        return Err(MasterKeyError::Invalid(format!(
+            "key v{version} is weak (its bytes {pattern}); generate it with `openssl rand -base64 32`"
+        )));
+    }
     let mut bytes = Zeroizing::new([0u8; 32]);
     bytes.copy_from_slice(&decoded);
     Ok(MasterKey { bytes })
+}
+
+/// Bytes that step by one constant difference (mod 256): all the same, counting up
+/// (00 01 02 .. 1f), counting down, or counting in any fixed stride. Every such key has
+/// up to 32 distinct values, so the distinct-count check alone lets it through; 32
+/// random bytes form a progression with a chance of 2^-240.
+fn progression(bytes: &[u8]) -> Option<&'static str> {
+    let (first, second) = (*bytes.first()?, *bytes.get(1)?);
+    let step = second.wrapping_sub(first);
+    let constant = bytes.windows(2).all(|w| w[1].wrapping_sub(w[0]) == step);
+    match (constant, step) {
+        (false, _) => None,
+        (true, 0) => Some("are all the same"),
+        (true, 1) => Some("count up by one"),
+        (true, 255) => Some("count down by one"),
+        (true, _) => Some("count in a fixed stride"),
+    }
+}
+
+/// The HKDF-SHA256 key of every master key version for `info` (a purpose of its own,
+/// e.g. the audit seals'), newest last. The master keys never leave this module.
+pub(crate) fn derive_all(keys: &Keyring, info: &[u8]) -> Vec<(i64, Zeroizing<[u8; 32]>)> {
+    keys.keys
+        .iter()
+        .map(|(version, master)| {
+            let hk = Hkdf::<Sha256>::new(None, master.bytes.as_ref());
+            let mut okm = Zeroizing::new([0u8; 32]);
+            // 32 bytes is far below HKDF-SHA256's 8160-byte limit: expand cannot fail,
+            // and an all-zero key would only fail every MAC check (never pass one).
+            let _ = hk.expand(info, okm.as_mut());
+            (*version, okm)
+        })
+        .collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -442,6 +480,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("twice") && !err.contains(&k), "{err}");
+    }
+
+    #[test]
+    fn counting_and_repeated_bytes_are_refused_as_weak() {
+        let up: Vec<u8> = (0x00..=0x1f).collect();
+        let down: Vec<u8> = (0xe0..=0xffu8).rev().collect();
+        let stride: Vec<u8> = (0..32u8)
+            .map(|i| i.wrapping_mul(71).wrapping_add(3))
+            .collect();
+        let wraps: Vec<u8> = (0..32u8).map(|i| i.wrapping_add(0xf0)).collect();
+        for (bytes, says) in [
+            (up, "count up by one"),
+            (down, "count down by one"),
+            (stride, "fixed stride"),
+            (wraps, "count up by one"),
+        ] {
+            let err = Keyring::parse(&b64(&bytes)).unwrap_err().to_string();
+            assert!(err.contains("weak") && err.contains(says), "{err}");
+        }
+        // One byte out of step is not a progression (it is a poor key, but not a
+        // visibly counting one; the distinct-count check judges it).
+        let mut nearly: Vec<u8> = (0x00..=0x1f).collect();
+        nearly[17] = 0x99;
+        assert!(Keyring::parse(&b64(&nearly)).is_ok());
+        assert!(Keyring::parse(&random_b64()).is_ok());
     }
 
     #[test]

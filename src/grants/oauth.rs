@@ -31,6 +31,7 @@ use super::token_http::{TokenHttp, TokenHttpError, unavailable_text};
 use crate::clock::Clock;
 use crate::config::Secret;
 use crate::provider::AccessToken;
+use crate::untrusted::one_line;
 
 /// Discovery's `revocation_endpoint` (RFC 8414), which core OIDC metadata lacks.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -416,13 +417,13 @@ impl BushaOAuth {
                 })
             }
             Err(RequestTokenError::ServerResponse(r)) => {
-                let description = r.error_description().cloned().unwrap_or_default();
+                let description = one_line(r.error_description().map_or("", String::as_str));
                 match r.error() {
                     CoreErrorResponseType::InvalidGrant => {
                         Err(RefreshFailure::InvalidGrant { description })
                     }
                     other => Err(RefreshFailure::Refused {
-                        error: other.as_ref().to_string(),
+                        error: one_line(other.as_ref()),
                         description,
                     }),
                 }
@@ -518,7 +519,11 @@ impl BushaOAuth {
         }
         let body = response.bytes().await.unwrap_or_default();
         Err(match serde_json::from_slice::<OAuthError>(&body) {
-            Ok(e) => format!("HTTP {status}: {}: {}", e.error, e.error_description),
+            Ok(e) => format!(
+                "HTTP {status}: {}: {}",
+                one_line(&e.error),
+                one_line(&e.error_description)
+            ),
             Err(_) => format!("HTTP {status}"),
         })
     }
@@ -535,13 +540,15 @@ fn exchange_error(
 ) -> ExchangeError {
     match e {
         RequestTokenError::ServerResponse(r) => {
-            let description = r.error_description().cloned().unwrap_or_default();
+            let description = one_line(r.error_description().map_or("", String::as_str));
             match r.error() {
                 CoreErrorResponseType::InvalidGrant => ExchangeError::CodeRejected(description),
                 CoreErrorResponseType::InvalidClient => {
                     ExchangeError::ClientRejected(format!("invalid_client: {description}"))
                 }
-                other => ExchangeError::Refused(format!("{}: {description}", other.as_ref())),
+                other => {
+                    ExchangeError::Refused(format!("{}: {description}", one_line(other.as_ref())))
+                }
             }
         }
         RequestTokenError::Request(TokenHttpError::Unavailable {

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use openidconnect::{AsyncHttpClient, HttpClientError, HttpRequest, HttpResponse};
 
+use crate::untrusted::one_line;
+
 /// `reqwest`, with 5xx and 429 taken out (see the module docs). Cheap to clone.
 #[derive(Clone)]
 pub(super) struct TokenHttp(pub reqwest::Client);
@@ -86,10 +88,11 @@ fn oauth_error(body: &[u8]) -> Option<String> {
         .chars()
         .take(200)
         .collect();
+    let (error, description) = (one_line(&b.error), one_line(&description));
     Some(if description.is_empty() {
-        b.error
+        error
     } else {
-        format!("{} ({description})", b.error)
+        format!("{error} ({description})")
     })
 }
 
@@ -108,6 +111,12 @@ mod tests {
             Some("server_error".into())
         );
         assert_eq!(oauth_error(b"<html>bad gateway</html>"), None);
+        assert_eq!(
+            oauth_error(
+                br#"{"error":"server_error\nX","error_description":"busy\n2026 INFO forged"}"#
+            ),
+            Some("server_error\\nX (busy\\n2026 INFO forged)".into())
+        );
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! - `GET /healthz`.
 //!
 //! The server binds localhost by default (`[http] listen`). No page or log line shows
-//! a token, a code or the operator token.
+//! a token, a code or the operator token. Every response carries the security headers
+//! of [`headers`].
 
 pub mod edge;
+pub mod headers;
 pub mod ops;
 pub mod triggers;
 
@@ -45,13 +47,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves `router` on `listener`, within `limits` (see [`edge`]), until `shutdown` is
-/// cancelled.
+/// cancelled, with the security headers on every response.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     limits: edge::EdgeLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let router = router.layer(axum::middleware::map_response(headers::secure));
     edge::serve(listener, router, limits, shutdown).await
 }
 

@@ -19,10 +19,14 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::provider::SendCheck;
+use crate::seal::SealChecked;
 use crate::store::RunLease;
 
 /// How long a call starting now is covered by `lease`.
 pub(super) struct Cover<'a> {
+    /// The proof that the run matched its seal when the step began: a call cannot be
+    /// covered without one.
+    pub _sealed: &'a SealChecked,
     pub lease: &'a RunLease,
     pub clock: &'a Clock,
     /// The lease's length as its holder counts it (without the grace).
@@ -67,6 +71,7 @@ mod tests {
         // Renewed just now, stored until now + hold + grace: about 120 s - margin.
         let l = lease(&clock, Instant::now(), chrono::Duration::seconds(150));
         let cover = Cover {
+            _sealed: &SealChecked::for_tests(),
             lease: &l,
             clock: &clock,
             hold,
@@ -95,6 +100,7 @@ mod tests {
         let l = lease(&clock, Instant::now(), chrono::Duration::seconds(150));
         std::thread::sleep(Duration::from_millis(100));
         let cover = Cover {
+            _sealed: &SealChecked::for_tests(),
             lease: &l,
             clock: &clock,
             hold,

@@ -43,6 +43,7 @@ mod plumbing;
 mod quote;
 mod recipient;
 mod recipient_given;
+mod sealed;
 mod tokens;
 mod track;
 mod transfer;

@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::seal::SealChecked;
 
 impl Pipeline {
     /// Persists the run and its audit entries under the lease, with crash points.
@@ -53,9 +54,16 @@ impl Pipeline {
         self.cfg.lease + self.cfg.takeover_grace
     }
 
-    /// What the Busha client checks right before a money-moving request leaves.
-    pub(super) fn cover<'a>(&'a self, lease: &'a RunLease) -> super::lease::Cover<'a> {
+    /// What the Busha client checks right before a money-moving request leaves. It
+    /// takes the proof that the run matched its seal: no money-moving call can be
+    /// made without passing [`Self::gated`].
+    pub(super) fn cover<'a>(
+        &'a self,
+        lease: &'a RunLease,
+        sealed: &'a SealChecked,
+    ) -> super::lease::Cover<'a> {
         super::lease::Cover {
+            _sealed: sealed,
             lease,
             clock: &self.clock,
             hold: self.cfg.lease.to_std().unwrap_or_default(),
@@ -90,17 +98,32 @@ impl Pipeline {
             .grant(&run.spec.grant)
     }
 
-    /// Asks the gate whether a money-moving step may start now. A hold makes the run
-    /// wait (and be re-checked); a refusal fails it with the reason.
+    /// Checks the run against its seal, then asks the gate whether a money-moving step
+    /// may start now. `Ok(Ok(proof))`: go on, with the proof the call needs. A broken
+    /// seal stops the run for a person; a hold makes it wait (and be re-checked); a
+    /// refusal fails it with the reason.
     pub(super) async fn gated(
         &self,
         lease: &mut RunLease,
         run: &mut Run,
         step: GateStep,
-    ) -> Result<Option<Executed>, Stop> {
-        match self.gate.check(run, step).await {
-            Ok(()) => Ok(None),
-            Err(Hold::Wait { reason, until }) => {
+    ) -> Result<Result<SealChecked, Executed>, Stop> {
+        let sealed = match self.sealed(lease, run, step).await? {
+            Ok(proof) => proof,
+            Err(done) => return Ok(Err(done)),
+        };
+        let held = match self.gate.check(run, step).await {
+            Ok(()) => return Ok(Ok(sealed)),
+            Err(hold) => hold,
+        };
+        // Every hold ends this execution (it waits or fails, and says which).
+        let done = self.held(lease, run, held).await?;
+        Ok(Err(done.unwrap_or(Executed::Waiting(run.next_attempt_at))))
+    }
+
+    async fn held(&self, lease: &mut RunLease, run: &mut Run, hold: Hold) -> Step {
+        match hold {
+            Hold::Wait { reason, until } => {
                 // A hold is not a failure: it does not grow the backoff, and it is
                 // audited when it starts or its reason changes, not at every recheck.
                 let until = until.max(self.clock.now() + self.cfg.retry_base);
@@ -114,8 +137,8 @@ impl Pipeline {
                 self.save(lease, run, audit).await?;
                 Ok(Some(Executed::Waiting(until)))
             }
-            Err(Hold::Refuse { reason }) => self.fail(lease, run, reason).await,
-            Err(Hold::Unavailable { reason }) => {
+            Hold::Refuse { reason } => self.fail(lease, run, reason).await,
+            Hold::Unavailable { reason } => {
                 let until = self.clock.now() + self.backoff(run.attempts);
                 self.wait(lease, run, until, reason, "run.retry_scheduled")
                     .await

@@ -57,9 +57,10 @@ impl Pipeline {
         }
 
         // Intent, call, outcome.
-        if let Some(stop) = self.gated(lease, run, GateStep::LockQuote).await? {
-            return Ok(Some(stop));
-        }
+        let sealed = match self.gated(lease, run, GateStep::LockQuote).await? {
+            Ok(proof) => proof,
+            Err(stop) => return Ok(Some(stop)),
+        };
         let ask = self.next_ask(run, amount);
         run.pending = Some(PendingOp::CreateQuote);
         run.quote_ask = Some(ask.clone());
@@ -83,7 +84,7 @@ impl Pipeline {
         };
         let created = call!(self, run, token, "POST /v1/quotes", |t| self
             .busha
-            .create_quote(t, &new, &self.cover(lease)));
+            .create_quote(t, &new, &self.cover(lease, &sealed)));
         match created {
             Ok(c) => {
                 let reference = reference_price.map(|(price, _)| price);

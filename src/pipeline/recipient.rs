@@ -305,9 +305,10 @@ impl Pipeline {
             return self.fail(lease, run, reason).await;
         }
 
-        if let Some(stop) = self.gated(lease, run, GateStep::CreateRecipient).await? {
-            return Ok(Some(stop));
-        }
+        let sealed = match self.gated(lease, run, GateStep::CreateRecipient).await? {
+            Ok(proof) => proof,
+            Err(stop) => return Ok(Some(stop)),
+        };
         run.pending = Some(PendingOp::CreateRecipient);
         let intent = self.entry(run, "run.recipient.intent", json!({ "bank_code": payee.bank_code, "account": masked, "name": resolved.account_name }));
         self.save(lease, run, vec![intent]).await?;
@@ -329,7 +330,7 @@ impl Pipeline {
         };
         let created = call!(self, run, token, "POST /v1/recipients", |t| self
             .busha
-            .create_recipient(t, &new, &self.cover(lease)));
+            .create_recipient(t, &new, &self.cover(lease, &sealed)));
         match created {
             Ok(c) => {
                 self.accept_account(lease, run, payee, c.value, "created", c.request_id)

@@ -54,9 +54,10 @@ impl Pipeline {
         if let Some(done) = self.sweep_still_fits(lease, run, token, &quote).await? {
             return Ok(done);
         }
-        if let Some(stop) = self.gated(lease, run, GateStep::Transfer).await? {
-            return Ok(Some(stop));
-        }
+        let sealed = match self.gated(lease, run, GateStep::Transfer).await? {
+            Ok(proof) => proof,
+            Err(stop) => return Ok(Some(stop)),
+        };
         run.pending = Some(PendingOp::CreateTransfer);
         let intent = self.entry(
             run,
@@ -66,7 +67,7 @@ impl Pipeline {
         self.save(lease, run, vec![intent]).await?;
         let created = call!(self, run, token, "POST /v1/transfers", |t| self
             .busha
-            .create_transfer(t, &quote.id, &self.cover(lease)));
+            .create_transfer(t, &quote.id, &self.cover(lease, &sealed)));
         match created {
             Ok(c) => {
                 let recipient = run.recipient_id.clone();

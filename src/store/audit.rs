@@ -9,6 +9,7 @@ use sqlx::AnyConnection;
 
 use super::{AuditHead, Backend, Store, StoreError, Tx, from_millis, millis};
 use crate::audit::{AuditEntry, ChainBreak, ChainVerifier, GENESIS, NewAuditEntry, VerifiedChain};
+use crate::runs::RunId;
 
 /// Any key will do: it only has to be the same for every appender of this store.
 const AUDIT_LOCK_KEY: i64 = 0x7472_6561_7375_7279; // "treasury"
@@ -67,6 +68,32 @@ impl Store {
         ))
         .bind(since.map_or(i64::MIN, millis))
         .bind(run_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// The `run.created` and `run.approved` entries of `run_id`, oldest first (one
+    /// indexed lookup: this runs before every money-moving step).
+    pub async fn seal_entries(&self, run_id: &RunId) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audit_log WHERE run_id = $1 AND (action = 'run.created' OR action = 'run.approved') ORDER BY seq"
+        ))
+        .bind(run_id.as_str())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Every `halt.on` and `halt.off` entry, oldest first (indexed by action).
+    pub async fn halt_entries(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audit_log WHERE action = 'halt.on' OR action = 'halt.off' ORDER BY seq"
+        ))
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(entry_from_row).collect()

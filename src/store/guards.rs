@@ -28,6 +28,7 @@ use crate::guards::{
     may_cancel, may_retry,
 };
 use crate::runs::{PayoutSpec, Run, RunId, RunState};
+use crate::seal::SealKeys;
 
 /// A request to check a run's caps and reserve its amount.
 pub struct CapCheck<'a> {
@@ -119,6 +120,7 @@ impl Store {
                 ),
                 scope,
             );
+            let entry = self.seal_keys().sign(entry, at);
             self.append_audit_in(&mut tx, at, entry).await?;
         }
         tx.commit().await?;
@@ -132,6 +134,11 @@ impl Store {
         by: &Operator,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        // A halt whose row was deleted behind the worker's back still stands in the
+        // chain (and still stops money): resuming it must lift it there too.
+        let in_chain = crate::seal::halts_in_force(self.seal_keys(), &self.halt_entries().await?)
+            .iter()
+            .any(|h| &h.scope == scope);
         let mut tx = self.begin().await?;
         let deleted = sqlx::query("DELETE FROM halts WHERE scope = $1 AND target = $2")
             .bind(scope.kind())
@@ -139,7 +146,8 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected()
-            == 1;
+            == 1
+            || in_chain;
         if deleted {
             let entry = scoped(
                 NewAuditEntry::new(
@@ -149,6 +157,7 @@ impl Store {
                 ),
                 scope,
             );
+            let entry = self.seal_keys().sign(entry, at);
             self.append_audit_in(&mut tx, at, entry).await?;
         }
         tx.commit().await?;
@@ -165,8 +174,26 @@ impl Store {
         rows.iter().map(halt_from_row).collect()
     }
 
-    /// The halts that stop a run of `job_id` on `grant`.
+    /// The halts that stop a run of `job_id` on `grant`: those of the table, and those
+    /// the chain's MAC'd entries say are in force (a halt row deleted in the store
+    /// still stops money).
     pub async fn halts_covering(&self, job_id: &str, grant: &str) -> Result<Vec<Halt>, StoreError> {
+        let mut halts = self.halt_rows_covering(job_id, grant).await?;
+        let sealed = crate::seal::halts_in_force(self.seal_keys(), &self.halt_entries().await?);
+        for h in sealed {
+            let covers = match &h.scope {
+                HaltScope::All => true,
+                HaltScope::Job(j) => j == job_id,
+                HaltScope::Grant(g) => g == grant,
+            };
+            if covers && !halts.iter().any(|t| t.scope == h.scope) {
+                halts.push(h);
+            }
+        }
+        Ok(halts)
+    }
+
+    async fn halt_rows_covering(&self, job_id: &str, grant: &str) -> Result<Vec<Halt>, StoreError> {
         let rows = sqlx::query(
             "SELECT scope, target, reason, halted_by, halted_at FROM halts \
              WHERE scope = 'all' OR (scope = 'job' AND target = $1) OR (scope = 'grant' AND target = $2)",
@@ -186,10 +213,10 @@ impl Store {
         &self,
         c: CapCheck<'_>,
     ) -> Result<Result<CapUse, Refusal>, StoreError> {
-        let backend = self.backend;
+        let (backend, seal) = (self.backend, self.seal.clone());
         let (run, ask, at, actor) = (c.run.clone(), c.ask.clone(), c.at, c.actor.to_string());
         self.write(Box::new(move |conn, head| {
-            let (run, ask, actor) = (run.clone(), ask.clone(), actor.clone());
+            let (run, ask, actor, seal) = (run.clone(), ask.clone(), actor.clone(), seal.clone());
             Box::pin(async move {
                 let c = CapCheck {
                     run: &run,
@@ -197,7 +224,7 @@ impl Store {
                     at,
                     actor: &actor,
                 };
-                reserve_caps_on(backend, conn, head, c).await
+                reserve_caps_on(backend, &seal, conn, head, c).await
             })
         }))
         .await
@@ -210,11 +237,13 @@ impl Store {
         at: DateTime<Utc>,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        let backend = self.backend;
+        let (backend, seal) = (self.backend, self.seal.clone());
         let (run_id, actor) = (run_id.clone(), actor.to_string());
         self.write(Box::new(move |conn, head| {
-            let (run_id, actor) = (run_id.clone(), actor.clone());
-            Box::pin(async move { release_caps_on(backend, conn, head, &run_id, at, &actor).await })
+            let (run_id, actor, seal) = (run_id.clone(), actor.clone(), seal.clone());
+            Box::pin(async move {
+                release_caps_on(backend, &seal, conn, head, &run_id, at, &actor).await
+            })
         }))
         .await
     }
@@ -228,6 +257,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         release_caps_on(
             self.backend,
+            &self.seal,
             tx,
             &mut AuditHead::default(),
             run_id,
@@ -404,11 +434,12 @@ impl Store {
         let entry = NewAuditEntry::new(
             who.actor(),
             "run.approved",
-            json!({ "approver": who.as_str(), "approvals": approvers.len(), "needed": needed, "approvers": approvers, "released": released }),
+            json!({ "approver": who.as_str(), "approver_id": who.key(), "approvals": approvers.len(), "needed": needed, "approvers": approvers, "released": released }),
         )
         .run(id.as_str())
         .job(&run.job_id)
         .grant(&run.spec.grant);
+        let entry = self.seal_keys().sign(entry, at);
         self.append_audit_in(&mut tx, at, entry).await?;
         tx.commit().await?;
         Ok(Ok(Approved {
@@ -628,6 +659,7 @@ fn scoped(entry: NewAuditEntry, scope: &HaltScope) -> NewAuditEntry {
 /// Check-and-reserve on `conn`, inside the write transaction open there.
 async fn reserve_caps_on(
     backend: Backend,
+    seal: &SealKeys,
     conn: &mut AnyConnection,
     head: &mut AuditHead,
     c: CapCheck<'_>,
@@ -738,12 +770,14 @@ async fn reserve_caps_on(
     .run(run.id.as_str())
     .job(&run.job_id)
     .grant(&run.spec.grant);
+    let entry = seal.sign(entry, c.at);
     append_audit_on(backend, conn, head, c.at, entry).await?;
     Ok(Ok(used))
 }
 
 async fn release_caps_on(
     backend: Backend,
+    seal: &SealKeys,
     conn: &mut AnyConnection,
     head: &mut AuditHead,
     run_id: &RunId,
@@ -771,6 +805,7 @@ async fn release_caps_on(
     .run(run_id.as_str())
     .job(job)
     .grant(grant);
+    let entry = seal.sign(entry, at);
     append_audit_on(backend, conn, head, at, entry).await?;
     Ok(true)
 }

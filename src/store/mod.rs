@@ -20,6 +20,7 @@ mod known;
 mod operators;
 mod recipients;
 mod runs;
+mod seals;
 mod transfers;
 mod writer;
 
@@ -31,6 +32,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::seal::SealKeys;
 use writer::Writer;
 pub(crate) use writer::{AuditHead, WriteFn};
 
@@ -146,6 +148,9 @@ pub struct Store {
     /// transaction takes (so that writers queue here, fairly, not in SQLite's busy loop).
     writer: Option<Writer>,
     gate: Arc<Mutex<()>>,
+    /// Signs the entries that decide money (see `seal`): this process's own key until
+    /// [`Store::with_seal_keys`] installs the one derived from the master key.
+    seal: Arc<SealKeys>,
 }
 
 impl Store {
@@ -186,6 +191,7 @@ impl Store {
             backend,
             writer: None,
             gate: gate.clone(),
+            seal: SealKeys::process(),
         };
         store.migrate().await?;
         if backend == Backend::Sqlite {
@@ -204,6 +210,17 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Seals and verifies with `keys` (derived from `TREASURY_MASTER_KEY`).
+    pub fn with_seal_keys(mut self, keys: Arc<SealKeys>) -> Self {
+        self.seal = keys;
+        self
+    }
+
+    /// The keys that sign and check the entries that decide money.
+    pub fn seal_keys(&self) -> &SealKeys {
+        &self.seal
     }
 
     pub fn backend(&self) -> Backend {

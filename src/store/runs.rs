@@ -47,6 +47,10 @@ impl Store {
     pub async fn create_run(&self, run: &Run, audit: NewAuditEntry) -> Result<bool, StoreError> {
         let backend = self.backend;
         let spec = spec_json(run)?;
+        // Every run is sealed as it is created, whoever asked for it.
+        let audit = self
+            .seal_keys()
+            .sign(crate::seal::seal_created(run, audit), run.created_at);
         let run = run.clone();
         self.write(Box::new(move |conn, head| {
             let (run, spec, audit) = (run.clone(), spec.clone(), audit.clone());

@@ -688,3 +688,57 @@ async fn connect_verifies_id_tokens_signed_with_a_key_busha_rotated_in_after_sta
 
     assert_eq!(grant.subject, w.user.id);
 }
+
+/// Issue 16 §3: every page the worker serves, the OAuth result pages included, says
+/// not to run anything, sniff, frame, leak its URL as a referrer, or be cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_of_the_connect_flow_carries_the_security_headers() {
+    let mut w = World::start(TestStore::sqlite().await).await;
+    let (base, shutdown) = spawn_server(&mut w).await;
+    let b = Browser::new();
+    let connect = base.join("oauth/connect/acme").unwrap();
+    let signed_in = |url: Url| b.http.get(url).basic_auth("operator", Some(OPERATOR_TOKEN));
+    let mut pages = vec![
+        (
+            "sign-in page",
+            b.http.get(connect.clone()).send().await.unwrap(),
+        ),
+        (
+            "unknown grant page",
+            signed_in(base.join("oauth/connect/nobody").unwrap())
+                .send()
+                .await
+                .unwrap(),
+        ),
+        (
+            "redirect to Busha",
+            signed_in(connect.clone()).send().await.unwrap(),
+        ),
+    ];
+    let authorize = Url::parse(pages[2].1.headers()["location"].to_str().unwrap()).unwrap();
+    let callback = b.follow_auto_consent(&authorize).await;
+    pages.push((
+        "connected page",
+        b.http.get(callback.clone()).send().await.unwrap(),
+    ));
+    pages.push((
+        "already used page",
+        b.http.get(callback).send().await.unwrap(),
+    ));
+
+    let statuses: Vec<u16> = pages.iter().map(|(_, r)| r.status().as_u16()).collect();
+    assert_eq!(statuses, [401, 404, 302, 200, 409]);
+    for (what, res) in &pages {
+        let h = res.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{what}: {csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+        assert_eq!(h["x-frame-options"], "DENY", "{what}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{what}");
+        assert_eq!(h["cache-control"], "no-store", "{what}");
+    }
+    shutdown.cancel();
+}

@@ -17,7 +17,7 @@ use crate::grants_harness::{ALIAS, Browser, World, callback_params};
 
 /// A `MakeWriter` into a shared buffer.
 #[derive(Clone, Default)]
-struct Capture(Arc<parking_lot::Mutex<Vec<u8>>>);
+pub(crate) struct Capture(pub(crate) Arc<parking_lot::Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -27,6 +27,18 @@ impl Write for Capture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Captures everything logged on this thread, at TRACE level, until the guard drops.
+pub(crate) fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (capture, tracing::subscriber::set_default(subscriber))
 }
 
 /// A config file naming the world's sandbox and store, as `config/treasury.toml` would.
@@ -79,14 +91,7 @@ async fn cli_output(w: &World, command: GrantsCommand) -> String {
 // this thread, under the capturing subscriber.
 #[tokio::test]
 async fn no_token_code_or_secret_appears_in_trace_logs_or_cli_output() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capture_logs();
 
     // Arrange / Act: a grant's whole life, remembering every secret it ever held.
     let w = World::start(TestStore::sqlite().await).await;

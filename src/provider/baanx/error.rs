@@ -18,13 +18,18 @@ fn read_body(body: &[u8]) -> (Option<String>, Option<String>, Vec<String>) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return (None, None, Vec::new());
     };
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    // Baanx's text goes into logs and reasons: one line, whatever it holds.
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(crate::untrusted::one_line)
+    };
     let details = v
         .get("details")
         .and_then(Value::as_array)
         .map(|d| {
             d.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
+                .filter_map(|x| x.as_str().map(crate::untrusted::one_line))
                 .collect()
         })
         .unwrap_or_default();

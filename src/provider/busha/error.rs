@@ -13,6 +13,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde::Deserialize;
 
+use crate::untrusted::one_line;
+
 /// What went wrong, as far as a caller needs to branch on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -362,8 +364,13 @@ pub(crate) struct ErrorBody {
 }
 
 impl ErrorEnvelope {
+    /// Busha's text goes into logs, reasons and the audit log: its name and message
+    /// are made one line here, whatever they hold (field reasons in `field_reasons`).
     fn parse(body: &[u8]) -> Option<Self> {
-        serde_json::from_slice(body).ok()
+        let mut envelope: Self = serde_json::from_slice(body).ok()?;
+        envelope.error.name = one_line(&envelope.error.name);
+        envelope.error.message = one_line(&envelope.error.message);
+        Some(envelope)
     }
 
     /// `fields: {"f": [{"reason": "..."}]}` and `schema: [{"reason", "fix",
@@ -375,7 +382,7 @@ impl ErrorEnvelope {
                 serde_json::Value::Array(items) => items.iter().map(reason_text).collect(),
                 other => vec![reason_text(other)],
             };
-            out.entry(field.clone()).or_default().extend(reasons);
+            out.entry(one_line(field)).or_default().extend(reasons);
         }
         for item in self.schema.iter().flatten() {
             let entry = out.entry("schema".to_string()).or_default();
@@ -386,7 +393,7 @@ impl ErrorEnvelope {
                 entry.extend(details.iter().map(reason_text));
             }
             if let Some(reason) = item.get("reason").and_then(|v| v.as_str()) {
-                entry.push(reason.to_string());
+                entry.push(one_line(reason));
             }
         }
         out
@@ -395,9 +402,9 @@ impl ErrorEnvelope {
 
 fn reason_text(value: &serde_json::Value) -> String {
     match value {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => one_line(s),
         serde_json::Value::Object(o) => match o.get("reason") {
-            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::String(s)) => one_line(s),
             _ => value.to_string(),
         },
         other => other.to_string(),
@@ -425,6 +432,22 @@ mod tests {
             Some("req_JfPBXEC5rLHc".into()),
             body.as_bytes(),
         )
+    }
+
+    #[test]
+    fn a_message_with_newlines_cannot_forge_a_log_line() {
+        let e = err(
+            false,
+            400,
+            r#"{"error":{"name":"bad\nINFO x","message":"no\r\n2026-01-01 INFO treasury: paid\u001b[2K"}}"#,
+        );
+        let text = e.to_string();
+        assert!(!text.contains(['\n', '\r', '\x1b']), "{text:?}");
+        assert!(
+            text.contains("no\\r\\n2026-01-01 INFO treasury: paid\\u{1b}[2K"),
+            "{text}"
+        );
+        assert_eq!(e.error_name(), Some("bad\\nINFO x"));
     }
 
     #[test]
