@@ -18,13 +18,16 @@
 use std::sync::Arc;
 
 use chrono::Duration;
+use futures_util::future::BoxFuture;
 use openidconnect::{Nonce, PkceCodeVerifier};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use super::baanx_connect::ClientInfo;
 use super::cleanup;
+use super::consent::{ConsentRecord, Labelled, PROVIDER_PAGE};
 use super::crypto::{CryptoError, Keyring, Owner, RefreshToken};
 use super::custodian::{ACCESS_FIELD, REFRESH_FIELD};
 use super::oauth::{BushaOAuth, ExchangeError, Exchanged, TokenSet};
@@ -83,6 +86,8 @@ pub struct Connected {
     /// A reconnect replaced a grant that held a refresh token: whether it was revoked
     /// at Busha (`Err` says why not; then it is still alive there).
     pub previous_revoked: Option<Result<(), String>>,
+    /// What the operator should know although the connect succeeded.
+    pub warnings: Vec<String>,
 }
 
 /// Why connecting failed. Nothing was stored in any of these cases.
@@ -124,12 +129,56 @@ pub enum ConnectError {
     },
     #[error("the OIDC issuer is unreachable or invalid: {0}")]
     Issuer(String),
+    #[error("refused: {0}; nothing was stored")]
+    Refused(String),
+    #[error("Baanx: {0}; nothing was stored")]
+    Baanx(String),
     #[error("no callback arrived: {0}; nothing was stored")]
     NoCallback(String),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A browser authorization of either provider, as `treasury connect` and the HTTP
+/// server drive it: start (the URL to open), then the callback.
+pub trait BrowserFlow: Clone + Send + Sync + 'static {
+    fn begin<'a>(&'a self, alias: &'a str) -> BoxFuture<'a, Result<Started, ConnectError>>;
+    fn complete<'a>(
+        &'a self,
+        params: &'a CallbackParams,
+        actor: &'a str,
+        client: ClientInfo,
+    ) -> BoxFuture<'a, Result<Connected, ConnectError>>;
+}
+
+impl BrowserFlow for Connector {
+    fn begin<'a>(&'a self, alias: &'a str) -> BoxFuture<'a, Result<Started, ConnectError>> {
+        Box::pin(Connector::begin(self, alias))
+    }
+    fn complete<'a>(
+        &'a self,
+        params: &'a CallbackParams,
+        actor: &'a str,
+        client: ClientInfo,
+    ) -> BoxFuture<'a, Result<Connected, ConnectError>> {
+        Box::pin(self.complete_from(params, actor, client))
+    }
+}
+
+impl BrowserFlow for super::BaanxConnector {
+    fn begin<'a>(&'a self, alias: &'a str) -> BoxFuture<'a, Result<Started, ConnectError>> {
+        Box::pin(super::BaanxConnector::begin(self, alias))
+    }
+    fn complete<'a>(
+        &'a self,
+        params: &'a CallbackParams,
+        actor: &'a str,
+        client: ClientInfo,
+    ) -> BoxFuture<'a, Result<Connected, ConnectError>> {
+        Box::pin(super::BaanxConnector::complete(self, params, actor, client))
+    }
 }
 
 /// Runs browser authorizations for the declared grant aliases.
@@ -150,7 +199,7 @@ impl std::fmt::Debug for Connector {
     }
 }
 
-fn hash_state(state: &str) -> String {
+pub(super) fn hash_state(state: &str) -> String {
     Sha256::digest(state.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -225,6 +274,18 @@ impl Connector {
         params: &CallbackParams,
         actor: &str,
     ) -> Result<Connected, ConnectError> {
+        self.complete_from(params, actor, ClientInfo::default())
+            .await
+    }
+
+    /// [`Connector::complete`], recording the browser's address and user agent in the
+    /// consent record.
+    pub async fn complete_from(
+        &self,
+        params: &CallbackParams,
+        actor: &str,
+        client: ClientInfo,
+    ) -> Result<Connected, ConnectError> {
         // RFC 9207, before anything is consumed: a callback from another issuer is
         // refused, and the genuine one can still arrive.
         self.check_issuer(params)?;
@@ -238,7 +299,7 @@ impl Connector {
         )?;
         let exchanged = self.exchange(code, verifier.as_str()).await?;
         let now = self.clock.now();
-        let stored = match self.accept(&auth, &exchanged, actor).await {
+        let stored = match self.accept(&auth, &exchanged, actor, &client).await {
             Ok(stored) => stored,
             Err(refusal) => {
                 // Busha issued tokens we will not keep: they must not stay alive there.
@@ -262,6 +323,7 @@ impl Connector {
             grant: Grant::from_row(&row)?,
             reconnected: stored.reconnected,
             previous_revoked,
+            warnings: Vec::new(),
         })
     }
 
@@ -333,6 +395,7 @@ impl Connector {
         auth: &AuthorizationRow,
         exchanged: &Exchanged,
         actor: &str,
+        client: &ClientInfo,
     ) -> Result<Stored, ConnectError> {
         let subject = self
             .oauth
@@ -363,11 +426,13 @@ impl Connector {
             .as_ref()
             .map(|e| e.id.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let row = self.sealed_row(auth, &id, &subject, tokens, refresh, &granted, now)?;
+        let record = busha_record(auth, &granted, actor, client, now);
+        let mut row = self.sealed_row(auth, &id, &subject, tokens, refresh, &granted, now)?;
+        row.consent = Some(record.to_json());
         self.store
             .upsert_connected_grant_in(&mut tx, &row, now)
             .await?;
-        let entry = connected_entry(actor, auth, &id, &subject, &granted, existing.as_ref());
+        let entry = connected_entry(actor, auth, &id, &subject, &record, existing.as_ref());
         self.store.append_audit_in(&mut tx, now, entry).await?;
         // Opened before the commit overwrites it; revoked after the commit.
         let replaced = existing
@@ -413,7 +478,10 @@ impl Connector {
                 access_expires_at: expires_at,
                 refresh_token_ct: Some(refresh_ct),
                 scopes: granted.join(" "),
+                refresh_expires_at: None,
             },
+            region: None,
+            consent: None,
         })
     }
 
@@ -444,7 +512,7 @@ struct Stored {
 }
 
 /// The callback's `code`, or the error it carries instead.
-fn callback_code<'p>(
+pub(super) fn callback_code<'p>(
     auth: &AuthorizationRow,
     params: &'p CallbackParams,
 ) -> Result<&'p str, ConnectError> {
@@ -487,12 +555,42 @@ fn check_scopes(auth: &AuthorizationRow, tokens: &TokenSet) -> Result<Vec<String
     Ok(granted)
 }
 
+/// The consent record of a Busha connect: the scopes we asked for and those Busha
+/// granted, each labelled; Busha's own consent page is not ours to see.
+fn busha_record(
+    auth: &AuthorizationRow,
+    granted: &[String],
+    actor: &str,
+    client: &ClientInfo,
+    at: chrono::DateTime<chrono::Utc>,
+) -> ConsentRecord {
+    let mut asked: Vec<String> = vec!["openid".into(), "offline_access".into()];
+    asked.extend(auth.scopes.split_whitespace().map(str::to_string));
+    ConsentRecord {
+        provider: "busha".into(),
+        asked_for: Labelled::new("what we asked for (scopes requested)", asked),
+        granted: Labelled::new(
+            "what Busha granted (scopes its token endpoint reported)",
+            granted.to_vec(),
+        ),
+        provider_page: PROVIDER_PAGE.into(),
+        shown_by_us: None,
+        at,
+        operator: super::consent::operator_label(actor),
+        channel: "browser".into(),
+        client_address: client.address.clone(),
+        user_agent: client.user_agent.clone(),
+        provider_consent: None,
+        ended: None,
+    }
+}
+
 fn connected_entry(
     actor: &str,
     auth: &AuthorizationRow,
     id: &str,
     subject: &str,
-    granted: &[String],
+    consent: &ConsentRecord,
     existing: Option<&GrantRow>,
 ) -> NewAuditEntry {
     NewAuditEntry::new(
@@ -502,7 +600,8 @@ fn connected_entry(
             "alias": auth.alias,
             "provider": auth.provider,
             "subject": subject,
-            "scopes": granted,
+            "scopes": consent.granted.items,
+            "consent": consent,
             "reconnected": existing.is_some(),
             "previous_status": existing.map(|e| e.status.clone()),
             "previous_subject": existing.map(|e| e.subject.clone()),

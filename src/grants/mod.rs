@@ -1,6 +1,9 @@
 //! Grants: customers' OAuth2 permissions, connected with PKCE + OIDC and kept alive
 //! safely (invariants 6 and 7).
 //!
+//! - [`baanx`]: Baanx's token endpoint (exchange, refresh, revoke) for custody.
+//! - [`baanx_connect`]: connecting a Baanx customer, hosted UI or API mode.
+//! - [`consent`]: what each connect asked for and was granted, kept with the grant.
 //! - [`crypto`]: tokens at rest, AES-256-GCM under a per-grant HKDF key.
 //! - [`oauth`]: Busha's issuer (discovery, authorization URL, code exchange with
 //!   id_token verification, refresh, revoke) and what a failed refresh means.
@@ -12,8 +15,12 @@
 //!
 //! Never logs, returns or prints a token; audit entries carry ids and reasons only.
 
+pub mod baanx;
+pub mod baanx_api;
+pub mod baanx_connect;
 mod cleanup;
 pub mod connect;
+pub mod consent;
 pub mod crypto;
 pub mod custodian;
 pub mod oauth;
@@ -25,7 +32,10 @@ mod tokens;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use connect::{CallbackParams, ConnectError, Connected, Connector};
+pub use baanx::BaanxTokens;
+pub use baanx_api::Prompter;
+pub use baanx_connect::{BaanxConnector, ClientInfo};
+pub use connect::{BrowserFlow, CallbackParams, ConnectError, Connected, Connector, Started};
 pub use crypto::{CryptoError, Keyring, MasterKeyError, RefreshToken};
 pub use custodian::{Custodian, CustodyConfig, Usability, usability};
 pub use oauth::{BushaOAuth, OAuthSettings};
@@ -92,6 +102,14 @@ pub struct Grant {
     pub updated_at: DateTime<Utc>,
     pub connected_at: DateTime<Utc>,
     pub refreshed_at: Option<DateTime<Utc>>,
+    /// Baanx's region (`international` or `us`); absent for Busha.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// When the refresh token dies unused, if the provider said.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// The consent record of the latest connect (`null` for grants connected before
+    /// consent records were kept).
+    pub consent: Option<consent::ConsentRecord>,
 }
 
 impl Grant {
@@ -111,6 +129,12 @@ impl Grant {
             updated_at: row.updated_at,
             connected_at: row.connected_at,
             refreshed_at: row.refreshed_at,
+            region: row.region.clone(),
+            refresh_expires_at: row.refresh_expires_at,
+            consent: row
+                .consent
+                .as_deref()
+                .and_then(consent::ConsentRecord::parse),
         })
     }
 }

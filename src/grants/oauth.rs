@@ -98,6 +98,9 @@ pub struct TokenSet {
     pub refresh_token: Option<RefreshToken>,
     /// `scope`; `None` when Busha left it out (then the request's scopes stand).
     pub scopes: Option<Vec<String>>,
+    /// How long the refresh token lives unused, when the provider says (Baanx's
+    /// `refresh_token_expires_in`); Busha does not.
+    pub refresh_expires_in: Option<Duration>,
 }
 
 /// What a refresh call did, as far as the grant's fate depends on it.
@@ -582,6 +585,7 @@ fn token_set(response: &openidconnect::core::CoreTokenResponse) -> TokenSet {
         scopes: response
             .scopes()
             .map(|s| s.iter().map(|s| s.to_string()).collect()),
+        refresh_expires_in: None,
     }
 }
 

@@ -1,0 +1,143 @@
+//! `treasury connect <alias>` for Baanx grants: the hosted UI (the default) through
+//! the browser flow of [`super::connect`], or API mode through the terminal.
+//!
+//! API mode reads the customer's email, password and OTP from the terminal (secrets
+//! without echo) or, when stdin is not a terminal, as lines from stdin for scripts;
+//! never from argv. Nothing of them is stored or logged.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{CliError, Context, connect};
+use crate::config::{BAANX_SECRET_ENV, BaanxFlow, Secret, secret_from_env};
+use crate::grants::{BaanxConnector, BaanxTokens, Custodian, CustodyConfig, Prompter};
+use crate::provider::baanx::{BaanxClient, BaanxConfig};
+
+/// Answers from the terminal, or stdin lines when stdin is not a terminal.
+pub struct Terminal<'a> {
+    out: &'a mut (dyn Write + Send),
+}
+
+impl<'a> Terminal<'a> {
+    pub fn new(out: &'a mut (dyn Write + Send)) -> Self {
+        Self { out }
+    }
+
+    fn read_line(&mut self, prompt: &str) -> Result<String, String> {
+        let _ = write!(self.out, "{prompt}");
+        let _ = self.out.flush();
+        let mut line = String::new();
+        let n = std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("stdin: {e}"))?;
+        if n == 0 {
+            return Err("stdin ended before the answer".into());
+        }
+        let _ = writeln!(self.out);
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+}
+
+impl Prompter for Terminal<'_> {
+    fn line(&mut self, prompt: &str) -> Result<String, String> {
+        self.read_line(prompt)
+    }
+
+    fn secret(&mut self, prompt: &str) -> Result<Secret, String> {
+        if std::io::stdin().is_terminal() {
+            return rpassword::prompt_password(prompt)
+                .map(Secret::new)
+                .map_err(|e| format!("the terminal: {e}"));
+        }
+        self.read_line(prompt).map(Secret::new)
+    }
+
+    fn say(&mut self, text: &str) {
+        let _ = writeln!(self.out, "\n{text}\n");
+    }
+}
+
+impl Context {
+    /// Baanx's token endpoint from `[baanx]` and the secret key in the environment.
+    pub(crate) fn baanx_tokens(&self) -> Result<Arc<BaanxTokens>, CliError> {
+        let b = self.settings.baanx.as_ref().ok_or_else(|| {
+            CliError("the config has no [baanx] section (api_url, hosted_url, client_key, redirect_uri)".into())
+        })?;
+        let secret = secret_from_env(BAANX_SECRET_ENV, "the Baanx secret key (x-secret-key)")
+            .map_err(CliError::from)?;
+        let mut config = BaanxConfig::new(b.api_url.clone(), &b.client_key);
+        config.secret_key = Some(secret.expose().to_string());
+        let timeout = config.timeout;
+        let client = BaanxClient::new(config).map_err(CliError::from)?;
+        Ok(Arc::new(BaanxTokens::new(
+            client,
+            b.redirect_uri.clone(),
+            timeout,
+        )))
+    }
+
+    /// A custodian for Baanx grants only (no Busha discovery).
+    pub(crate) fn baanx_custodian(&self) -> Result<Custodian, CliError> {
+        Ok(Custodian::with_providers(
+            self.store.clone(),
+            self.keys()?,
+            None,
+            Some(self.baanx_tokens()?),
+            self.clock.clone(),
+            CustodyConfig::default(),
+        ))
+    }
+
+    pub(crate) fn baanx_connector(&self) -> Result<BaanxConnector, CliError> {
+        let hosted = self
+            .settings
+            .baanx
+            .as_ref()
+            .map(|b| b.hosted_url.clone())
+            .ok_or_else(|| CliError("the config has no [baanx] section".into()))?;
+        Ok(BaanxConnector::new(
+            self.store.clone(),
+            self.keys()?,
+            self.baanx_tokens()?,
+            self.baanx_custodian()?,
+            self.clock.clone(),
+            self.settings.grants.clone(),
+            hosted,
+        ))
+    }
+
+    /// `treasury connect` for a Baanx alias, in its declared flow.
+    pub(crate) async fn connect_baanx(
+        &self,
+        alias: &str,
+        opener: &connect::Opener,
+        shutdown: CancellationToken,
+        out: &mut (dyn Write + Send),
+    ) -> Result<(), CliError> {
+        let connector = self.baanx_connector()?;
+        let (spec, _) = connector.spec(alias).map_err(CliError::from)?;
+        let result = match spec.baanx_flow() {
+            BaanxFlow::Api => {
+                let mut terminal = Terminal::new(out);
+                let r = tokio::select! {
+                    r = connector.connect_api(alias, &mut terminal, "operator:cli") => r,
+                    _ = shutdown.cancelled() => return Err(CliError("interrupted; nothing was stored".into())),
+                };
+                connect::report(terminal.out, alias, &r);
+                r
+            }
+            BaanxFlow::Hosted => {
+                let redirect = connector.redirect_uri().clone();
+                let listener = connect::bind_redirect(&redirect).await?;
+                connect::connect(
+                    &connector, alias, listener, &redirect, opener, shutdown, out,
+                )
+                .await
+            }
+        };
+        result.map(|_| ()).map_err(CliError::from)
+    }
+}
