@@ -125,10 +125,7 @@ pub fn report(out: &mut (dyn Write + Send), alias: &str, result: &Result<Connect
             return;
         }
     };
-    let provider = match done.grant.provider.as_str() {
-        "baanx" => "Baanx",
-        _ => "Busha",
-    };
+    let provider = crate::grants::provider_name(&done.grant.provider);
     let verb = if done.reconnected {
         "Reconnected"
     } else {

@@ -31,7 +31,7 @@ use serde_json::json;
 use super::baanx::{BaanxTokens, parse_region};
 use super::crypto::{Keyring, Owner, RefreshToken};
 use super::oauth::{BushaOAuth, RefreshFailure, TokenSet};
-use super::{Grant, GrantError, GrantStatus};
+use super::{Grant, GrantError, GrantStatus, provider_name};
 use crate::audit::NewAuditEntry;
 use crate::clock::Clock;
 use crate::provider::AccessToken;
@@ -527,15 +527,18 @@ impl Custodian {
         let unknown = match first {
             Ok(set) => return self.store_pair(&row, lease, set, &refresh_token).await,
             Err(RefreshFailure::InvalidGrant { description }) => {
-                let reason =
-                    format!("Busha refused the refresh token: invalid_grant ({description})");
+                let reason = format!(
+                    "{} refused the refresh token: invalid_grant ({description})",
+                    provider_name(&row.provider)
+                );
                 return self.after_invalid_grant(&row, lease, want, &reason).await;
             }
             Err(RefreshFailure::NotSent(why)) => {
                 return Err(self.transient(
                     &row,
                     &format!(
-                        "Busha's token endpoint could not be reached ({why}); nothing was sent"
+                        "{}'s token endpoint could not be reached ({why}); nothing was sent",
+                        provider_name(&row.provider)
                     ),
                 ));
             }
@@ -571,7 +574,8 @@ impl Custodian {
             Ok(set) => self.store_pair(&row, lease, set, &refresh_token).await,
             Err(RefreshFailure::InvalidGrant { description }) => {
                 let reason = format!(
-                    "the response to a refresh was lost ({unknown}); the retry with the same refresh token got invalid_grant ({description}), so Busha had already rotated it and the new pair was lost with the response"
+                    "the response to a refresh was lost ({unknown}); the retry with the same refresh token got invalid_grant ({description}), so {} had already rotated it and the new pair was lost with the response",
+                    provider_name(&row.provider)
                 );
                 self.after_invalid_grant(&row, lease, want, &reason).await
             }

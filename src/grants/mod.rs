@@ -44,6 +44,14 @@ pub use seals::{SealMonitor, SealProblem, SealStatus, check_seals};
 
 use crate::store::{GrantRow, StoreError};
 
+/// A provider's name as operators read it (`Busha`, `Baanx`).
+pub fn provider_name(provider: &str) -> &'static str {
+    match provider {
+        "baanx" => "Baanx",
+        _ => "Busha",
+    }
+}
+
 /// Where a grant stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -167,7 +175,7 @@ pub enum GrantError {
         "Busha refused a freshly refreshed access token for grant {alias} ({reason}); not retrying"
     )]
     Unauthorized { alias: String, reason: String },
-    #[error("grant {alias}: Busha refused the refresh ({reason}); check the OAuth client settings")]
+    #[error("grant {alias}: the provider refused the refresh ({reason}); check the OAuth client settings")]
     Refused { alias: String, reason: String },
     #[error(transparent)]
     Crypto(#[from] CryptoError),

@@ -3,6 +3,8 @@
 mod alerts;
 mod audit_cli;
 mod baanx_client;
+mod baanx_grants;
+mod baanx_grants_harness;
 mod baanx_sandbox;
 mod baanx_sandbox_support;
 mod baanx_sandbox_wallet;
