@@ -4,6 +4,7 @@ mod alerts;
 mod audit_cli;
 mod baanx_client;
 mod baanx_grants;
+mod baanx_grants_cli;
 mod baanx_grants_harness;
 mod baanx_sandbox;
 mod baanx_sandbox_support;
