@@ -14,3 +14,7 @@ ALTER TABLE grants ADD COLUMN refresh_expires_at INTEGER;
 -- its end once revoked or disconnected). Never token material. NULL for grants
 -- connected before this column existed.
 ALTER TABLE grants ADD COLUMN consent TEXT;
+-- The refresh expiry (Unix milliseconds) keep-alive last alerted about: a lifetime
+-- that refreshing does not extend (absolute) is alerted once per expiry, naming the
+-- date by which the customer must connect again.
+ALTER TABLE grants ADD COLUMN expiry_warned_for INTEGER;

@@ -478,7 +478,10 @@ impl Connector {
                 access_expires_at: expires_at,
                 refresh_token_ct: Some(refresh_ct),
                 scopes: granted.join(" "),
-                refresh_expires_at: None,
+                refresh_expires_at: tokens
+                    .refresh_expires_in
+                    .and_then(|d| Duration::from_std(d).ok())
+                    .map(|d| now + d),
             },
             region: None,
             consent: None,

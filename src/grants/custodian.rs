@@ -1051,7 +1051,15 @@ impl Custodian {
         }
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    pub(super) fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+
+    /// Whether this custodian can refresh grants of `provider`.
+    pub(super) fn handles(&self, provider: &str) -> bool {
+        match provider {
+            "baanx" => self.inner.baanx.is_some(),
+            _ => self.inner.oauth.is_some(),
+        }
     }
 }

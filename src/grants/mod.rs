@@ -4,6 +4,7 @@
 //! - [`baanx`]: Baanx's token endpoint (exchange, refresh, revoke) for custody.
 //! - [`baanx_connect`]: connecting a Baanx customer, hosted UI or API mode.
 //! - [`consent`]: what each connect asked for and was granted, kept with the grant.
+//! - [`keepalive`]: refreshing grants before their refresh tokens die unused.
 //! - [`crypto`]: tokens at rest, AES-256-GCM under a per-grant HKDF key.
 //! - [`oauth`]: Busha's issuer (discovery, authorization URL, code exchange with
 //!   id_token verification, refresh, revoke) and what a failed refresh means.
@@ -23,6 +24,7 @@ pub mod connect;
 pub mod consent;
 pub mod crypto;
 pub mod custodian;
+pub mod keepalive;
 pub mod oauth;
 pub mod rekey;
 pub mod seals;
@@ -38,6 +40,7 @@ pub use baanx_connect::{BaanxConnector, ClientInfo};
 pub use connect::{BrowserFlow, CallbackParams, ConnectError, Connected, Connector, Started};
 pub use crypto::{CryptoError, Keyring, MasterKeyError, RefreshToken};
 pub use custodian::{Custodian, CustodyConfig, Usability, usability};
+pub use keepalive::{KeepAlive, KeepAliveReport};
 pub use oauth::{BushaOAuth, OAuthSettings};
 pub use rekey::{RekeyReport, rekey};
 pub use seals::{SealMonitor, SealProblem, SealStatus, check_seals};

@@ -89,6 +89,10 @@ impl OAuthSettings {
     }
 }
 
+/// Busha's refresh-token lifetime: 30 days, sliding (each refresh restarts it;
+/// reference §"Tokens"). Busha does not report it, so custody assumes it.
+pub const BUSHA_REFRESH_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// Tokens from the token endpoint. Debug never shows a token.
 #[derive(Clone, Debug)]
 pub struct TokenSet {
@@ -585,7 +589,7 @@ fn token_set(response: &openidconnect::core::CoreTokenResponse) -> TokenSet {
         scopes: response
             .scopes()
             .map(|s| s.iter().map(|s| s.to_string()).collect()),
-        refresh_expires_in: None,
+        refresh_expires_in: Some(BUSHA_REFRESH_WINDOW),
     }
 }
 

@@ -16,7 +16,7 @@ macro_rules! grant_columns {
         "id, provider, alias, subject, scopes, status, status_reason, key_version, \
          access_token_ct, access_expires_at, refresh_token_ct, fence, lease_owner, \
          lease_until, created_at, updated_at, connected_at, refreshed_at, region, \
-         refresh_expires_at, consent"
+         refresh_expires_at, consent, expiry_warned_for"
     };
 }
 
@@ -48,6 +48,8 @@ pub struct GrantRow {
     pub refresh_expires_at: Option<DateTime<Utc>>,
     /// The consent record (JSON), if one was kept.
     pub consent: Option<String>,
+    /// The refresh expiry keep-alive last alerted about.
+    pub expiry_warned_for: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for GrantRow {
@@ -339,6 +341,21 @@ impl Store {
         Ok(())
     }
 
+    /// Records that keep-alive alerted about the refresh expiry `dies`.
+    pub async fn mark_expiry_warned_in(
+        &self,
+        tx: &mut Tx,
+        id: &str,
+        dies: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE grants SET expiry_warned_for = $1 WHERE id = $2")
+            .bind(millis(dies))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// The active grants of `provider` whose subject is `subject`, other than `alias`.
     pub async fn other_aliases_of_subject_in(
         &self,
@@ -521,5 +538,6 @@ fn grant_from_row(row: &AnyRow) -> Result<GrantRow, StoreError> {
         region: row.try_get(18)?,
         refresh_expires_at: opt_time(19)?,
         consent: row.try_get(20)?,
+        expiry_warned_for: opt_time(21)?,
     })
 }
