@@ -660,14 +660,14 @@ flow = "api"
     #[test]
     fn baanx_grant_mistakes_are_refused_with_the_line_of_the_grant() {
         let full = format!("{GOOD}{BAANX}");
-        let line = full
-            .lines()
-            .position(|l| l == "alias = \"cards\"")
-            .unwrap()
-            + 1;
+        let line = full.lines().position(|l| l == "alias = \"cards\"").unwrap() + 1;
         for (from, to, expected) in [
             ("region = \"us\"\n", "", "must declare region"),
-            ("region = \"us\"", "region = \"us\"\nscopes = [\"x\"]", "no scopes"),
+            (
+                "region = \"us\"",
+                "region = \"us\"\nscopes = [\"x\"]",
+                "no scopes",
+            ),
         ] {
             let text = full.replace(from, to);
             let err = Settings::parse(Path::new("c.toml"), &text)
@@ -679,7 +679,10 @@ flow = "api"
         let text = full.replace("region = \"us\"", "region = \"mars\"");
         let err = Settings::parse(Path::new("c.toml"), &text).unwrap_err();
         assert!(err.to_string().contains("mars"), "{err}");
-        let busha = GOOD.replace("provider = \"busha\"", "provider = \"busha\"\nflow = \"api\"");
+        let busha = GOOD.replace(
+            "provider = \"busha\"",
+            "provider = \"busha\"\nflow = \"api\"",
+        );
         let err = Settings::parse(Path::new("c.toml"), &busha).unwrap_err();
         assert!(err.to_string().contains("are for Baanx grants"), "{err}");
         let no_section = full.replace("[baanx]", "[ignored]");

@@ -96,7 +96,7 @@ pub async fn connect<F: BrowserFlow>(
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+            .await
         })
     };
     let _ = writeln!(
@@ -168,7 +168,12 @@ pub fn write_consent(out: &mut (dyn Write + Send), c: &ConsentRecord) -> std::io
         }
     };
     writeln!(out, "consent:")?;
-    writeln!(out, "  {}: {}", c.asked_for.label, items(&c.asked_for.items))?;
+    writeln!(
+        out,
+        "  {}: {}",
+        c.asked_for.label,
+        items(&c.asked_for.items)
+    )?;
     writeln!(out, "  {}: {}", c.granted.label, items(&c.granted.items))?;
     writeln!(out, "  the provider's page: {}", c.provider_page)?;
     if let Some(shown) = &c.shown_by_us {
@@ -177,7 +182,13 @@ pub fn write_consent(out: &mut (dyn Write + Send), c: &ConsentRecord) -> std::io
             writeln!(out, "    | {line}")?;
         }
     }
-    writeln!(out, "  at: {} by {} ({})", c.at.to_rfc3339(), c.operator, c.channel)?;
+    writeln!(
+        out,
+        "  at: {} by {} ({})",
+        c.at.to_rfc3339(),
+        c.operator,
+        c.channel
+    )?;
     if c.client_address.is_some() || c.user_agent.is_some() {
         writeln!(
             out,
@@ -195,7 +206,13 @@ pub fn write_consent(out: &mut (dyn Write + Send), c: &ConsentRecord) -> std::io
         )?;
     }
     if let Some(e) = &c.ended {
-        writeln!(out, "  ended: {} at {}: {}", e.how, e.at.to_rfc3339(), e.reason)?;
+        writeln!(
+            out,
+            "  ended: {} at {}: {}",
+            e.how,
+            e.at.to_rfc3339(),
+            e.reason
+        )?;
     }
     Ok(())
 }
@@ -223,10 +240,7 @@ async fn callback<F: BrowserFlow>(
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(200).collect()),
     };
-    let result = l
-        .connector
-        .complete(&params, "operator:cli", client)
-        .await;
+    let result = l.connector.complete(&params, "operator:cli", client).await;
     if let Err(e @ ConnectError::IssuerMismatch { .. }) = &result {
         // Our state, another issuer: a forgery or a mix-up, refused before anything
         // was consumed. The genuine callback can still come.

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Context, connect};
-use crate::config::{BAANX_SECRET_ENV, BaanxFlow, Secret, secret_from_env};
+use crate::config::{BaanxFlow, Secret};
 use crate::grants::{BaanxConnector, BaanxTokens, Custodian, CustodyConfig, Prompter};
-use crate::provider::baanx::{BaanxClient, BaanxConfig};
 
 /// Answers from the terminal, or stdin lines when stdin is not a terminal.
 pub struct Terminal<'a> {
@@ -64,19 +63,14 @@ impl Context {
     /// Baanx's token endpoint from `[baanx]` and the secret key in the environment.
     pub(crate) fn baanx_tokens(&self) -> Result<Arc<BaanxTokens>, CliError> {
         let b = self.settings.baanx.as_ref().ok_or_else(|| {
-            CliError("the config has no [baanx] section (api_url, hosted_url, client_key, redirect_uri)".into())
+            CliError(
+                "the config has no [baanx] section (api_url, hosted_url, client_key, redirect_uri)"
+                    .into(),
+            )
         })?;
-        let secret = secret_from_env(BAANX_SECRET_ENV, "the Baanx secret key (x-secret-key)")
-            .map_err(CliError::from)?;
-        let mut config = BaanxConfig::new(b.api_url.clone(), &b.client_key);
-        config.secret_key = Some(secret.expose().to_string());
-        let timeout = config.timeout;
-        let client = BaanxClient::new(config).map_err(CliError::from)?;
-        Ok(Arc::new(BaanxTokens::new(
-            client,
-            b.redirect_uri.clone(),
-            timeout,
-        )))
+        BaanxTokens::from_settings(b)
+            .map(Arc::new)
+            .map_err(CliError)
     }
 
     /// A custodian for Baanx grants only (no Busha discovery).

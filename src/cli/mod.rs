@@ -621,7 +621,10 @@ fn write_show(out: &mut (dyn Write + Send), g: &Grant) -> std::io::Result<()> {
     writeln!(out, "updated at:     {}", g.updated_at.to_rfc3339())?;
     match &g.consent {
         Some(c) => connect::write_consent(out, c),
-        None => writeln!(out, "consent:        not recorded (connected before consent records)"),
+        None => writeln!(
+            out,
+            "consent:        not recorded (connected before consent records)"
+        ),
     }
 }
 

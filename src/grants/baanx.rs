@@ -13,8 +13,9 @@ use url::Url;
 
 use super::crypto::RefreshToken;
 use super::oauth::{RefreshFailure, TokenSet};
+use crate::config::{BAANX_SECRET_ENV, BaanxSettings, secret_from_env};
 use crate::provider::AccessToken;
-use crate::provider::baanx::{self, BaanxClient, Grant, Region};
+use crate::provider::baanx::{self, BaanxClient, BaanxConfig, Grant, Region};
 use crate::provider::busha::{ErrorKind, ProviderError};
 
 /// The refresh lifetime assumed when Baanx leaves out `refresh_token_expires_in`.
@@ -35,6 +36,17 @@ impl BaanxTokens {
             redirect_uri,
             timeout,
         }
+    }
+
+    /// From `[baanx]` and the secret key in [`BAANX_SECRET_ENV`].
+    pub fn from_settings(b: &BaanxSettings) -> Result<Self, String> {
+        let secret = secret_from_env(BAANX_SECRET_ENV, "the Baanx secret key (x-secret-key)")
+            .map_err(|e| e.to_string())?;
+        let mut config = BaanxConfig::new(b.api_url.clone(), &b.client_key);
+        config.secret_key = Some(secret.expose().to_string());
+        let timeout = config.timeout;
+        let client = BaanxClient::new(config).map_err(|e| e.to_string())?;
+        Ok(Self::new(client, b.redirect_uri.clone(), timeout))
     }
 
     pub fn client(&self) -> &BaanxClient {

@@ -119,7 +119,13 @@ impl BaanxConnector {
             .access_token
             .clone()
             .map(AccessToken::new)
-            .ok_or_else(|| ConnectError::Refused(login.not_ready().unwrap_or_else(|| "Baanx gave no login token".into())))?;
+            .ok_or_else(|| {
+                ConnectError::Refused(
+                    login
+                        .not_ready()
+                        .unwrap_or_else(|| "Baanx gave no login token".into()),
+                )
+            })?;
         Ok((login, token))
     }
 

@@ -186,27 +186,8 @@ impl BaanxConnector {
         actor: &str,
         client: ClientInfo,
     ) -> Result<Connected, ConnectError> {
-        let state = params
-            .state
-            .as_deref()
-            .ok_or_else(|| ConnectError::StateMismatch("the callback carries no state".into()))?;
-        let state_hash = hash_state(state);
-        let now = self.clock.now();
-        let auth = match self
-            .store
-            .consume_authorization(&state_hash, now, now - self.max_age)
-            .await?
-        {
-            Some(auth) => auth,
-            None if self.store.authorization_exists(&state_hash).await? => {
-                return Err(ConnectError::AlreadyUsed);
-            }
-            None => {
-                return Err(ConnectError::StateMismatch(
-                    "the callback's state matches no authorization we started".into(),
-                ));
-            }
-        };
+        let (auth, state_hash) =
+            super::connect::consume(&self.store, self.clock.now(), self.max_age, params).await?;
         let code = callback_code(&auth, params)?;
         let verifier = self.keys.open(
             Owner::Authorization(&state_hash),
@@ -261,15 +242,27 @@ impl BaanxConnector {
             .as_ref()
             .map(|e| e.id.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        self.store_grant(ctx, &id, &subject, &tokens, &record, existing.is_some(), now)
-            .await?;
+        self.store_grant(
+            ctx,
+            &id,
+            &subject,
+            &tokens,
+            &record,
+            existing.is_some(),
+            now,
+        )
+        .await?;
         if existing.is_some() {
-            warnings.push(format!("the grant {alias} replaced was revoked at Baanx first"));
+            warnings.push(format!(
+                "the grant {alias} replaced was revoked at Baanx first"
+            ));
         }
         tracing::info!(grant = %alias, "Baanx grant connected");
-        let row = self.store.grant(&id).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("grant {id} vanished after connect"))
-        })?;
+        let row = self
+            .store
+            .grant(&id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("grant {id} vanished after connect")))?;
         Ok(Connected {
             grant: Grant::from_row(&row)?,
             reconnected: existing.is_some(),
@@ -294,7 +287,9 @@ impl BaanxConnector {
         let profile = client
             .user(as_customer)
             .await
-            .map_err(|e| ConnectError::Baanx(format!("reading the customer's profile failed: {e}")))?
+            .map_err(|e| {
+                ConnectError::Baanx(format!("reading the customer's profile failed: {e}"))
+            })?
             .value;
         let others = self.other_aliases(&profile.id, &ctx.spec.alias).await?;
         if !others.is_empty() {
@@ -361,7 +356,12 @@ impl BaanxConnector {
         ConnectError::Refused(why)
     }
 
-    fn record(&self, ctx: &Context<'_>, consent: ProviderConsent, at: DateTime<Utc>) -> ConsentRecord {
+    fn record(
+        &self,
+        ctx: &Context<'_>,
+        consent: ProviderConsent,
+        at: DateTime<Utc>,
+    ) -> ConsentRecord {
         ConsentRecord {
             provider: "baanx".into(),
             asked_for: Labelled::new(
@@ -400,7 +400,10 @@ impl BaanxConnector {
         let (version, access_ct) =
             self.keys
                 .seal(owner, ACCESS_FIELD, tokens.access_token.secret())?;
-        let refresh = tokens.refresh_token.as_ref().ok_or(ConnectError::NoRefreshToken)?;
+        let refresh = tokens
+            .refresh_token
+            .as_ref()
+            .ok_or(ConnectError::NoRefreshToken)?;
         let (_, refresh_ct) = self.keys.seal(owner, REFRESH_FIELD, refresh.secret())?;
         let row = ConnectedGrantRow {
             id: id.to_string(),
@@ -419,7 +422,9 @@ impl BaanxConnector {
             consent: Some(record.to_json()),
         };
         let mut tx = self.store.begin().await?;
-        self.store.upsert_connected_grant_in(&mut tx, &row, now).await?;
+        self.store
+            .upsert_connected_grant_in(&mut tx, &row, now)
+            .await?;
         let entry = NewAuditEntry::new(
             ctx.actor,
             "grant.connected",

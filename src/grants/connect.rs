@@ -345,25 +345,7 @@ impl Connector {
         &self,
         params: &CallbackParams,
     ) -> Result<(AuthorizationRow, String), ConnectError> {
-        let state = params
-            .state
-            .as_deref()
-            .ok_or_else(|| ConnectError::StateMismatch("the callback carries no state".into()))?;
-        let state_hash = hash_state(state);
-        let now = self.clock.now();
-        match self
-            .store
-            .consume_authorization(&state_hash, now, now - self.max_age)
-            .await?
-        {
-            Some(auth) => Ok((auth, state_hash)),
-            None if self.store.authorization_exists(&state_hash).await? => {
-                Err(ConnectError::AlreadyUsed)
-            }
-            None => Err(ConnectError::StateMismatch(
-                "the callback's state matches no authorization we started".into(),
-            )),
-        }
+        consume(&self.store, self.clock.now(), self.max_age, params).await
     }
 
     /// The code exchange, tried again while Busha's token endpoint is unavailable.
@@ -503,6 +485,31 @@ impl Connector {
             actor,
             now,
         }
+    }
+}
+
+/// Consumes the authorization a callback's `state` names, once, if it is younger
+/// than `max_age`: the row and the state's hash.
+pub(super) async fn consume(
+    store: &Store,
+    now: chrono::DateTime<chrono::Utc>,
+    max_age: Duration,
+    params: &CallbackParams,
+) -> Result<(AuthorizationRow, String), ConnectError> {
+    let state = params
+        .state
+        .as_deref()
+        .ok_or_else(|| ConnectError::StateMismatch("the callback carries no state".into()))?;
+    let state_hash = hash_state(state);
+    match store
+        .consume_authorization(&state_hash, now, now - max_age)
+        .await?
+    {
+        Some(auth) => Ok((auth, state_hash)),
+        None if store.authorization_exists(&state_hash).await? => Err(ConnectError::AlreadyUsed),
+        None => Err(ConnectError::StateMismatch(
+            "the callback's state matches no authorization we started".into(),
+        )),
     }
 }
 

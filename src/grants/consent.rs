@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What the provider's own consent page showed: never known to us.
-pub const PROVIDER_PAGE: &str =
-    "not recorded: the provider's own consent page is not ours to see";
+pub const PROVIDER_PAGE: &str = "not recorded: the provider's own consent page is not ours to see";
 
 /// Who started a connect, for the record: the actor, and for the CLI the OS user
 /// running it (operator accounts do not exist yet).

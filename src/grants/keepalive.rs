@@ -106,7 +106,9 @@ impl Custodian {
         tracing::warn!(grant = %row.alias, reconnect_by = %dies, "grant expiring");
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        self.store().mark_expiry_warned_in(&mut tx, &row.id, dies).await?;
+        self.store()
+            .mark_expiry_warned_in(&mut tx, &row.id, dies)
+            .await?;
         let entry = NewAuditEntry::new(
             self.owner(),
             "grant.expiring",
@@ -139,6 +141,9 @@ impl Custodian {
             json!({"alias": row.alias, "provider": row.provider, "reason": reason}),
         )
         .grant(&row.id);
-        self.store().append_audit(self.now(), entry).await.map(|_| ())
+        self.store()
+            .append_audit(self.now(), entry)
+            .await
+            .map(|_| ())
     }
 }

@@ -178,7 +178,9 @@ pub enum GrantError {
         "Busha refused a freshly refreshed access token for grant {alias} ({reason}); not retrying"
     )]
     Unauthorized { alias: String, reason: String },
-    #[error("grant {alias}: the provider refused the refresh ({reason}); check the OAuth client settings")]
+    #[error(
+        "grant {alias}: the provider refused the refresh ({reason}); check the OAuth client settings"
+    )]
     Refused { alias: String, reason: String },
     #[error(transparent)]
     Crypto(#[from] CryptoError),

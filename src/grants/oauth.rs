@@ -91,7 +91,8 @@ impl OAuthSettings {
 
 /// Busha's refresh-token lifetime: 30 days, sliding (each refresh restarts it;
 /// reference §"Tokens"). Busha does not report it, so custody assumes it.
-pub const BUSHA_REFRESH_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+pub const BUSHA_REFRESH_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// Tokens from the token endpoint. Debug never shows a token.
 #[derive(Clone, Debug)]

@@ -14,9 +14,9 @@ use treasury::provider::AccessToken;
 use treasury::provider::baanx::{Grant as AsCustomer, Region};
 use treasury::sandbox::baanx::{BaanxEvent, NewBaanxUser};
 
-use crate::backends::TestStore;
 use crate::baanx_grants_harness::{API, Bw, HOSTED, OTHER, Script, hosted_browser, tokens_for};
 use crate::baanx_sandbox_support::{EMAIL, PASSWORD, SECRET};
+use crate::backends::TestStore;
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -28,7 +28,12 @@ on_both_backends!(
 
 /// The sealed refresh token of `alias`, opened.
 async fn refresh_token_of(w: &Bw, alias: &str) -> String {
-    let row = w.store().grant_by_alias("baanx", alias).await.unwrap().unwrap();
+    let row = w
+        .store()
+        .grant_by_alias("baanx", alias)
+        .await
+        .unwrap()
+        .unwrap();
     w.keys
         .open(
             Owner::Grant(&row.id),
@@ -76,9 +81,21 @@ async fn the_hosted_flow_connects_through_treasury_connect_refreshes_twice_and_a
 
     // Assert
     let out = String::from_utf8(out).unwrap();
-    assert!(out.contains("Open this URL to connect cards-hosted"), "{out}");
-    assert!(out.contains(&format!("Connected cards-hosted to Baanx user {}", w.bx.user.id)), "{out}");
-    assert!(out.contains("WARNING: Baanx has no consent record"), "{out}");
+    assert!(
+        out.contains("Open this URL to connect cards-hosted"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "Connected cards-hosted to Baanx user {}",
+            w.bx.user.id
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARNING: Baanx has no consent record"),
+        "{out}"
+    );
     let g = &connected.grant;
     assert_eq!(g.provider, "baanx");
     assert_eq!(g.region.as_deref(), Some("international"));
@@ -87,13 +104,19 @@ async fn the_hosted_flow_connects_through_treasury_connect_refreshes_twice_and_a
     assert_eq!(consent.channel, "browser");
     assert_eq!(consent.user_agent.as_deref(), Some("ScriptedBrowser/1.0"));
     assert_eq!(consent.client_address.as_deref(), Some("127.0.0.1"));
-    assert!(consent.shown_by_us.is_none(), "the hosted page is Baanx's, not ours");
+    assert!(
+        consent.shown_by_us.is_none(),
+        "the hosted page is Baanx's, not ours"
+    );
     assert_eq!(consent.provider_consent.as_ref().unwrap().status, "unknown");
     assert_eq!(w.refreshes(), 2);
     assert!(works_before_replay);
     assert_eq!(replay.status, StatusCode::BAD_REQUEST, "{}", replay.text);
     assert_eq!(replay.body["error"], "invalid_grant");
-    assert!(!w.token_works(second.secret()).await, "the replay killed the family");
+    assert!(
+        !w.token_works(second.secret()).await,
+        "the replay killed the family"
+    );
 }
 
 async fn a_refresh_storm_of_two_processes_and_100_callers_makes_exactly_one_refresh(ts: TestStore) {
@@ -144,7 +167,11 @@ async fn a_reconnect_revokes_the_old_grant_before_the_new_code_exchange(ts: Test
         .map(|(i, _)| i)
         .collect();
     assert_eq!(exchanges.len(), 2);
-    assert!(revoked < exchanges[1], "revoked at {revoked}, exchanged at {}", exchanges[1]);
+    assert!(
+        revoked < exchanges[1],
+        "revoked at {revoked}, exchanged at {}",
+        exchanges[1]
+    );
     assert!(again.reconnected);
     assert_eq!(again.grant.id, first.grant.id);
     assert_eq!(again.grant.status, GrantStatus::Active);
@@ -159,7 +186,10 @@ async fn a_reconnect_revokes_the_old_grant_before_the_new_code_exchange(ts: Test
         .map(|e| e.action)
         .collect();
     let revoked_at = actions.iter().position(|a| a == "grant.revoked").unwrap();
-    let connected_at = actions.iter().rposition(|a| a == "grant.connected").unwrap();
+    let connected_at = actions
+        .iter()
+        .rposition(|a| a == "grant.connected")
+        .unwrap();
     assert!(revoked_at < connected_at, "{actions:?}");
 }
 
@@ -178,12 +208,28 @@ async fn invalid_grant_on_refresh_disconnects_the_grant_holds_its_jobs_and_raise
     // Assert
     assert!(matches!(err, GrantError::Disconnected { .. }), "{err}");
     let held = usability(&w.store(), "baanx", API).await.unwrap();
-    assert!(matches!(held, Usability::Held { status: GrantStatus::Disconnected, .. }), "{held:?}");
+    assert!(
+        matches!(
+            held,
+            Usability::Held {
+                status: GrantStatus::Disconnected,
+                ..
+            }
+        ),
+        "{held:?}"
+    );
     let entries = w.store().audit_entries(None, None).await.unwrap();
-    let entry = entries.iter().find(|e| e.action == "grant.disconnected").unwrap();
+    let entry = entries
+        .iter()
+        .find(|e| e.action == "grant.disconnected")
+        .unwrap();
     let alert = treasury::alerts::alert_for(entry).expect("a disconnect raises an alert");
     assert_eq!(alert.subject, grant.id);
-    assert!(alert.message.contains("Baanx refused the refresh token"), "{}", alert.message);
+    assert!(
+        alert.message.contains("Baanx refused the refresh token"),
+        "{}",
+        alert.message
+    );
     let row = w.store().grant(&grant.id).await.unwrap().unwrap();
     let consent = treasury::grants::consent::ConsentRecord::parse(row.consent.as_deref().unwrap());
     assert_eq!(consent.unwrap().ended.unwrap().how, "disconnected");
@@ -193,7 +239,9 @@ async fn invalid_grant_on_refresh_disconnects_the_grant_holds_its_jobs_and_raise
 async fn api_mode_asks_for_the_otp_shows_our_consent_text_and_ends_the_login_token() {
     // Arrange: a customer with an SMS OTP.
     let w = Bw::start(TestStore::sqlite().await).await;
-    let user = w.bx.sb.create_user(NewBaanxUser::new("otp@example.com", "pw-otp").otp("246810"));
+    let user =
+        w.bx.sb
+            .create_user(NewBaanxUser::new("otp@example.com", "pw-otp").otp("246810"));
     let mut script = Script::new(&["otp@example.com", "pw-otp", "246810", "yes"]);
 
     // Act
@@ -227,8 +275,10 @@ async fn api_mode_asks_for_the_otp_shows_our_consent_text_and_ends_the_login_tok
 #[tokio::test]
 async fn api_mode_refuses_unverified_or_unonboarded_customers_and_a_consent_not_confirmed() {
     let w = Bw::start(TestStore::sqlite().await).await;
-    w.bx.sb.create_user(NewBaanxUser::new("kyc@example.com", "pw").verification("PENDING"));
-    w.bx.sb.create_user(NewBaanxUser::new("new@example.com", "pw").phase("ADDRESS"));
+    w.bx.sb
+        .create_user(NewBaanxUser::new("kyc@example.com", "pw").verification("PENDING"));
+    w.bx.sb
+        .create_user(NewBaanxUser::new("new@example.com", "pw").phase("ADDRESS"));
     let attempt = async |answers: &[&str]| {
         let mut script = Script::new(answers);
         w.connector()
@@ -242,10 +292,19 @@ async fn api_mode_refuses_unverified_or_unonboarded_customers_and_a_consent_not_
     let onboarding = attempt(&["new@example.com", "pw"]).await;
     let declined = attempt(&[EMAIL, PASSWORD, "no"]).await;
 
-    assert!(unverified.contains("not verified") && unverified.contains("PENDING"), "{unverified}");
-    assert!(onboarding.contains("onboarding is incomplete") && onboarding.contains("ADDRESS"), "{onboarding}");
+    assert!(
+        unverified.contains("not verified") && unverified.contains("PENDING"),
+        "{unverified}"
+    );
+    assert!(
+        onboarding.contains("onboarding is incomplete") && onboarding.contains("ADDRESS"),
+        "{onboarding}"
+    );
     assert!(declined.contains("not confirmed"), "{declined}");
-    assert!(w.store().grants().await.unwrap().is_empty(), "nothing was stored");
+    assert!(
+        w.store().grants().await.unwrap().is_empty(),
+        "nothing was stored"
+    );
     assert_eq!(
         w.count(|e| matches!(e, BaanxEvent::LoggedOut { .. })),
         3,
@@ -264,7 +323,10 @@ async fn consent_for(w: &Bw, user: &str, terms: &str, revoke: bool) {
         { "consentType": "emailNotifications", "consentStatus": "granted" },
         { "consentType": "termsAndPrivacy", "consentStatus": terms },
     ]});
-    let created = write(Method::POST, "/v2/consent/onboarding").json(body).send().await;
+    let created = write(Method::POST, "/v2/consent/onboarding")
+        .json(body)
+        .send()
+        .await;
     assert!(created.status.is_success(), "{}", created.text);
     let set = created.body["consentSetId"].as_str().unwrap().to_string();
     let linked = write(Method::PATCH, &format!("/v2/consent/onboarding/{set}"))
@@ -282,9 +344,12 @@ async fn consent_for(w: &Bw, user: &str, terms: &str, revoke: bool) {
             .as_str()
             .unwrap()
             .to_string();
-        let r = write(Method::DELETE, &format!("/v2/consent/consentSet/{set}/consent/{id}"))
-            .send()
-            .await;
+        let r = write(
+            Method::DELETE,
+            &format!("/v2/consent/consentSet/{set}/consent/{id}"),
+        )
+        .send()
+        .await;
         assert!(r.status.is_success(), "{}", r.text);
     }
 }
@@ -293,14 +358,20 @@ async fn consent_for(w: &Bw, user: &str, terms: &str, revoke: bool) {
 async fn a_customer_whose_terms_and_privacy_are_denied_or_revoked_is_refused() {
     // Arrange
     let w = Bw::start(TestStore::sqlite().await).await;
-    let denied = w.bx.sb.create_user(NewBaanxUser::new("denied@example.com", "pw"));
-    let revoked = w.bx.sb.create_user(NewBaanxUser::new("revoked@example.com", "pw"));
+    let denied =
+        w.bx.sb
+            .create_user(NewBaanxUser::new("denied@example.com", "pw"));
+    let revoked =
+        w.bx.sb
+            .create_user(NewBaanxUser::new("revoked@example.com", "pw"));
     consent_for(&w, &denied.id, "denied", false).await;
     consent_for(&w, &revoked.id, "granted", true).await;
     consent_for(&w, &w.bx.user.id, "granted", false).await;
     let attempt = async |email: &str, alias: &str| {
         let mut script = Script::new(&[email, "pw", "yes"]);
-        w.connector().connect_api(alias, &mut script, "operator:cli").await
+        w.connector()
+            .connect_api(alias, &mut script, "operator:cli")
+            .await
     };
 
     // Act
@@ -309,9 +380,20 @@ async fn a_customer_whose_terms_and_privacy_are_denied_or_revoked_is_refused() {
     let granted = w.connect_api(OTHER).await.unwrap();
 
     // Assert
-    assert!(matches!(refused_denied, ConnectError::Refused(_)), "{refused_denied}");
-    assert!(refused_denied.to_string().contains("termsAndPrivacy consent at Baanx is denied"), "{refused_denied}");
-    assert!(refused_revoked.to_string().contains("is revoked"), "{refused_revoked}");
+    assert!(
+        matches!(refused_denied, ConnectError::Refused(_)),
+        "{refused_denied}"
+    );
+    assert!(
+        refused_denied
+            .to_string()
+            .contains("termsAndPrivacy consent at Baanx is denied"),
+        "{refused_denied}"
+    );
+    assert!(
+        refused_revoked.to_string().contains("is revoked"),
+        "{refused_revoked}"
+    );
     assert_eq!(
         w.count(|e| matches!(e, BaanxEvent::FamilyRevoked { .. })),
         2,
@@ -331,10 +413,19 @@ async fn two_aliases_on_one_baanx_user_are_refused() {
 
     let second = w.connect_api(OTHER).await.unwrap_err().to_string();
 
-    assert!(second.contains("already connected as [\"cards\"]"), "{second}");
+    assert!(
+        second.contains("already connected as [\"cards\"]"),
+        "{second}"
+    );
     let token = w.custodian().access_token(&first.grant.id).await.unwrap();
-    assert!(w.token_works(token.secret()).await, "the first grant is untouched");
-    assert_eq!(w.count(|e| matches!(e, BaanxEvent::FamilyRevoked { .. })), 0);
+    assert!(
+        w.token_works(token.secret()).await,
+        "the first grant is untouched"
+    );
+    assert_eq!(
+        w.count(|e| matches!(e, BaanxEvent::FamilyRevoked { .. })),
+        0
+    );
 }
 
 #[tokio::test]
@@ -351,7 +442,10 @@ async fn a_401_right_after_a_fresh_refresh_disconnects_the_baanx_grant() {
             let client = client.clone();
             async move {
                 client
-                    .user(AsCustomer { token: &token, region: Region::Us })
+                    .user(AsCustomer {
+                        token: &token,
+                        region: Region::Us,
+                    })
                     .await
             }
         })
@@ -372,7 +466,11 @@ async fn revoke_refreshes_an_expired_access_token_first_then_deletes_at_baanx() 
     let grant = w.connect_api(API).await.unwrap().grant;
     w.bx.advance(Duration::hours(7));
 
-    let revoked = w.custodian().revoke(&grant.id, "operator:cli").await.unwrap();
+    let revoked = w
+        .custodian()
+        .revoke(&grant.id, "operator:cli")
+        .await
+        .unwrap();
 
     assert_eq!(revoked.status, GrantStatus::Revoked);
     let ledger = w.ledger();

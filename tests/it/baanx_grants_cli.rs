@@ -12,9 +12,9 @@ use treasury::grants::baanx_api::consent_text;
 use treasury::sandbox::baanx::NewBaanxUser;
 use treasury::store::Store;
 
-use crate::backends::TestStore;
 use crate::baanx_grants_harness::{API, Bw};
 use crate::baanx_sandbox_support::{KEY, SECRET};
+use crate::backends::TestStore;
 use crate::grants_harness::{ALIAS, World};
 
 /// A config naming the Baanx world's sandbox and `store`.
@@ -47,12 +47,28 @@ flow = "api"
     )
 }
 
-async fn show(settings: Settings, store: Store, clock: treasury::clock::Clock, alias: &str, json: bool) -> String {
-    let ctx = Context { settings, store, clock };
+async fn show(
+    settings: Settings,
+    store: Store,
+    clock: treasury::clock::Clock,
+    alias: &str,
+    json: bool,
+) -> String {
+    let ctx = Context {
+        settings,
+        store,
+        clock,
+    };
     let mut out = Vec::new();
-    ctx.grants(GrantsCommand::Show { alias: alias.into(), json }, &mut out)
-        .await
-        .unwrap();
+    ctx.grants(
+        GrantsCommand::Show {
+            alias: alias.into(),
+            json,
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
     String::from_utf8(out).unwrap()
 }
 
@@ -68,23 +84,72 @@ async fn grants_show_carries_the_consent_record_for_a_busha_and_a_baanx_grant() 
         &crate::grants_logs::settings_text(&busha),
     )
     .unwrap();
-    let baanx_settings =
-        Settings::parse(Path::new("t.toml"), &baanx_settings_text(&baanx, &baanx.ts.url)).unwrap();
+    let baanx_settings = Settings::parse(
+        Path::new("t.toml"),
+        &baanx_settings_text(&baanx, &baanx.ts.url),
+    )
+    .unwrap();
 
     // Act
-    let busha_json = show(busha_settings.clone(), busha.store(), busha.clock.clone(), ALIAS, true).await;
-    let baanx_json = show(baanx_settings.clone(), baanx.store(), baanx.bx.sb.clock(), API, true).await;
-    let baanx_text = show(baanx_settings, baanx.store(), baanx.bx.sb.clock(), API, false).await;
+    let busha_json = show(
+        busha_settings.clone(),
+        busha.store(),
+        busha.clock.clone(),
+        ALIAS,
+        true,
+    )
+    .await;
+    let baanx_json = show(
+        baanx_settings.clone(),
+        baanx.store(),
+        baanx.bx.sb.clock(),
+        API,
+        true,
+    )
+    .await;
+    let baanx_text = show(
+        baanx_settings,
+        baanx.store(),
+        baanx.bx.sb.clock(),
+        API,
+        false,
+    )
+    .await;
 
     // Assert
     let b: serde_json::Value = serde_json::from_str(&busha_json).unwrap();
     let c = &b["consent"];
     assert_eq!(c["provider"], "busha");
-    assert!(c["asked_for"]["label"].as_str().unwrap().starts_with("what we asked for"));
-    assert!(c["asked_for"]["items"].as_array().unwrap().contains(&"offline_access".into()));
-    assert!(c["granted"]["label"].as_str().unwrap().starts_with("what Busha granted"));
-    assert!(c["granted"]["items"].as_array().unwrap().contains(&"transfers:write".into()));
-    assert!(c["provider_page"].as_str().unwrap().contains("not ours to see"));
+    assert!(
+        c["asked_for"]["label"]
+            .as_str()
+            .unwrap()
+            .starts_with("what we asked for")
+    );
+    assert!(
+        c["asked_for"]["items"]
+            .as_array()
+            .unwrap()
+            .contains(&"offline_access".into())
+    );
+    assert!(
+        c["granted"]["label"]
+            .as_str()
+            .unwrap()
+            .starts_with("what Busha granted")
+    );
+    assert!(
+        c["granted"]["items"]
+            .as_array()
+            .unwrap()
+            .contains(&"transfers:write".into())
+    );
+    assert!(
+        c["provider_page"]
+            .as_str()
+            .unwrap()
+            .contains("not ours to see")
+    );
     assert_eq!(c["shown_by_us"], serde_json::Value::Null);
     let x: serde_json::Value = serde_json::from_str(&baanx_json).unwrap();
     let c = &x["consent"];
@@ -95,7 +160,10 @@ async fn grants_show_carries_the_consent_record_for_a_busha_and_a_baanx_grant() 
     assert_eq!(x["region"], "international");
     assert!(baanx_text.contains("consent:"), "{baanx_text}");
     assert!(baanx_text.contains("what we asked for"), "{baanx_text}");
-    assert!(baanx_text.contains("    | treasury (your finance team's payment worker)"), "{baanx_text}");
+    assert!(
+        baanx_text.contains("    | treasury (your finance team's payment worker)"),
+        "{baanx_text}"
+    );
 }
 
 /// The bytes of every file under `dir` (the SQLite store, its WAL), as text.
@@ -109,7 +177,8 @@ fn files_text(dir: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_api_mode_connect_at_trace_level_leaves_the_password_and_otp_in_no_log_row_audit_or_argv() {
+async fn an_api_mode_connect_at_trace_level_leaves_the_password_and_otp_in_no_log_row_audit_or_argv()
+ {
     // Arrange: a customer with an OTP; the worker as a real process.
     const PASSWORD: &str = "pw-Zebra-8812-secret";
     const OTP: &str = "otp-Quail-93";
@@ -167,7 +236,16 @@ async fn an_api_mode_connect_at_trace_level_leaves_the_password_and_otp_in_no_lo
     )
     .unwrap();
     assert!(audit.contains("grant.connected"));
-    let rows = format!("{:?}", store.grants().await.unwrap().iter().map(|r| (&r.subject, &r.consent)).collect::<Vec<_>>());
+    let rows = format!(
+        "{:?}",
+        store
+            .grants()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (&r.subject, &r.consent))
+            .collect::<Vec<_>>()
+    );
     let argv = String::from_utf8_lossy(&argv).to_string();
     for secret in [PASSWORD, OTP] {
         for (place, text) in [

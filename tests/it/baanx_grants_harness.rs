@@ -16,8 +16,8 @@ use treasury::sandbox::baanx::{BaanxEvent, BaanxLedgerEntry};
 use treasury::store::Store;
 use url::Url;
 
-use crate::backends::TestStore;
 use crate::baanx_sandbox_support::{Bx, EMAIL, KEY, PASSWORD, SECRET};
+use crate::backends::TestStore;
 use crate::support::query_map;
 
 /// API mode, international.
@@ -134,7 +134,9 @@ impl Bw {
 
     /// Refresh-token grants the sandbox served.
     pub fn refreshes(&self) -> usize {
-        self.count(|e| matches!(e, BaanxEvent::TokenIssued { grant, .. } if grant == "refresh_token"))
+        self.count(
+            |e| matches!(e, BaanxEvent::TokenIssued { grant, .. } if grant == "refresh_token"),
+        )
     }
 
     pub fn replays(&self) -> usize {

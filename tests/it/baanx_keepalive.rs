@@ -7,8 +7,8 @@ use treasury::alerts::{AlertKind, alert_for};
 use treasury::grants::{GrantStatus, KeepAlive};
 use treasury::sandbox::baanx::{BaanxEvent, RefreshLifetime};
 
-use crate::backends::TestStore;
 use crate::baanx_grants_harness::{API, Bw};
+use crate::backends::TestStore;
 
 /// Keep-alive passes every 6 sandbox hours.
 const TICK: i64 = 6;
@@ -27,7 +27,10 @@ async fn a_sliding_grant_with_no_jobs_due_stays_alive_for_30_days_with_refreshes
         w.bx.advance(Duration::hours(TICK));
         let report = custodian.keep_alive(&policy).await.unwrap();
         assert!(report.failed.is_empty(), "tick {tick}: {:?}", report.failed);
-        assert!(report.expiring.is_empty(), "a sliding lifetime is never alerted");
+        assert!(
+            report.expiring.is_empty(),
+            "a sliding lifetime is never alerted"
+        );
         if !report.refreshed.is_empty() {
             refreshed_at.push(tick * TICK);
         }
@@ -37,11 +40,17 @@ async fn a_sliding_grant_with_no_jobs_due_stays_alive_for_30_days_with_refreshes
     let row = w.store().grant(&grant.id).await.unwrap().unwrap();
     assert_eq!(row.status, GrantStatus::Active.as_str());
     assert_eq!(w.replays(), 0);
-    assert_eq!(w.count(|e| matches!(e, BaanxEvent::FamilyRevoked { .. })), 0);
+    assert_eq!(
+        w.count(|e| matches!(e, BaanxEvent::FamilyRevoked { .. })),
+        0
+    );
     assert!(refreshed_at.len() >= 7, "{refreshed_at:?}");
     let mut last = 0;
     for h in &refreshed_at {
-        assert!(h - last < 7 * 24, "a refresh {h} h in came after the 7-day lifetime from {last} h");
+        assert!(
+            h - last < 7 * 24,
+            "a refresh {h} h in came after the 7-day lifetime from {last} h"
+        );
         last = *h;
     }
     assert_eq!(w.refreshes(), refreshed_at.len());
@@ -55,7 +64,11 @@ async fn a_worker_stopped_for_8_days_reports_the_grant_disconnected_with_an_aler
     let grant = w.connect_api(API).await.unwrap().grant;
     w.bx.advance(Duration::days(8));
 
-    let report = w.custodian().keep_alive(&KeepAlive::default()).await.unwrap();
+    let report = w
+        .custodian()
+        .keep_alive(&KeepAlive::default())
+        .await
+        .unwrap();
 
     assert_eq!(report.failed.len(), 1, "{report:?}");
     let row = w.store().grant(&grant.id).await.unwrap().unwrap();
@@ -63,7 +76,9 @@ async fn a_worker_stopped_for_8_days_reports_the_grant_disconnected_with_an_aler
     let entries = w.store().audit_entries(None, None).await.unwrap();
     let alerts: Vec<_> = entries.iter().filter_map(alert_for).collect();
     assert!(
-        alerts.iter().any(|a| a.kind == AlertKind::GrantDisconnected && a.subject == grant.id),
+        alerts
+            .iter()
+            .any(|a| a.kind == AlertKind::GrantDisconnected && a.subject == grant.id),
         "{alerts:?}"
     );
 }
@@ -84,7 +99,12 @@ async fn an_absolute_lifetime_is_alerted_before_it_ends_naming_the_grant_and_the
     for _ in 1..=(7 * 24 / TICK) {
         w.bx.advance(Duration::hours(TICK));
         let report = custodian.keep_alive(&KeepAlive::default()).await.unwrap();
-        alerted.extend(report.expiring.iter().map(|(a, by)| (a.clone(), *by, w.bx.sb.clock().now())));
+        alerted.extend(
+            report
+                .expiring
+                .iter()
+                .map(|(a, by)| (a.clone(), *by, w.bx.sb.clock().now())),
+        );
     }
 
     // Assert: one alert, well before the end, naming the grant and the date.
@@ -92,8 +112,15 @@ async fn an_absolute_lifetime_is_alerted_before_it_ends_naming_the_grant_and_the
     let (alias, by, at) = &alerted[0];
     assert_eq!(alias, API);
     assert_eq!(*by, dies);
-    assert!(*at <= dies - Duration::days(2), "alerted at {at}, dies {dies}");
-    assert_eq!(w.refreshes(), 1, "an absolute lifetime is not refreshed again and again");
+    assert!(
+        *at <= dies - Duration::days(2),
+        "alerted at {at}, dies {dies}"
+    );
+    assert_eq!(
+        w.refreshes(),
+        1,
+        "an absolute lifetime is not refreshed again and again"
+    );
     let entries = w.store().audit_entries(None, None).await.unwrap();
     let alert = entries
         .iter()
@@ -101,5 +128,9 @@ async fn an_absolute_lifetime_is_alerted_before_it_ends_naming_the_grant_and_the
         .find(|a| a.kind == AlertKind::GrantExpiring)
         .expect("an expiring alert");
     assert!(alert.message.contains(API), "{}", alert.message);
-    assert!(alert.message.contains(&dies.to_rfc3339()), "{}", alert.message);
+    assert!(
+        alert.message.contains(&dies.to_rfc3339()),
+        "{}",
+        alert.message
+    );
 }

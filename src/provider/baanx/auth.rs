@@ -35,7 +35,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("token", &"***").finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("token", &"***")
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +99,9 @@ pub struct Authorized {
 
 impl std::fmt::Debug for Authorized {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authorized").field("code", &"***").finish_non_exhaustive()
+        f.debug_struct("Authorized")
+            .field("code", &"***")
+            .finish_non_exhaustive()
     }
 }
 
@@ -127,7 +131,7 @@ impl ConsentStatus {
             .flatten()
             .filter(|c| c.get("consentType").and_then(Value::as_str) == Some("termsAndPrivacy"))
             .filter_map(|c| c.get("consentStatus").and_then(Value::as_str))
-            .last()
+            .next_back()
             .map(str::to_string);
         ConsentStatus {
             status,
