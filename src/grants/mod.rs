@@ -17,6 +17,7 @@
 //! Never logs, returns or prints a token; audit entries carry ids and reasons only.
 
 pub mod baanx;
+mod baanx_accept;
 pub mod baanx_api;
 pub mod baanx_connect;
 mod cleanup;
