@@ -20,14 +20,16 @@ use openidconnect::{CsrfToken, PkceCodeChallenge};
 use url::Url;
 
 use super::baanx::BaanxTokens;
-use super::connect::{CallbackParams, ConnectError, Connected, Started, callback_code, hash_state};
+use super::connect::{
+    CallbackParams, ConnectError, Connected, Pending, Started, callback_code, record_authorization,
+};
 use super::consent::ShownText;
 use super::crypto::{Keyring, Owner};
 use super::{Custodian, Grant, GrantStatus};
 use crate::clock::Clock;
 use crate::config::GrantSpec;
 use crate::provider::baanx::{Initiate, Region, Session};
-use crate::store::{AuthorizationRow, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 const VERIFIER_FIELD: &str = "pkce_verifier";
 
@@ -124,26 +126,22 @@ impl BaanxConnector {
                 self.hosted_url.origin().ascii_serialization()
             )));
         }
-        let state_hash = hash_state(&state);
-        let (version, verifier_ct) =
-            self.keys
-                .seal(Owner::Authorization(&state_hash), VERIFIER_FIELD, &verifier)?;
-        let now = self.clock.now();
-        self.store
-            .purge_authorizations(now - self.max_age * 4)
-            .await?;
-        self.store
-            .insert_authorization(&AuthorizationRow {
-                state_hash,
-                provider: "baanx".into(),
-                alias: spec.alias.clone(),
-                scopes: String::new(),
-                key_version: version,
-                verifier_ct,
-                nonce: String::new(),
-                created_at: now,
-            })
-            .await?;
+        let pending = Pending {
+            provider: "baanx",
+            alias: &spec.alias,
+            scopes: String::new(),
+            nonce: String::new(),
+        };
+        record_authorization(
+            &self.store,
+            &self.keys,
+            self.clock.now(),
+            self.max_age,
+            &state,
+            &verifier,
+            pending,
+        )
+        .await?;
         tracing::info!(grant = %spec.alias, "Baanx authorization started");
         Ok(Started {
             alias: spec.alias.clone(),

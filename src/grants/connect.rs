@@ -237,29 +237,22 @@ impl Connector {
             .clone();
         let start = self.oauth.authorization(&spec.scopes);
         let state = start.state.secret().clone();
-        let state_hash = hash_state(&state);
-        let (version, verifier_ct) = self.keys.seal(
-            Owner::Authorization(&state_hash),
-            VERIFIER_FIELD,
+        let pending = Pending {
+            provider: &spec.provider,
+            alias: &spec.alias,
+            scopes: spec.scopes.join(" "),
+            nonce: start.nonce.secret().clone(),
+        };
+        record_authorization(
+            &self.store,
+            &self.keys,
+            self.clock.now(),
+            self.max_age,
+            &state,
             start.verifier.secret(),
-        )?;
-        let now = self.clock.now();
-        // Old authorizations are useless (their codes expired): keep the table small.
-        self.store
-            .purge_authorizations(now - self.max_age * 4)
-            .await?;
-        self.store
-            .insert_authorization(&AuthorizationRow {
-                state_hash,
-                provider: spec.provider.clone(),
-                alias: spec.alias.clone(),
-                scopes: spec.scopes.join(" "),
-                key_version: version,
-                verifier_ct,
-                nonce: start.nonce.secret().clone(),
-                created_at: now,
-            })
-            .await?;
+            pending,
+        )
+        .await?;
         tracing::info!(grant = %spec.alias, "authorization started");
         Ok(Started {
             alias: spec.alias,
@@ -486,6 +479,44 @@ impl Connector {
             now,
         }
     }
+}
+
+/// What an authorization in flight is for.
+pub(super) struct Pending<'a> {
+    pub provider: &'a str,
+    pub alias: &'a str,
+    pub scopes: String,
+    pub nonce: String,
+}
+
+/// Records an authorization in flight: the PKCE verifier sealed, the `state` hashed.
+/// Old ones are purged first (their codes expired): the table stays small.
+pub(super) async fn record_authorization(
+    store: &Store,
+    keys: &Keyring,
+    now: chrono::DateTime<chrono::Utc>,
+    max_age: Duration,
+    state: &str,
+    verifier: &str,
+    pending: Pending<'_>,
+) -> Result<(), ConnectError> {
+    let state_hash = hash_state(state);
+    let (version, verifier_ct) =
+        keys.seal(Owner::Authorization(&state_hash), VERIFIER_FIELD, verifier)?;
+    store.purge_authorizations(now - max_age * 4).await?;
+    store
+        .insert_authorization(&AuthorizationRow {
+            state_hash,
+            provider: pending.provider.to_string(),
+            alias: pending.alias.to_string(),
+            scopes: pending.scopes,
+            key_version: version,
+            verifier_ct,
+            nonce: pending.nonce,
+            created_at: now,
+        })
+        .await?;
+    Ok(())
 }
 
 /// Consumes the authorization a callback's `state` names, once, if it is younger
