@@ -26,6 +26,9 @@ use crate::store::{Store, StoreError};
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     GrantDisconnected,
+    /// A grant's refresh token will die on a date refreshing cannot move (an absolute
+    /// lifetime), or keep-alive could not refresh it.
+    GrantExpiring,
     /// A grant's tokens do not open under this process's master key.
     GrantUndecryptable,
     TransferStuck,
@@ -39,6 +42,7 @@ impl AlertKind {
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::GrantDisconnected => "grant_disconnected",
+            AlertKind::GrantExpiring => "grant_expiring",
             AlertKind::GrantUndecryptable => "grant_undecryptable",
             AlertKind::TransferStuck => "transfer_stuck",
             AlertKind::RunFailed => "run_failed",
@@ -82,6 +86,11 @@ pub fn alert_for(entry: &AuditEntry) -> Option<Alert> {
             AlertKind::GrantDisconnected,
             entry.grant_id.clone().unwrap_or_default(),
             format!("{}: {reason}; the customer must reconnect", entry.action),
+        ),
+        "grant.expiring" | "grant.keepalive_failed" => (
+            AlertKind::GrantExpiring,
+            entry.grant_id.clone().unwrap_or_default(),
+            format!("{}: {reason}", entry.action),
         ),
         "halt.on" => (
             AlertKind::Halt,

@@ -1,8 +1,8 @@
 //! Worker settings: `config/treasury.toml`, parsed at the edge into typed values.
 //!
 //! The file holds no secret. Secrets come only from the environment
-//! ([`secret_from_env`]): the Busha client secret, the operator token and the master
-//! key (read by `grants::crypto`). Unknown keys are refused with `file:line:col`.
+//! ([`secret_from_env`]): the Busha client secret, the Baanx secret key, the operator
+//! token and the master key (read by `grants::crypto`). Unknown keys are refused with `file:line:col`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,6 +21,8 @@ pub use checks::{Problem, STORE_SCHEMES};
 
 /// The Busha client secret's environment variable.
 pub const CLIENT_SECRET_ENV: &str = "TREASURY_BUSHA_CLIENT_SECRET";
+/// The Baanx secret key's environment variable (`x-secret-key` on the token endpoint).
+pub const BAANX_SECRET_ENV: &str = "TREASURY_BAANX_SECRET_KEY";
 /// The operator token's environment variable (HTTP Basic password for operator routes).
 pub const OPERATOR_TOKEN_ENV: &str = "TREASURY_OPERATOR_TOKEN";
 
@@ -28,7 +30,7 @@ pub const OPERATOR_TOKEN_ENV: &str = "TREASURY_OPERATOR_TOKEN";
 pub const DEFAULT_PATH: &str = "config/treasury.toml";
 
 /// Providers a grant can name.
-pub const PROVIDERS: &[&str] = &["busha"];
+pub const PROVIDERS: &[&str] = &["busha", "baanx"];
 
 /// A config file that cannot be used, and where.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,8 @@ pub struct Settings {
     pub path: PathBuf,
     pub store: StoreSettings,
     pub busha: BushaSettings,
+    /// `[baanx]`: required when a grant names provider `baanx`.
+    pub baanx: Option<BaanxSettings>,
     pub http: HttpSettings,
     pub queue: QueueSettings,
     pub pacing: PacingSettings,
@@ -111,6 +115,36 @@ pub struct BushaSettings {
     pub client_id: String,
     /// Registered with Busha byte for byte; `treasury connect` listens here.
     pub redirect_uri: Url,
+}
+
+/// Where Baanx is and who we are to it. The secret key is not here: it comes from
+/// [`BAANX_SECRET_ENV`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaanxSettings {
+    /// The API base, e.g. `https://api.baanx.com` (or a sandbox's URL).
+    pub api_url: Url,
+    /// The hosted UI's base: the sign-in URL Baanx hands back must be under it, so that
+    /// a customer is never sent elsewhere.
+    pub hosted_url: Url,
+    /// Our tenant's public key (`x-client-key`, also the OAuth `client_id`).
+    pub client_key: String,
+    /// Registered with Baanx byte for byte; `treasury connect` listens here in the
+    /// hosted flow.
+    pub redirect_uri: Url,
+}
+
+/// How a Baanx customer connects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaanxFlow {
+    /// Baanx's hosted UI in the customer's browser (the default the reference
+    /// recommends: nobody here types the customer's password).
+    #[default]
+    Hosted,
+    /// API mode: the person at the terminal types the customer's email, password and
+    /// OTP, which are never stored or logged.
+    Api,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -339,10 +373,42 @@ pub struct GrantSpec {
     #[serde(default = "default_provider")]
     pub provider: String,
     /// Resource scopes (`openid` and `offline_access` are always requested as well).
+    /// Busha only: Baanx documents no scopes.
+    #[serde(default)]
     pub scopes: Vec<String>,
     /// Rolling 24-hour caps over every run on the grant, per source currency.
     #[serde(default)]
     pub daily_caps: DailyCaps,
+    /// Baanx only (required there): which backend the customer lives in.
+    #[serde(default)]
+    pub region: Option<crate::provider::baanx::Region>,
+    /// Baanx only: `hosted` (default) or `api`.
+    #[serde(default)]
+    pub flow: Option<BaanxFlow>,
+}
+
+impl GrantSpec {
+    /// The Baanx flow, `hosted` unless declared.
+    pub fn baanx_flow(&self) -> BaanxFlow {
+        self.flow.unwrap_or_default()
+    }
+
+    /// Checks what only one provider may declare.
+    fn check_provider_keys(&self) -> Result<(), String> {
+        let alias = &self.alias;
+        match self.provider.as_str() {
+            "baanx" if self.region.is_none() => Err(format!(
+                "grant {alias:?}: a Baanx grant must declare region = \"international\" or \"us\""
+            )),
+            "baanx" if !self.scopes.is_empty() => Err(format!(
+                "grant {alias:?}: Baanx documents no scopes; remove `scopes`"
+            )),
+            "busha" if self.region.is_some() || self.flow.is_some() => Err(format!(
+                "grant {alias:?}: `region` and `flow` are for Baanx grants"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn default_provider() -> String {
@@ -355,6 +421,8 @@ struct File {
     #[serde(default)]
     store: StoreSettings,
     busha: BushaSettings,
+    #[serde(default)]
+    baanx: Option<BaanxSettings>,
     #[serde(default)]
     http: HttpSettings,
     #[serde(default)]
@@ -400,7 +468,7 @@ impl Settings {
                 None
             }
         };
-        let settings = file.map(|file| resolve(path, file, &mut problems));
+        let settings = file.map(|file| resolve(path, text, file, &mut problems));
         match settings {
             Some(Some(s)) if problems.is_empty() => Ok(s),
             _ => {
@@ -421,7 +489,21 @@ impl Settings {
 }
 
 /// The checks that need the whole deserialized file; each problem found is added.
-fn resolve(path: &Path, file: File, problems: &mut Vec<Problem>) -> Option<Settings> {
+fn resolve(path: &Path, text: &str, file: File, problems: &mut Vec<Problem>) -> Option<Settings> {
+    let mut at = |(line, col): (usize, usize), message: String| {
+        problems.push(Problem { line, col, message })
+    };
+    for g in &file.grants {
+        if let Err(message) = g.check_provider_keys() {
+            at(alias_line(text, &g.alias), message);
+        }
+    }
+    if file.baanx.is_none() && file.grants.iter().any(|g| g.provider == "baanx") {
+        at(
+            (0, 0),
+            "a grant names provider \"baanx\", so a [baanx] section (api_url, hosted_url, client_key, redirect_uri) is required".into(),
+        );
+    }
     let mut invalid = |message: String| {
         problems.push(Problem {
             line: 0,
@@ -473,6 +555,7 @@ fn resolve(path: &Path, file: File, problems: &mut Vec<Problem>) -> Option<Setti
         path: path.to_path_buf(),
         store: file.store,
         busha: file.busha,
+        baanx: file.baanx,
         http: file.http,
         queue: file.queue,
         pacing: file.pacing,
@@ -480,6 +563,14 @@ fn resolve(path: &Path, file: File, problems: &mut Vec<Problem>) -> Option<Setti
         alerts: alerts?,
         grants: file.grants,
     })
+}
+
+/// Where `alias = "<alias>"` is written, for messages about that grant.
+fn alias_line(text: &str, alias: &str) -> (usize, usize) {
+    let quoted = format!("\"{alias}\"");
+    text.lines()
+        .position(|l| l.trim_start().starts_with("alias") && l.contains(&quoted))
+        .map_or((1, 1), |i| (i + 1, 1))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -599,17 +690,80 @@ scopes = ["balances:read", "transfers:write"]
 
     #[test]
     fn a_grant_with_an_unknown_provider_or_a_duplicate_alias_is_refused() {
-        let text = GOOD.replace("provider = \"busha\"", "provider = \"baanx\"");
+        let text = GOOD.replace("provider = \"busha\"", "provider = \"kraken\"");
         let err = Settings::parse(Path::new("t.toml"), &text)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("baanx"), "{err}");
+        assert!(err.contains("kraken"), "{err}");
         let text =
             format!("{GOOD}\n[[grants]]\nalias = \"acme\"\nprovider = \"busha\"\nscopes = []\n");
         let err = Settings::parse(Path::new("t.toml"), &text)
             .unwrap_err()
             .to_string();
         assert!(err.contains("declared twice"), "{err}");
+    }
+
+    const BAANX: &str = r#"
+[baanx]
+api_url = "https://api.baanx.example"
+hosted_url = "https://hosted.baanx.example"
+client_key = "bx-key"
+redirect_uri = "http://localhost:8787/oauth/baanx/callback"
+
+[[grants]]
+alias = "cards"
+provider = "baanx"
+region = "us"
+flow = "api"
+"#;
+
+    #[test]
+    fn a_baanx_grant_declares_region_and_flow_and_needs_the_baanx_section() {
+        use crate::provider::baanx::Region;
+        let s = Settings::parse(Path::new("t.toml"), &format!("{GOOD}{BAANX}")).unwrap();
+        let g = s.grant("cards").unwrap();
+        assert_eq!(g.region, Some(Region::Us));
+        assert_eq!(g.baanx_flow(), BaanxFlow::Api);
+        assert_eq!(s.baanx.as_ref().unwrap().client_key, "bx-key");
+        let hosted = BAANX.replace("flow = \"api\"\n", "");
+        let s = Settings::parse(Path::new("t.toml"), &format!("{GOOD}{hosted}")).unwrap();
+        assert_eq!(s.grant("cards").unwrap().baanx_flow(), BaanxFlow::Hosted);
+    }
+
+    #[test]
+    fn baanx_grant_mistakes_are_refused_with_the_line_of_the_grant() {
+        let full = format!("{GOOD}{BAANX}");
+        let line = full.lines().position(|l| l == "alias = \"cards\"").unwrap() + 1;
+        for (from, to, expected) in [
+            ("region = \"us\"\n", "", "must declare region"),
+            (
+                "region = \"us\"",
+                "region = \"us\"\nscopes = [\"x\"]",
+                "no scopes",
+            ),
+        ] {
+            let text = full.replace(from, to);
+            let err = Settings::parse(Path::new("c.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("c.toml:{line}:1: ")), "{err}");
+            assert!(err.contains(expected), "{err}");
+        }
+        let text = full.replace("region = \"us\"", "region = \"mars\"");
+        let err = Settings::parse(Path::new("c.toml"), &text).unwrap_err();
+        assert!(err.to_string().contains("mars"), "{err}");
+        let busha = GOOD.replace(
+            "provider = \"busha\"",
+            "provider = \"busha\"\nflow = \"api\"",
+        );
+        let err = Settings::parse(Path::new("c.toml"), &busha).unwrap_err();
+        assert!(err.to_string().contains("are for Baanx grants"), "{err}");
+        let no_section = full.replace("[baanx]", "[ignored]");
+        let err = Settings::parse(Path::new("c.toml"), &no_section).unwrap_err();
+        assert!(err.to_string().contains("ignored"), "{err}");
+        let missing = format!("{GOOD}{}", &BAANX[BAANX.find("[[grants]]").unwrap()..]);
+        let err = Settings::parse(Path::new("c.toml"), &missing).unwrap_err();
+        assert!(err.to_string().contains("[baanx] section"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,9 @@ use crate::alerts::{AlertSink, AlertWatcher, SinkOptions};
 use crate::clock::Clock;
 use crate::config::QueueBackendKind;
 use crate::config::{Secret, Settings};
-use crate::grants::{BushaOAuth, Connector, Custodian, CustodyConfig, Keyring, SealMonitor};
+use crate::grants::{
+    BaanxTokens, BushaOAuth, Connector, Custodian, CustodyConfig, KeepAlive, Keyring, SealMonitor,
+};
 use crate::guards::{Guards, GuardsConfig};
 use crate::jobs::Job;
 use crate::jobs::scheduler::{Scheduler, SchedulerConfig, create_occurrence};
@@ -90,10 +92,11 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
     });
     let mut seals = SealMonitor::new(store.clone(), keys.clone(), sink.clone(), clock.clone());
     check_seals_at_start(&mut seals).await?;
-    let custodian = Custodian::new(
+    let custodian = Custodian::with_providers(
         store.clone(),
         keys.clone(),
-        oauth.clone(),
+        Some(oauth.clone()),
+        baanx_tokens(&settings),
         clock.clone(),
         CustodyConfig::default(),
     );
@@ -194,6 +197,20 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
                     tracing::warn!(error = %e, "seal check could not read the store");
                 }
                 tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(10)) => {} }
+            }
+        });
+    }
+    // Keep-alive: refresh grants before their refresh tokens die unused, and alert.
+    {
+        let custodian = custodian.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let policy = KeepAlive::default();
+            while !shutdown.is_cancelled() {
+                if let Err(e) = custodian.keep_alive(&policy).await {
+                    tracing::warn!(error = %e, "keep-alive could not read the grants");
+                }
+                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(KEEP_ALIVE_EVERY) => {} }
             }
         });
     }
@@ -397,6 +414,22 @@ impl SweepLoop {
             tracing::info!(job = %self.job.id().as_str(), %amount, runs = runs.len(), "sweep fired");
         }
         Ok(())
+    }
+}
+
+/// How often keep-alive looks at every grant: far inside its 3-day window.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Baanx's token endpoint when `[baanx]` is configured and its secret key is set;
+/// without it Baanx grants are neither refreshed nor kept alive here (said loudly).
+fn baanx_tokens(settings: &Settings) -> Option<Arc<BaanxTokens>> {
+    let b = settings.baanx.as_ref()?;
+    match BaanxTokens::from_settings(b) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            tracing::error!(error = %e, "Baanx grants will not be refreshed or kept alive by this worker");
+            None
+        }
     }
 }
 

@@ -102,6 +102,7 @@ impl AlertSink {
         let k = &self.kinds;
         match kind {
             AlertKind::GrantDisconnected => k.grant_disconnected,
+            AlertKind::GrantExpiring => k.grant_expiring,
             AlertKind::GrantUndecryptable => k.grant_undecryptable,
             AlertKind::TransferStuck => k.transfer_stuck,
             AlertKind::RunFailed => k.run_failed,

@@ -1,5 +1,6 @@
 //! `treasury connect <alias>`: prints the authorization URL, tries to open a browser,
-//! and listens on the configured redirect URI for the callback itself.
+//! and listens on the configured redirect URI for the callback itself; for either
+//! provider's browser flow ([`BrowserFlow`]). Baanx's API mode is in [`super::connect_api`].
 //!
 //! The browser opener is a parameter, so tests drive the whole flow in-process with a
 //! scripted "browser" against the sandbox.
@@ -7,15 +8,18 @@
 use std::io::Write;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::CliError;
-use crate::grants::{CallbackParams, ConnectError, Connected, Connector};
+use crate::grants::consent::ConsentRecord;
+use crate::grants::{BrowserFlow, CallbackParams, ClientInfo, ConnectError, Connected};
 
 /// Something that shows `url` to the customer (a browser, or a test's script).
 pub type Opener = dyn Fn(&Url) + Send + Sync;
@@ -51,9 +55,18 @@ pub async fn bind_redirect(redirect_uri: &Url) -> Result<tokio::net::TcpListener
         })
 }
 
+/// What `connect` connects, and who asked for it.
+#[derive(Clone, Copy, Debug)]
+pub struct Requested<'a> {
+    pub alias: &'a str,
+    /// The audit actor: the authenticated operator who started the flow.
+    pub by: &'a str,
+}
+
 #[derive(Clone)]
-struct Listener {
-    connector: Connector,
+struct Listener<F> {
+    connector: F,
+    actor: String,
     expected_state: String,
     results: mpsc::Sender<Result<Connected, ConnectError>>,
 }
@@ -64,29 +77,33 @@ struct Listener {
 /// `shutdown`/timeout. A callback with another `state` (or from another issuer) is
 /// answered 400 and logged, and the wait goes on: anyone who can reach the listener
 /// must not be able to end the command before the customer's browser arrives.
-pub async fn connect(
-    connector: &Connector,
-    alias: &str,
+pub async fn connect<F: BrowserFlow>(
+    connector: &F,
+    requested: Requested<'_>,
     listener: tokio::net::TcpListener,
     redirect_uri: &Url,
     opener: &Opener,
     shutdown: CancellationToken,
     out: &mut (dyn Write + Send),
 ) -> Result<Connected, ConnectError> {
+    let alias = requested.alias;
     let started = connector.begin(alias).await?;
     let (tx, mut rx) = mpsc::channel(1);
     let state = Listener {
         connector: connector.clone(),
+        actor: requested.by.to_string(),
         expected_state: started.state.clone(),
         results: tx,
     };
     let router = axum::Router::new()
-        .route(redirect_uri.path(), axum::routing::get(callback))
+        .route(redirect_uri.path(), axum::routing::get(callback::<F>))
         .with_state(state);
     let stop = CancellationToken::new();
     let server = {
         let stop = stop.clone();
-        tokio::spawn(async move { crate::http::serve(listener, router, Default::default(), stop).await })
+        tokio::spawn(
+            async move { crate::http::serve(listener, router, Default::default(), stop).await },
+        )
     };
     let _ = writeln!(
         out,
@@ -101,41 +118,117 @@ pub async fn connect(
     };
     stop.cancel();
     let _ = server.await;
-    match &result {
-        Ok(done) => {
-            let _ = writeln!(
-                out,
-                "{} {} to Busha user {} (scopes: {})",
-                if done.reconnected {
-                    "Reconnected"
-                } else {
-                    "Connected"
-                },
-                done.grant.alias,
-                done.grant.subject,
-                done.grant.scopes.join(" ")
-            );
-            match &done.previous_revoked {
-                Some(Ok(())) => {
-                    let _ = writeln!(out, "The grant it replaced was revoked at Busha.");
-                }
-                Some(Err(e)) => {
-                    let _ = writeln!(
-                        out,
-                        "WARNING: the grant it replaced could not be revoked at Busha ({e}); revoke the app's older access from Busha's dashboard"
-                    );
-                }
-                None => {}
-            }
-        }
-        Err(e) => {
-            let _ = writeln!(out, "Could not connect {alias}: {e}");
-        }
-    }
+    report(out, alias, &result);
     result
 }
 
-async fn callback(State(l): State<Listener>, Query(params): Query<CallbackParams>) -> Response {
+/// Says how a connect of either provider ended, with its warnings.
+pub fn report(out: &mut (dyn Write + Send), alias: &str, result: &Result<Connected, ConnectError>) {
+    let done = match result {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = writeln!(out, "Could not connect {alias}: {e}");
+            return;
+        }
+    };
+    let provider = crate::grants::provider_name(&done.grant.provider);
+    let verb = if done.reconnected {
+        "Reconnected"
+    } else {
+        "Connected"
+    };
+    let scopes = if done.grant.scopes.is_empty() {
+        String::new()
+    } else {
+        format!(" (scopes: {})", done.grant.scopes.join(" "))
+    };
+    let _ = writeln!(
+        out,
+        "{verb} {} to {provider} user {}{scopes}",
+        done.grant.alias, done.grant.subject
+    );
+    match &done.previous_revoked {
+        Some(Ok(())) => {
+            let _ = writeln!(out, "The grant it replaced was revoked at {provider}.");
+        }
+        Some(Err(e)) => {
+            let _ = writeln!(
+                out,
+                "WARNING: the grant it replaced could not be revoked at {provider} ({e}); revoke the app's older access from {provider}'s dashboard"
+            );
+        }
+        None => {}
+    }
+    for w in &done.warnings {
+        let _ = writeln!(out, "WARNING: {w}");
+    }
+}
+
+/// A consent record for `grants show`, each list under its own label.
+pub fn write_consent(out: &mut (dyn Write + Send), c: &ConsentRecord) -> std::io::Result<()> {
+    let items = |l: &[String]| {
+        if l.is_empty() {
+            "(none)".to_string()
+        } else {
+            l.join(" ")
+        }
+    };
+    writeln!(out, "consent:")?;
+    writeln!(
+        out,
+        "  {}: {}",
+        c.asked_for.label,
+        items(&c.asked_for.items)
+    )?;
+    writeln!(out, "  {}: {}", c.granted.label, items(&c.granted.items))?;
+    writeln!(out, "  the provider's page: {}", c.provider_page)?;
+    if let Some(shown) = &c.shown_by_us {
+        writeln!(out, "  shown by us ({}):", shown.r#where)?;
+        for line in shown.text.lines() {
+            writeln!(out, "    | {line}")?;
+        }
+    }
+    writeln!(
+        out,
+        "  at: {} by {} ({})",
+        c.at.to_rfc3339(),
+        c.operator,
+        c.channel
+    )?;
+    if c.client_address.is_some() || c.user_agent.is_some() {
+        writeln!(
+            out,
+            "  browser: {} {}",
+            c.client_address.as_deref().unwrap_or("-"),
+            c.user_agent.as_deref().unwrap_or("-")
+        )?;
+    }
+    if let Some(p) = &c.provider_consent {
+        writeln!(
+            out,
+            "  provider's consent status: {} (termsAndPrivacy {})",
+            p.status,
+            p.terms_and_privacy.as_deref().unwrap_or("unknown")
+        )?;
+    }
+    if let Some(e) = &c.ended {
+        writeln!(
+            out,
+            "  ended: {} at {}: {}",
+            e.how,
+            e.at.to_rfc3339(),
+            e.reason
+        )?;
+    }
+    Ok(())
+}
+
+async fn callback<F: BrowserFlow>(
+    State(l): State<Listener<F>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<CallbackParams>,
+) -> Response {
     if params.state.as_deref() != Some(l.expected_state.as_str()) {
         // Not the customer's browser coming back: refuse it, and keep waiting.
         tracing::warn!(
@@ -146,7 +239,14 @@ async fn callback(State(l): State<Listener>, Query(params): Query<CallbackParams
         );
         return page(StatusCode::BAD_REQUEST, &format!("Could not connect: {e}"));
     }
-    let result = l.connector.complete(&params, "operator:cli").await;
+    let client = ClientInfo {
+        address: Some(peer.ip().to_string()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(200).collect()),
+    };
+    let result = l.connector.complete(&params, &l.actor, client).await;
     if let Err(e @ ConnectError::IssuerMismatch { .. }) = &result {
         // Our state, another issuer: a forgery or a mix-up, refused before anything
         // was consumed. The genuine callback can still come.

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod connect;
+pub mod connect_api;
 pub mod guards;
 pub mod jobs;
 pub mod operators;
@@ -50,7 +51,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the worker's HTTP server (OAuth connect and callback) until SIGINT/SIGTERM.
     Serve,
-    /// Connect a customer's Busha account to a declared grant alias, in a browser.
+    /// Connect a customer's account to a declared grant alias: Busha in a browser;
+    /// Baanx through its hosted UI in a browser (the default), or in API mode
+    /// (`flow = "api"`), where the terminal asks for the customer's email, password
+    /// (not echoed) and OTP, or reads them as stdin lines, never from arguments.
     Connect {
         alias: String,
         /// Print the URL only; do not try to open a browser.
@@ -163,7 +167,8 @@ pub enum GrantsCommand {
     },
     /// Refresh a grant's tokens now.
     Refresh { alias: String },
-    /// Revoke a grant at Busha and mark it revoked.
+    /// Revoke a grant at its provider and mark it revoked (on Baanx this ends every
+    /// token of this app for the customer).
     Revoke { alias: String },
     /// Re-encrypt every grant under the newest TREASURY_MASTER_KEY version.
     Rekey {
@@ -322,7 +327,21 @@ async fn dispatch(
     };
     let done = match command {
         Command::Serve => ctx.serve(shutdown).await,
+        Command::Connect { alias, no_browser } if ctx.provider_of(&alias) == "baanx" => {
+            let opener: &connect::Opener = if no_browser {
+                &|_| {}
+            } else {
+                &connect::open_browser
+            };
+            let by = acting(who.as_ref())?.actor();
+            let requested = connect::Requested {
+                alias: &alias,
+                by: &by,
+            };
+            ctx.connect_baanx(requested, opener, shutdown, out).await
+        }
         Command::Connect { alias, no_browser } => {
+            let by = acting(who.as_ref())?.actor();
             let connector = ctx.connector().await?;
             let listener = connect::bind_redirect(&ctx.settings.busha.redirect_uri).await?;
             let opener: &connect::Opener = if no_browser {
@@ -332,7 +351,10 @@ async fn dispatch(
             };
             connect::connect(
                 &connector,
-                &alias,
+                connect::Requested {
+                    alias: &alias,
+                    by: &by,
+                },
                 listener,
                 &ctx.settings.busha.redirect_uri,
                 opener,
@@ -436,7 +458,7 @@ pub struct Context {
 }
 
 impl Context {
-    fn keys(&self) -> Result<Arc<Keyring>, CliError> {
+    pub(crate) fn keys(&self) -> Result<Arc<Keyring>, CliError> {
         Keyring::from_env().map(Arc::new).map_err(CliError::from)
     }
 
@@ -467,6 +489,21 @@ impl Context {
             self.clock.clone(),
             self.settings.grants.clone(),
         ))
+    }
+
+    /// The provider of the declared alias (`busha` when undeclared).
+    fn provider_of(&self, alias: &str) -> &str {
+        self.settings
+            .grant(alias)
+            .map_or("busha", |g| g.provider.as_str())
+    }
+
+    /// A custodian for grants of `provider`.
+    async fn custodian_for(&self, provider: &str) -> Result<Custodian, CliError> {
+        match provider {
+            "baanx" => self.baanx_custodian(),
+            _ => self.custodian().await,
+        }
     }
 
     pub(crate) async fn custodian(&self) -> Result<Custodian, CliError> {
@@ -506,7 +543,7 @@ impl Context {
     async fn grant_named(&self, alias: &str) -> Result<Grant, CliError> {
         let row = self
             .store
-            .grant_by_alias("busha", alias)
+            .grant_by_alias(self.provider_of(alias), alias)
             .await
             .map_err(CliError::from)?
             .ok_or_else(|| {
@@ -578,7 +615,10 @@ impl Context {
             }
             GrantsCommand::Refresh { alias } => {
                 let g = self.grant_named(&alias).await?;
-                let custodian = self.custodian().await?.acting_for(&acting(who)?.actor());
+                let custodian = self
+                    .custodian_for(&g.provider)
+                    .await?
+                    .acting_for(&acting(who)?.actor());
                 custodian.refresh_now(&g.id).await.map_err(CliError::from)?;
                 let g = self.grant_named(&alias).await?;
                 writeln!(
@@ -590,7 +630,7 @@ impl Context {
             }
             GrantsCommand::Revoke { alias } => {
                 let g = self.grant_named(&alias).await?;
-                let custodian = self.custodian().await?;
+                let custodian = self.custodian_for(&g.provider).await?;
                 let g = custodian
                     .revoke(&g.id, &acting(who)?.actor())
                     .await
@@ -707,7 +747,18 @@ fn write_show(out: &mut (dyn Write + Send), g: &Grant) -> std::io::Result<()> {
     writeln!(out, "key version:    v{}", g.key_version)?;
     writeln!(out, "connected at:   {}", g.connected_at.to_rfc3339())?;
     writeln!(out, "refreshed at:   {}", opt(g.refreshed_at))?;
-    writeln!(out, "updated at:     {}", g.updated_at.to_rfc3339())
+    if let Some(region) = &g.region {
+        writeln!(out, "region:         {region}")?;
+    }
+    writeln!(out, "refresh dies:   {}", opt(g.refresh_expires_at))?;
+    writeln!(out, "updated at:     {}", g.updated_at.to_rfc3339())?;
+    match &g.consent {
+        Some(c) => connect::write_consent(out, c),
+        None => writeln!(
+            out,
+            "consent:        not recorded (connected before consent records)"
+        ),
+    }
 }
 
 /// A rekey that left any grant it could not open is a failure, naming each grant and

@@ -36,6 +36,7 @@ impl Default for AlertSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct AlertKinds {
     pub grant_disconnected: bool,
+    pub grant_expiring: bool,
     pub grant_undecryptable: bool,
     pub transfer_stuck: bool,
     pub run_failed: bool,
@@ -46,6 +47,7 @@ impl Default for AlertKinds {
     fn default() -> Self {
         Self {
             grant_disconnected: true,
+            grant_expiring: true,
             grant_undecryptable: true,
             transfer_stuck: true,
             run_failed: true,

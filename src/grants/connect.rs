@@ -18,13 +18,16 @@
 use std::sync::Arc;
 
 use chrono::Duration;
+use futures_util::future::BoxFuture;
 use openidconnect::{Nonce, PkceCodeVerifier};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use super::baanx_connect::ClientInfo;
 use super::cleanup;
+use super::consent::{ConsentRecord, Labelled, PROVIDER_PAGE};
 use super::crypto::{CryptoError, Keyring, Owner, RefreshToken};
 use super::custodian::{ACCESS_FIELD, REFRESH_FIELD};
 use super::oauth::{BushaOAuth, ExchangeError, Exchanged, TokenSet};
@@ -83,6 +86,8 @@ pub struct Connected {
     /// A reconnect replaced a grant that held a refresh token: whether it was revoked
     /// at Busha (`Err` says why not; then it is still alive there).
     pub previous_revoked: Option<Result<(), String>>,
+    /// What the operator should know although the connect succeeded.
+    pub warnings: Vec<String>,
 }
 
 /// Why connecting failed. Nothing was stored in any of these cases.
@@ -124,12 +129,56 @@ pub enum ConnectError {
     },
     #[error("the OIDC issuer is unreachable or invalid: {0}")]
     Issuer(String),
+    #[error("refused: {0}; nothing was stored")]
+    Refused(String),
+    #[error("Baanx: {0}; nothing was stored")]
+    Baanx(String),
     #[error("no callback arrived: {0}; nothing was stored")]
     NoCallback(String),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A browser authorization of either provider, as `treasury connect` and the HTTP
+/// server drive it: start (the URL to open), then the callback.
+pub trait BrowserFlow: Clone + Send + Sync + 'static {
+    fn begin<'a>(&'a self, alias: &'a str) -> BoxFuture<'a, Result<Started, ConnectError>>;
+    fn complete<'a>(
+        &'a self,
+        params: &'a CallbackParams,
+        actor: &'a str,
+        client: ClientInfo,
+    ) -> BoxFuture<'a, Result<Connected, ConnectError>>;
+}
+
+impl BrowserFlow for Connector {
+    fn begin<'a>(&'a self, alias: &'a str) -> BoxFuture<'a, Result<Started, ConnectError>> {
+        Box::pin(Connector::begin(self, alias))
+    }
+    fn complete<'a>(
+        &'a self,
+        params: &'a CallbackParams,
+        actor: &'a str,
+        client: ClientInfo,
+    ) -> BoxFuture<'a, Result<Connected, ConnectError>> {
+        Box::pin(self.complete_from(params, actor, client))
+    }
+}
+
+impl BrowserFlow for super::BaanxConnector {
+    fn begin<'a>(&'a self, alias: &'a str) -> BoxFuture<'a, Result<Started, ConnectError>> {
+        Box::pin(super::BaanxConnector::begin(self, alias))
+    }
+    fn complete<'a>(
+        &'a self,
+        params: &'a CallbackParams,
+        actor: &'a str,
+        client: ClientInfo,
+    ) -> BoxFuture<'a, Result<Connected, ConnectError>> {
+        Box::pin(super::BaanxConnector::complete(self, params, actor, client))
+    }
 }
 
 /// Runs browser authorizations for the declared grant aliases.
@@ -150,7 +199,7 @@ impl std::fmt::Debug for Connector {
     }
 }
 
-fn hash_state(state: &str) -> String {
+pub(super) fn hash_state(state: &str) -> String {
     Sha256::digest(state.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -188,29 +237,22 @@ impl Connector {
             .clone();
         let start = self.oauth.authorization(&spec.scopes);
         let state = start.state.secret().clone();
-        let state_hash = hash_state(&state);
-        let (version, verifier_ct) = self.keys.seal(
-            Owner::Authorization(&state_hash),
-            VERIFIER_FIELD,
+        let pending = Pending {
+            provider: &spec.provider,
+            alias: &spec.alias,
+            scopes: spec.scopes.join(" "),
+            nonce: start.nonce.secret().clone(),
+        };
+        record_authorization(
+            &self.store,
+            &self.keys,
+            self.clock.now(),
+            self.max_age,
+            &state,
             start.verifier.secret(),
-        )?;
-        let now = self.clock.now();
-        // Old authorizations are useless (their codes expired): keep the table small.
-        self.store
-            .purge_authorizations(now - self.max_age * 4)
-            .await?;
-        self.store
-            .insert_authorization(&AuthorizationRow {
-                state_hash,
-                provider: spec.provider.clone(),
-                alias: spec.alias.clone(),
-                scopes: spec.scopes.join(" "),
-                key_version: version,
-                verifier_ct,
-                nonce: start.nonce.secret().clone(),
-                created_at: now,
-            })
-            .await?;
+            pending,
+        )
+        .await?;
         tracing::info!(grant = %spec.alias, "authorization started");
         Ok(Started {
             alias: spec.alias,
@@ -225,6 +267,18 @@ impl Connector {
         params: &CallbackParams,
         actor: &str,
     ) -> Result<Connected, ConnectError> {
+        self.complete_from(params, actor, ClientInfo::default())
+            .await
+    }
+
+    /// [`Connector::complete`], recording the browser's address and user agent in the
+    /// consent record.
+    pub async fn complete_from(
+        &self,
+        params: &CallbackParams,
+        actor: &str,
+        client: ClientInfo,
+    ) -> Result<Connected, ConnectError> {
         // RFC 9207, before anything is consumed: a callback from another issuer is
         // refused, and the genuine one can still arrive.
         self.check_issuer(params)?;
@@ -238,7 +292,7 @@ impl Connector {
         )?;
         let exchanged = self.exchange(code, verifier.as_str()).await?;
         let now = self.clock.now();
-        let stored = match self.accept(&auth, &exchanged, actor).await {
+        let stored = match self.accept(&auth, &exchanged, actor, &client).await {
             Ok(stored) => stored,
             Err(refusal) => {
                 // Busha issued tokens we will not keep: they must not stay alive there.
@@ -262,6 +316,7 @@ impl Connector {
             grant: Grant::from_row(&row)?,
             reconnected: stored.reconnected,
             previous_revoked,
+            warnings: Vec::new(),
         })
     }
 
@@ -283,25 +338,7 @@ impl Connector {
         &self,
         params: &CallbackParams,
     ) -> Result<(AuthorizationRow, String), ConnectError> {
-        let state = params
-            .state
-            .as_deref()
-            .ok_or_else(|| ConnectError::StateMismatch("the callback carries no state".into()))?;
-        let state_hash = hash_state(state);
-        let now = self.clock.now();
-        match self
-            .store
-            .consume_authorization(&state_hash, now, now - self.max_age)
-            .await?
-        {
-            Some(auth) => Ok((auth, state_hash)),
-            None if self.store.authorization_exists(&state_hash).await? => {
-                Err(ConnectError::AlreadyUsed)
-            }
-            None => Err(ConnectError::StateMismatch(
-                "the callback's state matches no authorization we started".into(),
-            )),
-        }
+        consume(&self.store, self.clock.now(), self.max_age, params).await
     }
 
     /// The code exchange, tried again while Busha's token endpoint is unavailable.
@@ -333,6 +370,7 @@ impl Connector {
         auth: &AuthorizationRow,
         exchanged: &Exchanged,
         actor: &str,
+        client: &ClientInfo,
     ) -> Result<Stored, ConnectError> {
         let subject = self
             .oauth
@@ -363,11 +401,13 @@ impl Connector {
             .as_ref()
             .map(|e| e.id.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let row = self.sealed_row(auth, &id, &subject, tokens, refresh, &granted, now)?;
+        let record = busha_record(auth, &granted, actor, client, now);
+        let mut row = self.sealed_row(auth, &id, &subject, tokens, refresh, &granted, now)?;
+        row.consent = Some(record.to_json());
         self.store
             .upsert_connected_grant_in(&mut tx, &row, now)
             .await?;
-        let entry = connected_entry(actor, auth, &id, &subject, &granted, existing.as_ref());
+        let entry = connected_entry(actor, auth, &id, &subject, &record, existing.as_ref());
         self.store.append_audit_in(&mut tx, now, entry).await?;
         // Opened before the commit overwrites it; revoked after the commit.
         let replaced = existing
@@ -413,7 +453,13 @@ impl Connector {
                 access_expires_at: expires_at,
                 refresh_token_ct: Some(refresh_ct),
                 scopes: granted.join(" "),
+                refresh_expires_at: tokens
+                    .refresh_expires_in
+                    .and_then(|d| Duration::from_std(d).ok())
+                    .map(|d| now + d),
             },
+            region: None,
+            consent: None,
         })
     }
 
@@ -435,6 +481,69 @@ impl Connector {
     }
 }
 
+/// What an authorization in flight is for.
+pub(super) struct Pending<'a> {
+    pub provider: &'a str,
+    pub alias: &'a str,
+    pub scopes: String,
+    pub nonce: String,
+}
+
+/// Records an authorization in flight: the PKCE verifier sealed, the `state` hashed.
+/// Old ones are purged first (their codes expired): the table stays small.
+pub(super) async fn record_authorization(
+    store: &Store,
+    keys: &Keyring,
+    now: chrono::DateTime<chrono::Utc>,
+    max_age: Duration,
+    state: &str,
+    verifier: &str,
+    pending: Pending<'_>,
+) -> Result<(), ConnectError> {
+    let state_hash = hash_state(state);
+    let (version, verifier_ct) =
+        keys.seal(Owner::Authorization(&state_hash), VERIFIER_FIELD, verifier)?;
+    store.purge_authorizations(now - max_age * 4).await?;
+    store
+        .insert_authorization(&AuthorizationRow {
+            state_hash,
+            provider: pending.provider.to_string(),
+            alias: pending.alias.to_string(),
+            scopes: pending.scopes,
+            key_version: version,
+            verifier_ct,
+            nonce: pending.nonce,
+            created_at: now,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Consumes the authorization a callback's `state` names, once, if it is younger
+/// than `max_age`: the row and the state's hash.
+pub(super) async fn consume(
+    store: &Store,
+    now: chrono::DateTime<chrono::Utc>,
+    max_age: Duration,
+    params: &CallbackParams,
+) -> Result<(AuthorizationRow, String), ConnectError> {
+    let state = params
+        .state
+        .as_deref()
+        .ok_or_else(|| ConnectError::StateMismatch("the callback carries no state".into()))?;
+    let state_hash = hash_state(state);
+    match store
+        .consume_authorization(&state_hash, now, now - max_age)
+        .await?
+    {
+        Some(auth) => Ok((auth, state_hash)),
+        None if store.authorization_exists(&state_hash).await? => Err(ConnectError::AlreadyUsed),
+        None => Err(ConnectError::StateMismatch(
+            "the callback's state matches no authorization we started".into(),
+        )),
+    }
+}
+
 /// A grant stored by [`Connector::accept`].
 struct Stored {
     id: String,
@@ -444,7 +553,7 @@ struct Stored {
 }
 
 /// The callback's `code`, or the error it carries instead.
-fn callback_code<'p>(
+pub(super) fn callback_code<'p>(
     auth: &AuthorizationRow,
     params: &'p CallbackParams,
 ) -> Result<&'p str, ConnectError> {
@@ -492,12 +601,42 @@ fn check_scopes(auth: &AuthorizationRow, tokens: &TokenSet) -> Result<Vec<String
     Ok(granted)
 }
 
+/// The consent record of a Busha connect: the scopes we asked for and those Busha
+/// granted, each labelled; Busha's own consent page is not ours to see.
+fn busha_record(
+    auth: &AuthorizationRow,
+    granted: &[String],
+    actor: &str,
+    client: &ClientInfo,
+    at: chrono::DateTime<chrono::Utc>,
+) -> ConsentRecord {
+    let mut asked: Vec<String> = vec!["openid".into(), "offline_access".into()];
+    asked.extend(auth.scopes.split_whitespace().map(str::to_string));
+    ConsentRecord {
+        provider: "busha".into(),
+        asked_for: Labelled::new("what we asked for (scopes requested)", asked),
+        granted: Labelled::new(
+            "what Busha granted (scopes its token endpoint reported)",
+            granted.to_vec(),
+        ),
+        provider_page: PROVIDER_PAGE.into(),
+        shown_by_us: None,
+        at,
+        operator: super::consent::operator_label(actor),
+        channel: "browser".into(),
+        client_address: client.address.clone(),
+        user_agent: client.user_agent.clone(),
+        provider_consent: None,
+        ended: None,
+    }
+}
+
 fn connected_entry(
     actor: &str,
     auth: &AuthorizationRow,
     id: &str,
     subject: &str,
-    granted: &[String],
+    consent: &ConsentRecord,
     existing: Option<&GrantRow>,
 ) -> NewAuditEntry {
     NewAuditEntry::new(
@@ -507,7 +646,8 @@ fn connected_entry(
             "alias": auth.alias,
             "provider": auth.provider,
             "subject": subject,
-            "scopes": granted,
+            "scopes": consent.granted.items,
+            "consent": consent,
             "reconnected": existing.is_some(),
             "previous_status": existing.map(|e| e.status.clone()),
             "previous_subject": existing.map(|e| e.subject.clone()),

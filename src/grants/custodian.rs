@@ -28,9 +28,10 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
+use super::baanx::{BaanxTokens, parse_region};
 use super::crypto::{Keyring, Owner, RefreshToken};
 use super::oauth::{BushaOAuth, RefreshFailure, TokenSet};
-use super::{Grant, GrantError, GrantStatus};
+use super::{Grant, GrantError, GrantStatus, provider_name};
 use crate::audit::NewAuditEntry;
 use crate::clock::Clock;
 use crate::provider::AccessToken;
@@ -89,7 +90,10 @@ pub struct Custodian {
 struct Inner {
     store: Store,
     keys: Arc<Keyring>,
-    oauth: Arc<BushaOAuth>,
+    /// Busha's issuer, when this process holds Busha grants.
+    oauth: Option<Arc<BushaOAuth>>,
+    /// Baanx's token endpoint, when this process is configured for Baanx.
+    baanx: Option<Arc<BaanxTokens>>,
     clock: Clock,
     config: CustodyConfig,
     /// This custodian's lease owner id and audit actor.
@@ -166,11 +170,32 @@ impl Custodian {
         keys: Arc<Keyring>,
         oauth: Arc<BushaOAuth>,
         clock: Clock,
+        config: CustodyConfig,
+    ) -> Custodian {
+        Self::with_providers(store, keys, Some(oauth), None, clock, config)
+    }
+
+    /// A custodian for the providers given: Busha grants need `oauth`, Baanx grants
+    /// `baanx`; a grant of a provider left out cannot be refreshed or revoked here.
+    pub fn with_providers(
+        store: Store,
+        keys: Arc<Keyring>,
+        oauth: Option<Arc<BushaOAuth>>,
+        baanx: Option<Arc<BaanxTokens>>,
+        clock: Clock,
         mut config: CustodyConfig,
     ) -> Custodian {
         // The lease must outlive the token call and its one retry, so that a holder can
-        // never still be waiting on Busha after its lease lapsed.
-        let call = Duration::from_std(oauth.timeout()).unwrap_or(Duration::seconds(15));
+        // never still be waiting on the provider after its lease lapsed.
+        let longest = [
+            oauth.as_ref().map(|o| o.timeout()),
+            baanx.as_ref().map(|b| b.timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(StdDuration::from_secs(15));
+        let call = Duration::from_std(longest).unwrap_or(Duration::seconds(15));
         config.token_call_timeout = config.token_call_timeout.max(call);
         config.lease = config
             .lease
@@ -185,6 +210,7 @@ impl Custodian {
                 store,
                 keys,
                 oauth,
+                baanx,
                 clock,
                 config,
                 owner,
@@ -261,11 +287,7 @@ impl Custodian {
                 let fresh = self.force_refresh(grant_id, &token).await?;
                 match call(fresh).await {
                     Err(e) if e.kind() == &ErrorKind::Unauthorized => {
-                        let alias = self.alias_of(grant_id).await;
-                        Err(GrantError::Unauthorized {
-                            alias,
-                            reason: e.to_string(),
-                        })
+                        Err(self.after_second_401(grant_id, &e.to_string()).await)
                     }
                     other => Ok(other),
                 }
@@ -290,6 +312,16 @@ impl Custodian {
     /// it revoked, with an audit entry by `actor`. Tokens are wiped from the store. A
     /// grant that is no longer active has no live tokens: it is only marked.
     pub async fn revoke(&self, grant_id: &str, actor: &str) -> Result<Grant, GrantError> {
+        let row = self.load(grant_id).await?;
+        if row.provider == "baanx" && row.status == GrantStatus::Active.as_str() {
+            // Baanx revokes with a bearer token: refresh first when it has expired. A
+            // refresh that finds the grant dead leaves it to be marked below.
+            if let Err(e) = self.access_token(grant_id).await {
+                if e.is_transient() {
+                    return Err(e);
+                }
+            }
+        }
         let lock = self.lock_for(grant_id);
         let _serial = lock.lock().await;
         let row = self.load(grant_id).await?;
@@ -316,15 +348,16 @@ impl Custodian {
     ) -> Result<Grant, GrantError> {
         let row = self.load(grant_id).await?;
         let was = row.status.clone();
-        if let Some(ct) = &row.refresh_token_ct {
+        if row.provider == "baanx" {
+            self.revoke_at_baanx(&row).await?;
+        } else if let Some(ct) = &row.refresh_token_ct {
             let rt = RefreshToken::new(
                 self.inner
                     .keys
                     .open(Owner::Grant(&row.id), REFRESH_FIELD, row.key_version, ct)?
                     .as_str(),
             );
-            self.inner
-                .oauth
+            self.busha_of(&row)?
                 .revoke(&rt)
                 .await
                 .map_err(|reason| GrantError::Transient {
@@ -352,6 +385,8 @@ impl Custodian {
         {
             return Err(self.transient(&row, "another holder took the grant over; try again"));
         }
+        self.end_consent_in(&mut tx, &row, "revoked", &reason, now)
+            .await?;
         self.inner
             .store
             .append_audit_in(
@@ -505,15 +540,18 @@ impl Custodian {
         let unknown = match first {
             Ok(set) => return self.store_pair(&row, lease, set, &refresh_token).await,
             Err(RefreshFailure::InvalidGrant { description }) => {
-                let reason =
-                    format!("Busha refused the refresh token: invalid_grant ({description})");
+                let reason = format!(
+                    "{} refused the refresh token: invalid_grant ({description})",
+                    provider_name(&row.provider)
+                );
                 return self.after_invalid_grant(&row, lease, want, &reason).await;
             }
             Err(RefreshFailure::NotSent(why)) => {
                 return Err(self.transient(
                     &row,
                     &format!(
-                        "Busha's token endpoint could not be reached ({why}); nothing was sent"
+                        "{}'s token endpoint could not be reached ({why}); nothing was sent",
+                        provider_name(&row.provider)
                     ),
                 ));
             }
@@ -549,7 +587,8 @@ impl Custodian {
             Ok(set) => self.store_pair(&row, lease, set, &refresh_token).await,
             Err(RefreshFailure::InvalidGrant { description }) => {
                 let reason = format!(
-                    "the response to a refresh was lost ({unknown}); the retry with the same refresh token got invalid_grant ({description}), so Busha had already rotated it and the new pair was lost with the response"
+                    "the response to a refresh was lost ({unknown}); the retry with the same refresh token got invalid_grant ({description}), so {} had already rotated it and the new pair was lost with the response",
+                    provider_name(&row.provider)
                 );
                 self.after_invalid_grant(&row, lease, want, &reason).await
             }
@@ -600,7 +639,41 @@ impl Custodian {
             lease.until = until;
         }
         metrics::counter!("treasury_token_refreshes_total").increment(1);
-        Ok(self.inner.oauth.refresh(refresh_token).await)
+        if row.provider != "baanx" {
+            return Ok(self.busha_of(row)?.refresh(refresh_token).await);
+        }
+        let (baanx, region) = self.baanx_of(row)?;
+        Ok(baanx.refresh(region, refresh_token).await)
+    }
+
+    /// Busha's issuer, for a Busha grant.
+    fn busha_of(&self, row: &GrantRow) -> Result<&BushaOAuth, GrantError> {
+        self.inner
+            .oauth
+            .as_deref()
+            .ok_or_else(|| GrantError::Refused {
+                alias: row.alias.clone(),
+                reason: "this process has no Busha issuer configured".into(),
+            })
+    }
+
+    /// The Baanx token endpoint and the grant's region.
+    fn baanx_of(
+        &self,
+        row: &GrantRow,
+    ) -> Result<(&BaanxTokens, crate::provider::baanx::Region), GrantError> {
+        let refused = |reason: &str| GrantError::Refused {
+            alias: row.alias.clone(),
+            reason: reason.to_string(),
+        };
+        let baanx = self
+            .inner
+            .baanx
+            .as_deref()
+            .ok_or_else(|| refused("this process has no [baanx] settings"))?;
+        let region = parse_region(row.region.as_deref())
+            .ok_or_else(|| refused("the grant has no stored Baanx region"))?;
+        Ok((baanx, region))
     }
 
     /// `invalid_grant`: re-read first; use another holder's tokens if it refreshed,
@@ -622,6 +695,37 @@ impl Custodian {
             return Err(self.transient(row, "another holder changed the grant during the refresh"));
         }
         Err(self.disconnect(row, lease, reason, true).await)
+    }
+
+    /// A 401 right after a fresh refresh. On Baanx the refreshed token is refused too:
+    /// the customer (or Baanx) ended the access, so the grant is disconnected and its
+    /// jobs held. Busha's answer stays a clear failure, as before.
+    async fn after_second_401(&self, grant_id: &str, reason: &str) -> GrantError {
+        let row = match self.load(grant_id).await {
+            Ok(row) => row,
+            Err(e) => return e,
+        };
+        if row.provider != "baanx" {
+            return GrantError::Unauthorized {
+                alias: row.alias,
+                reason: reason.to_string(),
+            };
+        }
+        let reason = format!(
+            "Baanx refused a freshly refreshed access token ({reason}): the access was ended at Baanx"
+        );
+        match self
+            .lease_or(grant_id, |_| Ok(None::<std::convert::Infallible>))
+            .await
+        {
+            Ok(Leased::Held(lease)) => {
+                let e = self.disconnect(&row, lease, &reason, false).await;
+                self.release(grant_id, lease).await;
+                e
+            }
+            Ok(Leased::Done(never)) => match never {},
+            Err(e) => e,
+        }
     }
 
     /// Marks the grant disconnected under our fence, with an audit entry.
@@ -648,6 +752,8 @@ impl Custodian {
                 )
                 .await?;
             if ok {
+                self.end_consent_in(&mut tx, row, "disconnected", reason, now)
+                    .await?;
                 self.inner
                     .store
                     .append_audit_in(
@@ -715,6 +821,10 @@ impl Custodian {
                 .as_ref()
                 .map(|s| s.join(" "))
                 .unwrap_or_else(|| row.scopes.clone()),
+            refresh_expires_at: set
+                .refresh_expires_in
+                .and_then(|d| Duration::from_std(d).ok())
+                .map(|d| now + d),
         };
         let mut last_error = None;
         // A passing store hiccup (a lock, a failover) gets a few quick tries: the pair
@@ -837,6 +947,42 @@ impl Custodian {
 
     // ---- helpers ----------------------------------------------------------------
 
+    /// Revokes at Baanx with the grant's access token (every token of our client for
+    /// that user dies). A grant without a live access token has nothing to revoke.
+    async fn revoke_at_baanx(&self, row: &GrantRow) -> Result<(), GrantError> {
+        let Some(token) = self.open_access(row)? else {
+            return Ok(());
+        };
+        let (baanx, region) = self.baanx_of(row)?;
+        baanx
+            .revoke(region, &token)
+            .await
+            .map_err(|reason| GrantError::Transient {
+                alias: row.alias.clone(),
+                reason: format!("Baanx's revocation endpoint failed: {reason}; nothing changed"),
+            })
+    }
+
+    /// Records the end of the grant's consent record, if it has one.
+    async fn end_consent_in(
+        &self,
+        tx: &mut crate::store::Tx,
+        row: &GrantRow,
+        how: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match super::consent::ended(row.consent.as_deref(), how, reason, now) {
+            Some(consent) => {
+                self.inner
+                    .store
+                    .set_grant_consent_in(tx, &row.id, &consent)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
     async fn release(&self, grant_id: &str, lease: Lease) {
         if let Err(e) = self
             .inner
@@ -864,13 +1010,6 @@ impl Custodian {
             .grant(grant_id)
             .await?
             .ok_or_else(|| GrantError::Unknown(grant_id.to_string()))
-    }
-
-    async fn alias_of(&self, grant_id: &str) -> String {
-        match self.inner.store.grant(grant_id).await {
-            Ok(Some(row)) => row.alias,
-            _ => grant_id.to_string(),
-        }
     }
 
     fn check_usable(&self, row: &GrantRow) -> Result<(), GrantError> {
@@ -925,7 +1064,15 @@ impl Custodian {
         }
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    pub(super) fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+
+    /// Whether this custodian can refresh grants of `provider`.
+    pub(super) fn handles(&self, provider: &str) -> bool {
+        match provider {
+            "baanx" => self.inner.baanx.is_some(),
+            _ => self.inner.oauth.is_some(),
+        }
     }
 }

@@ -1,6 +1,10 @@
 //! Grants: customers' OAuth2 permissions, connected with PKCE + OIDC and kept alive
 //! safely (invariants 6 and 7).
 //!
+//! - [`baanx`]: Baanx's token endpoint (exchange, refresh, revoke) for custody.
+//! - [`baanx_connect`]: connecting a Baanx customer, hosted UI or API mode.
+//! - [`consent`]: what each connect asked for and was granted, kept with the grant.
+//! - [`keepalive`]: refreshing grants before their refresh tokens die unused.
 //! - [`crypto`]: tokens at rest, AES-256-GCM under a per-grant HKDF key.
 //! - [`oauth`]: Busha's issuer (discovery, authorization URL, code exchange with
 //!   id_token verification, refresh, revoke) and what a failed refresh means.
@@ -12,10 +16,16 @@
 //!
 //! Never logs, returns or prints a token; audit entries carry ids and reasons only.
 
+pub mod baanx;
+mod baanx_accept;
+pub mod baanx_api;
+pub mod baanx_connect;
 mod cleanup;
 pub mod connect;
+pub mod consent;
 pub mod crypto;
 pub mod custodian;
+pub mod keepalive;
 pub mod oauth;
 pub mod rekey;
 pub mod seals;
@@ -25,14 +35,26 @@ mod tokens;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use connect::{CallbackParams, ConnectError, Connected, Connector};
+pub use baanx::BaanxTokens;
+pub use baanx_api::Prompter;
+pub use baanx_connect::{BaanxConnector, ClientInfo};
+pub use connect::{BrowserFlow, CallbackParams, ConnectError, Connected, Connector, Started};
 pub use crypto::{CryptoError, Keyring, MasterKeyError, RefreshToken};
 pub use custodian::{Custodian, CustodyConfig, Usability, usability};
+pub use keepalive::{KeepAlive, KeepAliveReport};
 pub use oauth::{BushaOAuth, OAuthSettings};
 pub use rekey::{RekeyReport, rekey};
 pub use seals::{SealMonitor, SealProblem, SealStatus, check_seals};
 
 use crate::store::{GrantRow, StoreError};
+
+/// A provider's name as operators read it (`Busha`, `Baanx`).
+pub fn provider_name(provider: &str) -> &'static str {
+    match provider {
+        "baanx" => "Baanx",
+        _ => "Busha",
+    }
+}
 
 /// Where a grant stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -92,6 +114,14 @@ pub struct Grant {
     pub updated_at: DateTime<Utc>,
     pub connected_at: DateTime<Utc>,
     pub refreshed_at: Option<DateTime<Utc>>,
+    /// Baanx's region (`international` or `us`); absent for Busha.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// When the refresh token dies unused, if the provider said.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// The consent record of the latest connect (`null` for grants connected before
+    /// consent records were kept).
+    pub consent: Option<consent::ConsentRecord>,
 }
 
 impl Grant {
@@ -111,6 +141,12 @@ impl Grant {
             updated_at: row.updated_at,
             connected_at: row.connected_at,
             refreshed_at: row.refreshed_at,
+            region: row.region.clone(),
+            refresh_expires_at: row.refresh_expires_at,
+            consent: row
+                .consent
+                .as_deref()
+                .and_then(consent::ConsentRecord::parse),
         })
     }
 }
@@ -143,7 +179,9 @@ pub enum GrantError {
         "Busha refused a freshly refreshed access token for grant {alias} ({reason}); not retrying"
     )]
     Unauthorized { alias: String, reason: String },
-    #[error("grant {alias}: Busha refused the refresh ({reason}); check the OAuth client settings")]
+    #[error(
+        "grant {alias}: the provider refused the refresh ({reason}); check the OAuth client settings"
+    )]
     Refused { alias: String, reason: String },
     #[error(transparent)]
     Crypto(#[from] CryptoError),

@@ -90,6 +90,11 @@ impl OAuthSettings {
     }
 }
 
+/// Busha's refresh-token lifetime: 30 days, sliding (each refresh restarts it;
+/// reference §"Tokens"). Busha does not report it, so custody assumes it.
+pub const BUSHA_REFRESH_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// Tokens from the token endpoint. Debug never shows a token.
 #[derive(Clone, Debug)]
 pub struct TokenSet {
@@ -99,6 +104,9 @@ pub struct TokenSet {
     pub refresh_token: Option<RefreshToken>,
     /// `scope`; `None` when Busha left it out (then the request's scopes stand).
     pub scopes: Option<Vec<String>>,
+    /// How long the refresh token lives unused, when the provider says (Baanx's
+    /// `refresh_token_expires_in`); Busha does not.
+    pub refresh_expires_in: Option<Duration>,
 }
 
 /// What a refresh call did, as far as the grant's fate depends on it.
@@ -589,6 +597,7 @@ fn token_set(response: &openidconnect::core::CoreTokenResponse) -> TokenSet {
         scopes: response
             .scopes()
             .map(|s| s.iter().map(|s| s.to_string()).collect()),
+        refresh_expires_in: Some(BUSHA_REFRESH_WINDOW),
     }
 }
 

@@ -59,7 +59,7 @@ pub async fn serve(
             p = slots.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
             _ = shutdown.cancelled() => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 // A connection that failed before we saw it (reset, file limit): go on.
@@ -71,7 +71,11 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let (router, shutdown) = (router.clone(), shutdown.clone());
+        // Handlers may ask who connected (`ConnectInfo`), as with axum's own `serve`.
+        let router = router
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
             connection(stream, router, limits, shutdown).await;

@@ -15,7 +15,8 @@ macro_rules! grant_columns {
     () => {
         "id, provider, alias, subject, scopes, status, status_reason, key_version, \
          access_token_ct, access_expires_at, refresh_token_ct, fence, lease_owner, \
-         lease_until, created_at, updated_at, connected_at, refreshed_at"
+         lease_until, created_at, updated_at, connected_at, refreshed_at, region, \
+         refresh_expires_at, consent, expiry_warned_for"
     };
 }
 
@@ -41,6 +42,14 @@ pub struct GrantRow {
     pub updated_at: DateTime<Utc>,
     pub connected_at: DateTime<Utc>,
     pub refreshed_at: Option<DateTime<Utc>>,
+    /// Baanx's region (`international` or `us`); `None` for Busha.
+    pub region: Option<String>,
+    /// When the refresh token dies unused, if the provider said.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// The consent record (JSON), if one was kept.
+    pub consent: Option<String>,
+    /// The refresh expiry keep-alive last alerted about.
+    pub expiry_warned_for: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for GrantRow {
@@ -65,6 +74,8 @@ pub struct SealedTokens {
     pub refresh_token_ct: Option<String>,
     /// Space-separated granted scopes.
     pub scopes: String,
+    /// When the refresh token dies unused, if the provider said.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
 }
 
 /// A grant's ciphertexts re-sealed under another key version (rotation).
@@ -83,6 +94,10 @@ pub struct ConnectedGrantRow {
     pub alias: String,
     pub subject: String,
     pub tokens: SealedTokens,
+    /// Baanx's region; `None` for Busha.
+    pub region: Option<String>,
+    /// The consent record (JSON).
+    pub consent: Option<String>,
 }
 
 /// A pending browser authorization.
@@ -175,7 +190,8 @@ impl Store {
             "UPDATE grants SET subject = $1, scopes = $2, status = 'active', status_reason = NULL, \
              key_version = $3, access_token_ct = $4, access_expires_at = $5, refresh_token_ct = $6, \
              fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = $7, \
-             connected_at = $7, refreshed_at = NULL WHERE id = $8",
+             connected_at = $7, refreshed_at = NULL, region = $9, refresh_expires_at = $10, \
+             consent = $11 WHERE id = $8",
         )
         .bind(&grant.subject)
         .bind(&t.scopes)
@@ -185,6 +201,9 @@ impl Store {
         .bind(&t.refresh_token_ct)
         .bind(millis(now))
         .bind(&grant.id)
+        .bind(&grant.region)
+        .bind(t.refresh_expires_at.map(millis))
+        .bind(&grant.consent)
         .execute(&mut **tx)
         .await?
         .rows_affected();
@@ -192,8 +211,8 @@ impl Store {
             sqlx::query(
                 "INSERT INTO grants (id, provider, alias, subject, scopes, status, key_version, \
                  access_token_ct, access_expires_at, refresh_token_ct, fence, created_at, \
-                 updated_at, connected_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, 0, $10, $10, $10)",
+                 updated_at, connected_at, region, refresh_expires_at, consent) \
+                 VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, 0, $10, $10, $10, $11, $12, $13)",
             )
             .bind(&grant.id)
             .bind(&grant.provider)
@@ -205,6 +224,9 @@ impl Store {
             .bind(millis(t.access_expires_at))
             .bind(&t.refresh_token_ct)
             .bind(millis(now))
+            .bind(&grant.region)
+            .bind(t.refresh_expires_at.map(millis))
+            .bind(&grant.consent)
             .execute(&mut **tx)
             .await?;
         }
@@ -286,7 +308,7 @@ impl Store {
         let n = sqlx::query(
             "UPDATE grants SET scopes = $1, key_version = $2, access_token_ct = $3, \
              access_expires_at = $4, refresh_token_ct = $5, lease_owner = NULL, lease_until = NULL, \
-             updated_at = $6, refreshed_at = $6 \
+             updated_at = $6, refreshed_at = $6, refresh_expires_at = COALESCE($9, refresh_expires_at) \
              WHERE id = $7 AND fence = $8 AND status = 'active'",
         )
         .bind(&tokens.scopes)
@@ -297,10 +319,63 @@ impl Store {
         .bind(millis(now))
         .bind(id)
         .bind(fence)
+        .bind(tokens.refresh_expires_at.map(millis))
         .execute(&mut **tx)
         .await?
         .rows_affected();
         Ok(n == 1)
+    }
+
+    /// Replaces a grant's consent record (its end, once revoked or disconnected).
+    pub async fn set_grant_consent_in(
+        &self,
+        tx: &mut Tx,
+        id: &str,
+        consent: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE grants SET consent = $1 WHERE id = $2")
+            .bind(consent)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that keep-alive alerted about the refresh expiry `dies`.
+    pub async fn mark_expiry_warned_in(
+        &self,
+        tx: &mut Tx,
+        id: &str,
+        dies: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE grants SET expiry_warned_for = $1 WHERE id = $2")
+            .bind(millis(dies))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The active grants of `provider` whose subject is `subject`, other than `alias`.
+    pub async fn other_aliases_of_subject_in(
+        &self,
+        tx: &mut Tx,
+        provider: &str,
+        subject: &str,
+        alias: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT alias FROM grants WHERE provider = $1 AND subject = $2 AND alias <> $3 \
+             AND status = 'active' ORDER BY alias",
+        )
+        .bind(provider)
+        .bind(subject)
+        .bind(alias)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+            .collect()
     }
 
     /// Re-seals a grant's tokens (key rotation) when nobody holds its lease and its
@@ -460,5 +535,9 @@ fn grant_from_row(row: &AnyRow) -> Result<GrantRow, StoreError> {
         updated_at: from_millis(row.try_get(15)?)?,
         connected_at: from_millis(row.try_get(16)?)?,
         refreshed_at: opt_time(17)?,
+        region: row.try_get(18)?,
+        refresh_expires_at: opt_time(19)?,
+        consent: row.try_get(20)?,
+        expiry_warned_for: opt_time(21)?,
     })
 }

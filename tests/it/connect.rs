@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use tokio_util::sync::CancellationToken;
-use treasury::cli::connect::connect;
+use treasury::cli::connect::{Requested, connect};
 use treasury::config::Secret;
 use treasury::grants::oauth::RefreshFailure;
 use treasury::grants::{BushaOAuth, ConnectError, Connected, GrantStatus, RefreshToken};
@@ -60,7 +60,10 @@ where
     let mut out = Vec::new();
     let result = connect(
         &connector,
-        ALIAS,
+        Requested {
+            alias: ALIAS,
+            by: "operator:ops",
+        },
         listener,
         &w.redirect_uri,
         &opener,
@@ -135,7 +138,7 @@ async fn connect_through_the_cli_with_auto_consent_stores_a_sealed_grant_and_aud
         .find(|e| e.action == "grant.connected")
         .unwrap();
     assert_eq!(entry.payload["subject"], w.user.id.as_str());
-    assert_eq!(entry.actor, "operator:cli");
+    assert_eq!(entry.actor, "operator:ops");
     // It is usable, and nothing the CLI printed is a token.
     let token = w.custodian().access_token(&done.grant.id).await.unwrap();
     assert!(w.token_works(&token).await);

@@ -589,6 +589,7 @@ async fn a_stale_lease_holder_writes_nothing(ts: TestStore) {
         access_expires_at: now + Duration::hours(5),
         refresh_token_ct: row.refresh_token_ct.clone(),
         scopes: row.scopes.clone(),
+        refresh_expires_at: None,
     };
     let mut tx = store.begin().await.unwrap();
     let a_wrote = store

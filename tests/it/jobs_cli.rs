@@ -306,7 +306,10 @@ async fn validate_checks_the_scopes_the_customer_actually_granted() {
                     access_expires_at: now,
                     refresh_token_ct: None,
                     scopes: "balances:read quotes:read quotes:write transfers:read transfers:write recipients:read".into(),
+                    refresh_expires_at: None,
                 },
+                region: None,
+                consent: None,
             },
             now,
         )

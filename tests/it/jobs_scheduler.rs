@@ -68,7 +68,10 @@ pub async fn connect_grant(store: &Store, now: DateTime<Utc>) {
                     access_expires_at: now + Duration::hours(1),
                     refresh_token_ct: Some("sealed".into()),
                     scopes: "balances:read quotes:read quotes:write transfers:read transfers:write recipients:read recipients:write".into(),
+                    refresh_expires_at: None,
                 },
+                region: None,
+                consent: None,
             },
             now,
         )

@@ -3,6 +3,11 @@
 mod alerts;
 mod audit_cli;
 mod baanx_client;
+mod baanx_grants;
+mod baanx_grants_cli;
+mod baanx_grants_harness;
+mod baanx_grants_refusals;
+mod baanx_keepalive;
 mod baanx_sandbox;
 mod baanx_sandbox_support;
 mod baanx_sandbox_wallet;

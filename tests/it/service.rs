@@ -85,6 +85,7 @@ impl Service {
             store: StoreSettings {
                 url: w.ts.url.clone(),
             },
+            baanx: None,
             busha: BushaSettings {
                 issuer_url: w.sb.url(),
                 api_url: w.sb.url(),

@@ -12,10 +12,13 @@
 //! Never retries, follows redirects, or puts a token, secret, password, OTP or body
 //! in `Debug`, logs or errors.
 
-mod error;
+#[macro_use]
 mod request;
+mod auth;
+mod error;
 mod types;
 
+pub use auth::{Authorized, ConsentStatus, Initiate, Login, Session, login_refusal};
 pub use types::*;
 
 use request::{Call, Endpoint};
@@ -102,15 +105,6 @@ impl std::fmt::Debug for BaanxClient {
             .field("api_base", &self.inner.config.api_base.as_str())
             .finish_non_exhaustive()
     }
-}
-
-macro_rules! endpoint {
-    ($name:ident, $method:literal, $path:literal) => {
-        const $name: Endpoint = Endpoint {
-            method: $method,
-            key: concat!($method, " ", $path),
-        };
-    };
 }
 
 endpoint!(TOKEN, "POST", "/v1/auth/oauth/token");

@@ -10,6 +10,16 @@ use super::{BaanxClient, Grant, Region, error};
 use crate::provider::SendCheck;
 use crate::provider::busha::{Called, ErrorKind, ProviderError};
 
+/// Declares an [`Endpoint`] constant: method and route template.
+macro_rules! endpoint {
+    ($name:ident, $method:literal, $path:literal) => {
+        const $name: Endpoint = Endpoint {
+            method: $method,
+            key: concat!($method, " ", $path),
+        };
+    };
+}
+
 /// One endpoint: its method, route template (the pacing key), and path.
 #[derive(Clone, Copy)]
 pub(super) struct Endpoint {
@@ -38,6 +48,17 @@ impl<'a> Call<'a> {
         Self {
             grant: Some(grant),
             region: grant.region,
+            query: Vec::new(),
+            body: None,
+            secret: false,
+            check: None,
+        }
+    }
+    /// A call without a bearer (client key only).
+    pub(super) fn unauthenticated(region: Region) -> Self {
+        Self {
+            grant: None,
+            region,
             query: Vec::new(),
             body: None,
             secret: false,
