@@ -23,9 +23,6 @@ pub use checks::{Problem, STORE_SCHEMES};
 pub const CLIENT_SECRET_ENV: &str = "TREASURY_BUSHA_CLIENT_SECRET";
 /// The Baanx secret key's environment variable (`x-secret-key` on the token endpoint).
 pub const BAANX_SECRET_ENV: &str = "TREASURY_BAANX_SECRET_KEY";
-/// The operator token's environment variable (HTTP Basic password for operator routes).
-pub const OPERATOR_TOKEN_ENV: &str = "TREASURY_OPERATOR_TOKEN";
-
 /// The default config path, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/treasury.toml";
 

@@ -40,7 +40,6 @@ pub struct Parts {
     pub jobs: Vec<Job>,
     /// The dispatch queue: its own SQLite file (never the store's), or Redis.
     pub queue: QueueConfig,
-    pub operator_token: Option<Secret>,
     pub webhook_secret: Option<Secret>,
     /// Where signed alert notices go (`[alerts] url` and its secret); `None`: log only.
     pub alert_target: Option<(url::Url, Secret)>,
@@ -77,7 +76,6 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         busha,
         jobs,
         queue,
-        operator_token,
         webhook_secret,
         alert_target,
         tick,
@@ -235,25 +233,19 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
             actor: format!("worker:{worker_id}"),
         },
     ));
-    match operator_token {
-        Some(token) => {
-            let connector = Connector::new(
-                store.clone(),
-                keys,
-                oauth,
-                clock.clone(),
-                settings.grants.clone(),
-            );
-            router = router.merge(crate::http::router(crate::http::AppState {
-                connector,
-                operator_token: Arc::new(token),
-            }));
-        }
-        None => {
-            tracing::warn!("TREASURY_OPERATOR_TOKEN is not set: the OAuth connect routes are off");
-            router = router.route("/healthz", axum::routing::get(|| async { "ok" }));
-        }
-    }
+    // The connect routes authenticate operator accounts by their personal tokens.
+    let connector = Connector::new(
+        store.clone(),
+        keys,
+        oauth,
+        clock.clone(),
+        settings.grants.clone(),
+    );
+    router = router.merge(crate::http::router(crate::http::AppState {
+        connector,
+        store: store.clone(),
+        clock: clock.clone(),
+    }));
     tracing::info!(%listen, "HTTP server listening");
     let http = {
         let shutdown = shutdown.clone();
@@ -465,9 +457,6 @@ pub async fn parts_from_env(
     );
     let busha = busha_client(&settings)?;
     let alert_target = settings.alerts.target().map_err(|e| e.to_string())?;
-    let operator_token =
-        crate::config::secret_from_env(crate::config::OPERATOR_TOKEN_ENV, "the operator token")
-            .ok();
     let webhook_secret =
         crate::config::secret_from_env("TREASURY_BUSHA_WEBHOOK_SECRET", "the Busha webhook secret")
             .ok();
@@ -480,7 +469,6 @@ pub async fn parts_from_env(
         oauth,
         busha,
         jobs,
-        operator_token,
         webhook_secret,
         alert_target,
         tick: Duration::from_secs(1),

@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::{self, CLIENT_SECRET_ENV, OPERATOR_TOKEN_ENV, Settings, secret_from_env};
+use crate::config::{self, CLIENT_SECRET_ENV, Settings, secret_from_env};
 use crate::grants::crypto::MASTER_KEY_ENV;
 use crate::grants::rekey::{RekeyReport, rekey};
 use crate::grants::{
@@ -519,9 +519,6 @@ impl Context {
     }
 
     async fn serve(&self, shutdown: CancellationToken) -> Result<(), CliError> {
-        let operator =
-            secret_from_env(OPERATOR_TOKEN_ENV, "the operator token for the HTTP routes")
-                .map_err(CliError::from)?;
         let connector = self.connector().await?;
         let listen = self.settings.http.listen;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -533,7 +530,8 @@ impl Context {
         tracing::info!(%listen, "HTTP server listening");
         let router = crate::http::router(crate::http::AppState {
             connector,
-            operator_token: Arc::new(operator),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
         });
         crate::http::serve(listener, router, self.settings.http.limits(), shutdown)
             .await

@@ -9,7 +9,7 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::{CLIENT_SECRET_ENV, OPERATOR_TOKEN_ENV};
+use super::CLIENT_SECRET_ENV;
 
 /// One problem, and where (`line` 0: the whole file).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,7 +100,7 @@ fn secret_variable(key: &str) -> Option<&'static str> {
     }
     match k.as_str() {
         "client_secret" => Some(CLIENT_SECRET_ENV),
-        "operator_token" | "token" => Some(OPERATOR_TOKEN_ENV),
+        "operator_token" | "token" => Some(crate::operators::OPERATOR_AUTH_ENV),
         "master_key" | "key" => Some("TREASURY_MASTER_KEY"),
         "webhook_secret" => Some("TREASURY_BUSHA_WEBHOOK_SECRET"),
         _ if ["secret", "password", "token", "private_key", "api_key"]

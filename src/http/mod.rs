@@ -1,9 +1,10 @@
 //! The worker's HTTP server (axum): for now the OAuth connect flow an operator runs
 //! from a browser. Later issues add webhooks, triggers, health and metrics.
 //!
-//! - `GET /oauth/connect/{alias}`: operator-authenticated (HTTP Basic, any user name,
-//!   the operator token from `TREASURY_OPERATOR_TOKEN` as password, so a browser
-//!   prompts for it); redirects to Busha's authorization page.
+//! - `GET /oauth/connect/{alias}`: operator-authenticated (HTTP Basic: an operator
+//!   account's name, and its personal token from `treasury operators token` as the
+//!   password, so a browser prompts for it; the account needs the operator role);
+//!   redirects to Busha's authorization page.
 //! - `GET /oauth/callback`: completes the flow; a doubled callback exchanges the code
 //!   at most once (the authorization is consumed by one conditional UPDATE).
 //! - `GET /healthz`.
@@ -17,8 +18,6 @@ pub mod headers;
 pub mod ops;
 pub mod triggers;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -27,14 +26,18 @@ use axum::routing::get;
 use base64::Engine;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Secret;
+use crate::clock::Clock;
 use crate::grants::{CallbackParams, ConnectError, Connector};
+use crate::operators::Role;
+use crate::store::Store;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub connector: Connector,
-    pub operator_token: Arc<Secret>,
+    /// Where operator accounts and their tokens live.
+    pub store: Store,
+    pub clock: Clock,
 }
 
 /// The router with every route.
@@ -63,12 +66,13 @@ async fn connect(
     Path(alias): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !operator_authenticated(&headers, &state.operator_token) {
+    if let Err(why) = operator_authenticated(&headers, &state).await {
+        tracing::warn!(grant = %alias, reason = %why, "refused an HTTP connect");
         let mut res = (
             StatusCode::UNAUTHORIZED,
             Html(page(
                 "Operator sign-in required",
-                "Sign in with the operator token as password.",
+                "Sign in with your operator name, and your personal token (treasury operators token) as the password.",
             )),
         )
             .into_response();
@@ -153,35 +157,32 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
     }
 }
 
-/// HTTP Basic with the operator token as password, compared in constant time.
-fn operator_authenticated(headers: &HeaderMap, token: &Secret) -> bool {
-    let Some(value) = headers
+/// HTTP Basic with an operator account's name and a live personal token of it; the
+/// account must hold the operator role. The token is looked up by its SHA-256.
+async fn operator_authenticated(headers: &HeaderMap, state: &AppState) -> Result<(), String> {
+    let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, encoded)) = value.split_once(' ') else {
-        return false;
-    };
+        .ok_or("no credentials")?;
+    let (scheme, encoded) = value.split_once(' ').ok_or("malformed credentials")?;
     if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
+        return Err("not HTTP Basic".into());
     }
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let password = match decoded.iter().position(|b| *b == b':') {
-        Some(i) => &decoded[i + 1..],
-        None => return false,
-    };
-    constant_time_eq(password, token.expose().as_bytes())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| "malformed credentials")?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "malformed credentials")?;
+    let (name, token) = decoded.split_once(':').ok_or("malformed credentials")?;
+    let name = crate::operators::OperatorName::new(name)?;
+    let hash = crate::operators::secrets::token_hash(token);
+    let account = state
+        .store
+        .operator_by_token(&hash, state.clock.now())
+        .await
+        .map_err(|e| e.to_string())?
+        .filter(|a| a.name == name.as_str())
+        .ok_or_else(|| format!("no live token of operator {name}"))?;
+    crate::operators::login::permitted(&account, Role::Operator)
 }
 
 fn error_page(status: StatusCode, message: &str) -> Response {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use chrono::Duration;
 use tokio_util::sync::CancellationToken;
 use treasury::cli::connect::{Requested, connect};
-use treasury::config::Secret;
 use treasury::grants::oauth::RefreshFailure;
 use treasury::grants::{BushaOAuth, ConnectError, Connected, GrantStatus, RefreshToken};
 use treasury::http::{AppState, router, serve};
@@ -428,9 +427,19 @@ async fn a_token_endpoint_that_stays_busy_is_unavailable_never_a_client_misconfi
 /// The worker's HTTP server on the redirect URI's port.
 async fn spawn_server(w: &mut World) -> (Url, CancellationToken) {
     let listener = w.listener.take().unwrap();
+    // The operator account `operator`, whose personal token is OPERATOR_TOKEN.
+    let role = treasury::operators::Role::Operator;
+    let account = crate::operators_world::account(&w.store(), &w.clock, "operator", role).await;
+    let expires = w.clock.now() + chrono::Duration::days(1);
+    let hash = treasury::operators::secrets::token_hash(OPERATOR_TOKEN);
+    w.store()
+        .add_operator_token(&account, &hash, expires, w.clock.now())
+        .await
+        .unwrap();
     let app = router(AppState {
         connector: w.connector(),
-        operator_token: Arc::new(Secret::new(OPERATOR_TOKEN)),
+        store: w.store(),
+        clock: w.clock.clone(),
     });
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(listener, app, Default::default(), shutdown.clone()));
@@ -518,6 +527,31 @@ async fn the_http_connect_endpoint_requires_the_operator_token() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
     assert!(unknown.text().await.unwrap().contains("not declared"));
+    // A live token under another name, and a viewer's token, are refused too.
+    let renamed = b
+        .http
+        .get(url.clone())
+        .basic_auth("someone-else", Some(OPERATOR_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 401);
+    let viewer = crate::operators_world::account(
+        &w.store(),
+        &w.clock,
+        "vera",
+        treasury::operators::Role::Viewer,
+    )
+    .await;
+    let viewer_token = crate::operators_world::token(&w.store(), &w.clock, &viewer).await;
+    let by_viewer = b
+        .http
+        .get(url.clone())
+        .basic_auth("vera", Some(&viewer_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_viewer.status(), 401);
     assert_eq!(w.count(|_| true), 0, "Busha saw nothing");
     shutdown.cancel();
 }

@@ -69,7 +69,6 @@ impl Worker {
             busha: w.api.clone(),
             jobs: Vec::new(),
             queue: treasury::queue::QueueConfig::sqlite(dir.path().join("queue.db")),
-            operator_token: None,
             webhook_secret: None,
             alert_target: alerts,
             tick: Duration::from_millis(200),

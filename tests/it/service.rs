@@ -128,7 +128,6 @@ impl Service {
             busha: w.api.clone(),
             jobs,
             queue: treasury::queue::QueueConfig::sqlite(dir.path().join("queue.db")),
-            operator_token: None,
             webhook_secret: None,
             alert_target: None,
             tick: Duration::from_millis(200),
