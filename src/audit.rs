@@ -3,6 +3,8 @@
 //!
 //! No IO here: the store appends and reads rows; this module says what a valid chain is.
 
+pub mod checkpoint;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -144,6 +146,14 @@ pub enum ChainBreak {
         "the expected head {expected} is not in the chain (the chain was rewritten or truncated)"
     )]
     HeadNotFound { expected: String },
+    #[error(
+        "entry {seq} is not the entry a checkpoint recorded there: its hash differs (the chain was rewritten)"
+    )]
+    PinMismatch { seq: i64 },
+    #[error(
+        "a checkpoint recorded entry {seq}, but the chain ends at entry {head} (the chain was truncated)"
+    )]
+    PinBeyondHead { seq: i64, head: i64 },
 }
 
 impl ChainBreak {
@@ -151,7 +161,10 @@ impl ChainBreak {
     pub fn seq(&self) -> Option<i64> {
         match self {
             ChainBreak::Missing { expected, .. } => Some(*expected),
-            ChainBreak::Link { seq, .. } | ChainBreak::Altered { seq } => Some(*seq),
+            ChainBreak::Link { seq, .. }
+            | ChainBreak::Altered { seq }
+            | ChainBreak::PinMismatch { seq } => Some(*seq),
+            ChainBreak::PinBeyondHead { head, .. } => Some(head + 1),
             ChainBreak::HeadNotFound { .. } => None,
         }
     }
@@ -166,6 +179,8 @@ pub struct ChainVerifier {
     expect_head: Option<String>,
     head_seen: bool,
     count: u64,
+    /// `(seq, hash)` that the chain must hold, ascending (from checkpoints).
+    pins: std::collections::VecDeque<(i64, String)>,
 }
 
 /// A verified chain.
@@ -185,7 +200,31 @@ impl ChainVerifier {
             expect_head,
             head_seen: false,
             count: 0,
+            pins: Default::default(),
         }
+    }
+
+    /// A verifier for the entries after `seq`, whose hash is `hash`: what a verified
+    /// checkpoint already proved is not read again. `count` is the entries up to `seq`.
+    pub fn after(seq: i64, hash: String, count: u64) -> Self {
+        Self {
+            next_seq: seq + 1,
+            prev_hash: hash,
+            count,
+            ..Self::new(None)
+        }
+    }
+
+    /// Requires the chain to hold entry `seq` with hash `hash` (pins past the entries
+    /// this verifier starts after; ascending by `seq`).
+    pub fn pin(mut self, seq: i64, hash: String) -> Self {
+        self.pins.push_back((seq, hash));
+        self
+    }
+
+    /// The sequence number of the next entry expected.
+    pub fn next_seq(&self) -> i64 {
+        self.next_seq
     }
 
     pub fn push(&mut self, entry: &AuditEntry) -> Result<(), ChainBreak> {
@@ -213,6 +252,13 @@ impl ChainVerifier {
         if self.expect_head.as_deref() == Some(entry.hash.as_str()) {
             self.head_seen = true;
         }
+        while self.pins.front().is_some_and(|(seq, _)| *seq == entry.seq) {
+            if let Some((seq, hash)) = self.pins.pop_front() {
+                if hash != entry.hash {
+                    return Err(ChainBreak::PinMismatch { seq });
+                }
+            }
+        }
         self.prev_hash = entry.hash.clone();
         self.next_seq += 1;
         self.count += 1;
@@ -224,6 +270,12 @@ impl ChainVerifier {
             if !self.head_seen {
                 return Err(ChainBreak::HeadNotFound { expected });
             }
+        }
+        if let Some((seq, _)) = self.pins.front() {
+            return Err(ChainBreak::PinBeyondHead {
+                seq: *seq,
+                head: self.next_seq - 1,
+            });
         }
         Ok(VerifiedChain {
             entries: self.count,

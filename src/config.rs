@@ -13,9 +13,11 @@ use serde::Deserialize;
 use url::Url;
 
 mod alerts;
+mod audit;
 mod caps;
 
 pub use alerts::{AlertKinds, AlertSettings};
+pub use audit::AuditSettings;
 pub use caps::DailyCaps;
 
 /// The Busha client secret's environment variable.
@@ -64,6 +66,7 @@ pub struct Settings {
     pub pacing: PacingSettings,
     pub worker: WorkerSettings,
     pub alerts: AlertSettings,
+    pub audit: AuditSettings,
     pub grants: Vec<GrantSpec>,
 }
 
@@ -307,6 +310,8 @@ struct File {
     #[serde(default)]
     alerts: alerts::RawAlerts,
     #[serde(default)]
+    audit: audit::RawAudit,
+    #[serde(default)]
     grants: Vec<GrantSpec>,
 }
 
@@ -389,6 +394,7 @@ impl Settings {
         }
         let worker = file.worker.resolve().map_err(invalid)?;
         let alerts = file.alerts.resolve().map_err(invalid)?;
+        let audit = file.audit.resolve().map_err(invalid)?;
         Ok(Settings {
             path: path.to_path_buf(),
             store: file.store,
@@ -398,6 +404,7 @@ impl Settings {
             pacing: file.pacing,
             worker,
             alerts,
+            audit,
             grants: file.grants,
         })
     }

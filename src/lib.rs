@@ -20,7 +20,9 @@
 //! - [`provider`]: the only code that speaks HTTP to Busha (typed client, errors, pacing).
 //! - [`reconcile`]: read-only comparison of our runs with Busha's transfers. Writes nothing.
 //! - [`store`]: the system of record; all SQL lives here.
-//! - [`audit`]: the hash-chained audit log's domain.
+//! - [`audit`]: the hash-chained audit log's domain, and the signed checkpoint format.
+//! - [`checkpoints`]: signed audit checkpoints made under a lease into an append-only
+//!   folder outside the store, and verified against the chain. Never logs the key.
 //! - [`queue`]: the dispatch queue (apalis); carries run ids only. The only module that
 //!   names apalis types.
 //! - [`worker`]: dispatcher, supervised queue consumers and purge, under one shutdown.
@@ -30,6 +32,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod checkpoints;
 pub mod cli;
 pub mod clock;
 pub mod config;
