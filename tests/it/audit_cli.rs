@@ -19,7 +19,7 @@ use crate::backends::TestStore;
 use crate::grants_harness::{ALIAS, World};
 use crate::pipeline_grants::{connect_for_payouts, payout};
 
-fn config_for(store_url: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn config_for(store_url: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("treasury.toml");
     std::fs::write(
@@ -41,7 +41,7 @@ redirect_uri = "http://localhost:8787/oauth/callback"
     (dir, path)
 }
 
-async fn treasury(config: &std::path::Path, args: &[&str]) -> Result<String, String> {
+pub(crate) async fn treasury(config: &std::path::Path, args: &[&str]) -> Result<String, String> {
     let mut argv = vec!["treasury", "--config", config.to_str().unwrap()];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;

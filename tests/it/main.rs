@@ -1,6 +1,7 @@
 //! The one integration-test binary: every suite is a module here.
 
 mod alerts;
+mod audit_checkpoints;
 mod audit_cli;
 mod baanx_client;
 mod baanx_sandbox;
