@@ -37,6 +37,7 @@ mod pipeline_payees;
 mod pipeline_requotes;
 mod pipeline_world;
 mod processes;
+mod proptests;
 mod queue;
 mod reconcile;
 mod reconcile_cli;
