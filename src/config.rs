@@ -243,20 +243,31 @@ struct RawWorker {
     recovery_interval: Option<String>,
 }
 
+/// A setting's positive duration, written like job files' (`"30s"`, `"2m"`), or
+/// `default` when absent; the error names `setting` and gives `examples`.
+pub(crate) fn positive_duration(
+    setting: &str,
+    value: Option<String>,
+    default: std::time::Duration,
+    examples: &str,
+) -> Result<std::time::Duration, String> {
+    match value {
+        None => Ok(default),
+        Some(text) => crate::jobs::schedule::parse_duration(&text)
+            .ok()
+            .and_then(|d| d.to_std().ok())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!("{setting} = {text:?} is not a positive duration (e.g. {examples})")
+            }),
+    }
+}
+
 impl RawWorker {
     fn resolve(self) -> Result<WorkerSettings, String> {
         let d = WorkerSettings::default();
         let duration = |key: &str, v: Option<String>, default: std::time::Duration| {
-            match v {
-            None => Ok(default),
-            Some(text) => crate::jobs::schedule::parse_duration(&text)
-                .ok()
-                .and_then(|d| d.to_std().ok())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    format!("[worker] {key} = {text:?} is not a positive duration (e.g. \"30s\", \"2m\")")
-                }),
-        }
+            positive_duration(&format!("[worker] {key}"), v, default, "\"30s\", \"2m\"")
         };
         let count = |key: &str, v: Option<usize>, default: usize| match v {
             Some(0) => Err(format!("[worker] {key} must be at least 1")),

@@ -35,16 +35,12 @@ pub(super) struct RawAudit {
 impl RawAudit {
     pub(super) fn resolve(self) -> Result<AuditSettings, String> {
         let d = AuditSettings::default();
-        let checkpoint_every = match self.checkpoint_every {
-            None => d.checkpoint_every,
-            Some(text) => crate::jobs::schedule::parse_duration(&text)
-                .ok()
-                .and_then(|d| d.to_std().ok())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    format!("[audit] checkpoint_every = {text:?} is not a positive duration (e.g. \"15m\", \"1h\")")
-                })?,
-        };
+        let checkpoint_every = super::positive_duration(
+            "[audit] checkpoint_every",
+            self.checkpoint_every,
+            d.checkpoint_every,
+            "\"15m\", \"1h\"",
+        )?;
         if self
             .checkpoints
             .as_ref()
@@ -56,5 +52,28 @@ impl RawAudit {
             checkpoints: self.checkpoints,
             checkpoint_every,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AuditSettings, String> {
+        toml::from_str::<RawAudit>(text)
+            .map_err(|e| e.to_string())?
+            .resolve()
+    }
+
+    #[test]
+    fn audit_settings_default_to_no_checkpoints_every_fifteen_minutes_and_refuse_bad_values() {
+        assert_eq!(parse("").unwrap(), AuditSettings::default());
+        let s = parse("checkpoints = \"/srv/cp\"\ncheckpoint_every = \"1h\"").unwrap();
+        assert_eq!(s.checkpoints, Some(PathBuf::from("/srv/cp")));
+        assert_eq!(s.checkpoint_every, std::time::Duration::from_secs(3600));
+        let err = parse("checkpoint_every = \"0s\"").unwrap_err();
+        assert!(err.contains("[audit] checkpoint_every"), "{err}");
+        assert!(parse("checkpoints = \"\"").is_err());
+        assert!(parse("every = \"1h\"").is_err());
     }
 }
