@@ -86,27 +86,85 @@ impl AuditEntry {
         entry
     }
 
-    /// SHA-256 (hex) over the canonical encoding of every field but `hash`.
+    /// SHA-256 (hex) over the canonical encoding of every field but `hash`: the
+    /// canonical JSON of `{seq, at_ms, actor, action, run_id, job_id, grant_id,
+    /// payload, prev_hash}`, streamed into the hasher without building it.
     pub fn compute_hash(&self) -> String {
-        let body = serde_json::json!({
-            "seq": self.seq,
-            "at_ms": self.at.timestamp_millis(),
-            "actor": self.actor,
-            "action": self.action,
-            "run_id": self.run_id,
-            "job_id": self.job_id,
-            "grant_id": self.grant_id,
-            "payload": self.payload,
-            "prev_hash": self.prev_hash,
-        });
-        let mut hasher = Sha256::new();
-        hasher.update(canonical_json(&body).as_bytes());
-        hex(&hasher.finalize())
+        let fields = HashedFields {
+            action: &self.action,
+            actor: &self.actor,
+            at_ms: self.at.timestamp_millis(),
+            grant_id: &self.grant_id,
+            job_id: &self.job_id,
+            payload: Canonical(&self.payload),
+            prev_hash: &self.prev_hash,
+            run_id: &self.run_id,
+            seq: self.seq,
+        };
+        let mut hasher = HashWriter(Sha256::new());
+        // Serialising strings, numbers and JSON values into a hasher cannot fail.
+        let _ = serde_json::to_writer(&mut hasher, &fields);
+        hex(&hasher.0.finalize())
+    }
+}
+
+/// The hashed fields, declared in sorted key order: serialised, they are exactly what
+/// [`canonical_json`] makes of the same object.
+#[derive(Serialize)]
+struct HashedFields<'a> {
+    action: &'a str,
+    actor: &'a str,
+    at_ms: i64,
+    grant_id: &'a Option<String>,
+    job_id: &'a Option<String>,
+    payload: Canonical<'a>,
+    prev_hash: &'a str,
+    run_id: &'a Option<String>,
+    seq: i64,
+}
+
+/// A JSON value serialised with object keys sorted at every level, without a copy.
+struct Canonical<'a>(&'a Value);
+
+impl Serialize for Canonical<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                let mut m = s.serialize_map(Some(keys.len()))?;
+                for k in keys {
+                    m.serialize_entry(k, &Canonical(&map[k]))?;
+                }
+                m.end()
+            }
+            Value::Array(items) => s.collect_seq(items.iter().map(Canonical)),
+            other => other.serialize(s),
+        }
+    }
+}
+
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// JSON with object keys sorted at every level and no insignificant whitespace, so
@@ -355,6 +413,29 @@ mod tests {
         c[1] = AuditEntry { seq: 2, ..b };
         c[2] = AuditEntry { seq: 3, ..a };
         assert_eq!(verify(&c).unwrap_err().seq(), Some(2));
+    }
+
+    #[test]
+    fn the_streamed_hash_is_the_hash_of_the_canonical_json_object() {
+        let payload: Value = serde_json::from_str(
+            r#"{"z":[{"b":1,"a":"\u00e9\n\"q\""}],"amount":"10.50","n":null,"f":1.5,"m":{"y":true,"x":-3}}"#,
+        )
+        .unwrap();
+        let mut e = AuditEntry::chain(
+            7,
+            Utc::now(),
+            NewAuditEntry::new("operator:ädä", "run.approved", payload.clone()).job("j"),
+            GENESIS,
+        );
+        // The payload as a map that was not built sorted, as a row may hold it.
+        e.payload = payload;
+        let body = serde_json::json!({
+            "seq": e.seq, "at_ms": e.at.timestamp_millis(), "actor": e.actor,
+            "action": e.action, "run_id": e.run_id, "job_id": e.job_id,
+            "grant_id": e.grant_id, "payload": e.payload, "prev_hash": e.prev_hash,
+        });
+        let want = hex(&Sha256::digest(canonical_json(&body).as_bytes()));
+        assert_eq!(e.compute_hash(), want);
     }
 
     #[test]
