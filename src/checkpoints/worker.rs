@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Checkpointer, Made};
+use super::{CheckpointFailure, Checkpointer, Made};
 
 /// Audit actions that call for a checkpoint at once.
 pub const CHECKPOINT_NOW: [&str; 3] = ["halt.on", "halt.off", "run.approved"];
@@ -47,6 +47,8 @@ pub async fn run_checkpointer(cp: Checkpointer, every: Duration, shutdown: Cance
                     last_made = tokio::time::Instant::now();
                     due = false;
                 }
+                // Nothing to sign yet: the first entry makes the first checkpoint.
+                Err(CheckpointFailure::Empty) => {}
                 Err(e) => tracing::error!(error = %e, "ALERT: no audit checkpoint could be made"),
             }
         }
