@@ -384,3 +384,48 @@ async fn audit_checkpoint_makes_one_into_the_configured_folder_then_none_while_t
         .unwrap();
     assert!(ok.contains("0 entries after checkpoint 1"), "{ok}");
 }
+
+/// Waits until checkpoint `n` is in `dir`, failing after `within`.
+async fn wait_for_checkpoint(dir: &std::path::Path, n: u64, within: std::time::Duration) {
+    let file = Folder::new(dir).file(n, "msg");
+    let start = std::time::Instant::now();
+    while !file.is_file() {
+        assert!(
+            start.elapsed() < within,
+            "checkpoint {n} not made within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_running_checkpointer_signs_at_start_and_again_soon_after_a_halt() {
+    let t = TestStore::sqlite().await;
+    let folder = tempfile::tempdir().unwrap();
+    append(&t.store, 3).await;
+    let cp = checkpointer(&t.store, folder.path(), "worker:a");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let every = std::time::Duration::from_secs(3600);
+    let task = tokio::spawn(treasury::checkpoints::run_checkpointer(
+        cp,
+        every,
+        shutdown.clone(),
+    ));
+    wait_for_checkpoint(folder.path(), 1, std::time::Duration::from_secs(20)).await;
+    // New entries alone wait for the schedule; a halt calls for a checkpoint at once.
+    append(&t.store, 2).await;
+    t.store
+        .append_audit(
+            chrono::Utc::now(),
+            NewAuditEntry::new("operator:ops", "halt.on", json!({ "scope": "all" })),
+        )
+        .await
+        .unwrap();
+    wait_for_checkpoint(folder.path(), 2, std::time::Duration::from_secs(20)).await;
+    shutdown.cancel();
+    task.await.unwrap();
+    let key = parse_signing_key(&key_b64()).unwrap().verifying_key();
+    let all = Folder::new(folder.path()).read_all(&key).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].checkpoint.head_seq, 6);
+}
