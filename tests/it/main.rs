@@ -2,6 +2,7 @@
 
 mod alerts;
 mod audit_checkpoints;
+mod audit_checkpoints_tools;
 mod audit_cli;
 mod baanx_client;
 mod baanx_sandbox;
