@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use chrono::Utc;
 use serde_json::json;
-use sqlx::{Any, QueryBuilder};
 use treasury::audit::{AuditEntry, GENESIS, NewAuditEntry, canonical_json};
 use treasury::checkpoints::key::{generate, parse_signing_key};
 use treasury::checkpoints::{Checkpointer, Folder, Made, verify_since};
@@ -80,22 +79,32 @@ async fn fill(pool: &sqlx::AnyPool, head: &mut (i64, String), n: usize) {
                 e
             })
             .collect();
-        let mut q: QueryBuilder<Any> = QueryBuilder::new(
-            "INSERT INTO audit_log (seq, at_ms, actor, action, run_id, job_id, grant_id, payload, prev_hash, hash) ",
+        // Numbered placeholders: both backends take `$n` (the Any builder writes `?`).
+        let values: Vec<String> = (0..rows.len())
+            .map(|r| {
+                let n: Vec<String> = (1..=10).map(|c| format!("${}", r * 10 + c)).collect();
+                format!("({})", n.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_log (seq, at_ms, actor, action, run_id, job_id, grant_id, payload, prev_hash, hash) VALUES {}",
+            values.join(", ")
         );
-        q.push_values(rows, |mut b, e| {
-            b.push_bind(e.seq)
-                .push_bind(e.at.timestamp_millis())
-                .push_bind(e.actor)
-                .push_bind(e.action)
-                .push_bind(e.run_id)
-                .push_bind(e.job_id)
-                .push_bind(e.grant_id)
-                .push_bind(canonical_json(&e.payload))
-                .push_bind(e.prev_hash)
-                .push_bind(e.hash);
-        });
-        q.build().execute(pool).await.expect("insert a batch");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in rows {
+            q = q
+                .bind(e.seq)
+                .bind(e.at.timestamp_millis())
+                .bind(e.actor)
+                .bind(e.action)
+                .bind(e.run_id)
+                .bind(e.job_id)
+                .bind(e.grant_id)
+                .bind(canonical_json(&e.payload))
+                .bind(e.prev_hash)
+                .bind(e.hash);
+        }
+        q.execute(pool).await.expect("insert a batch");
         left -= take;
     }
 }
