@@ -3,6 +3,8 @@
 //!
 //! No IO here: the store appends and reads rows; this module says what a valid chain is.
 
+pub mod checkpoint;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -84,27 +86,85 @@ impl AuditEntry {
         entry
     }
 
-    /// SHA-256 (hex) over the canonical encoding of every field but `hash`.
+    /// SHA-256 (hex) over the canonical encoding of every field but `hash`: the
+    /// canonical JSON of `{seq, at_ms, actor, action, run_id, job_id, grant_id,
+    /// payload, prev_hash}`, streamed into the hasher without building it.
     pub fn compute_hash(&self) -> String {
-        let body = serde_json::json!({
-            "seq": self.seq,
-            "at_ms": self.at.timestamp_millis(),
-            "actor": self.actor,
-            "action": self.action,
-            "run_id": self.run_id,
-            "job_id": self.job_id,
-            "grant_id": self.grant_id,
-            "payload": self.payload,
-            "prev_hash": self.prev_hash,
-        });
-        let mut hasher = Sha256::new();
-        hasher.update(canonical_json(&body).as_bytes());
-        hex(&hasher.finalize())
+        let fields = HashedFields {
+            action: &self.action,
+            actor: &self.actor,
+            at_ms: self.at.timestamp_millis(),
+            grant_id: &self.grant_id,
+            job_id: &self.job_id,
+            payload: Canonical(&self.payload),
+            prev_hash: &self.prev_hash,
+            run_id: &self.run_id,
+            seq: self.seq,
+        };
+        let mut hasher = HashWriter(Sha256::new());
+        // Serialising strings, numbers and JSON values into a hasher cannot fail.
+        let _ = serde_json::to_writer(&mut hasher, &fields);
+        hex(&hasher.0.finalize())
+    }
+}
+
+/// The hashed fields, declared in sorted key order: serialised, they are exactly what
+/// [`canonical_json`] makes of the same object.
+#[derive(Serialize)]
+struct HashedFields<'a> {
+    action: &'a str,
+    actor: &'a str,
+    at_ms: i64,
+    grant_id: &'a Option<String>,
+    job_id: &'a Option<String>,
+    payload: Canonical<'a>,
+    prev_hash: &'a str,
+    run_id: &'a Option<String>,
+    seq: i64,
+}
+
+/// A JSON value serialised with object keys sorted at every level, without a copy.
+struct Canonical<'a>(&'a Value);
+
+impl Serialize for Canonical<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                let mut m = s.serialize_map(Some(keys.len()))?;
+                for k in keys {
+                    m.serialize_entry(k, &Canonical(&map[k]))?;
+                }
+                m.end()
+            }
+            Value::Array(items) => s.collect_seq(items.iter().map(Canonical)),
+            other => other.serialize(s),
+        }
+    }
+}
+
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// JSON with object keys sorted at every level and no insignificant whitespace, so
@@ -144,6 +204,14 @@ pub enum ChainBreak {
         "the expected head {expected} is not in the chain (the chain was rewritten or truncated)"
     )]
     HeadNotFound { expected: String },
+    #[error(
+        "entry {seq} is not the entry a checkpoint recorded there: its hash differs (the chain was rewritten)"
+    )]
+    PinMismatch { seq: i64 },
+    #[error(
+        "a checkpoint recorded entry {seq}, but the chain ends at entry {head} (the chain was truncated)"
+    )]
+    PinBeyondHead { seq: i64, head: i64 },
 }
 
 impl ChainBreak {
@@ -151,7 +219,10 @@ impl ChainBreak {
     pub fn seq(&self) -> Option<i64> {
         match self {
             ChainBreak::Missing { expected, .. } => Some(*expected),
-            ChainBreak::Link { seq, .. } | ChainBreak::Altered { seq } => Some(*seq),
+            ChainBreak::Link { seq, .. }
+            | ChainBreak::Altered { seq }
+            | ChainBreak::PinMismatch { seq } => Some(*seq),
+            ChainBreak::PinBeyondHead { head, .. } => Some(head + 1),
             ChainBreak::HeadNotFound { .. } => None,
         }
     }
@@ -166,6 +237,8 @@ pub struct ChainVerifier {
     expect_head: Option<String>,
     head_seen: bool,
     count: u64,
+    /// `(seq, hash)` that the chain must hold, ascending (from checkpoints).
+    pins: std::collections::VecDeque<(i64, String)>,
 }
 
 /// A verified chain.
@@ -185,7 +258,31 @@ impl ChainVerifier {
             expect_head,
             head_seen: false,
             count: 0,
+            pins: Default::default(),
         }
+    }
+
+    /// A verifier for the entries after `seq`, whose hash is `hash`: what a verified
+    /// checkpoint already proved is not read again. `count` is the entries up to `seq`.
+    pub fn after(seq: i64, hash: String, count: u64) -> Self {
+        Self {
+            next_seq: seq + 1,
+            prev_hash: hash,
+            count,
+            ..Self::new(None)
+        }
+    }
+
+    /// Requires the chain to hold entry `seq` with hash `hash` (pins past the entries
+    /// this verifier starts after; ascending by `seq`).
+    pub fn pin(mut self, seq: i64, hash: String) -> Self {
+        self.pins.push_back((seq, hash));
+        self
+    }
+
+    /// The sequence number of the next entry expected.
+    pub fn next_seq(&self) -> i64 {
+        self.next_seq
     }
 
     pub fn push(&mut self, entry: &AuditEntry) -> Result<(), ChainBreak> {
@@ -213,6 +310,13 @@ impl ChainVerifier {
         if self.expect_head.as_deref() == Some(entry.hash.as_str()) {
             self.head_seen = true;
         }
+        while self.pins.front().is_some_and(|(seq, _)| *seq == entry.seq) {
+            if let Some((seq, hash)) = self.pins.pop_front() {
+                if hash != entry.hash {
+                    return Err(ChainBreak::PinMismatch { seq });
+                }
+            }
+        }
         self.prev_hash = entry.hash.clone();
         self.next_seq += 1;
         self.count += 1;
@@ -224,6 +328,12 @@ impl ChainVerifier {
             if !self.head_seen {
                 return Err(ChainBreak::HeadNotFound { expected });
             }
+        }
+        if let Some((seq, _)) = self.pins.front() {
+            return Err(ChainBreak::PinBeyondHead {
+                seq: *seq,
+                head: self.next_seq - 1,
+            });
         }
         Ok(VerifiedChain {
             entries: self.count,
@@ -303,6 +413,29 @@ mod tests {
         c[1] = AuditEntry { seq: 2, ..b };
         c[2] = AuditEntry { seq: 3, ..a };
         assert_eq!(verify(&c).unwrap_err().seq(), Some(2));
+    }
+
+    #[test]
+    fn the_streamed_hash_is_the_hash_of_the_canonical_json_object() {
+        let payload: Value = serde_json::from_str(
+            r#"{"z":[{"b":1,"a":"\u00e9\n\"q\""}],"amount":"10.50","n":null,"f":1.5,"m":{"y":true,"x":-3}}"#,
+        )
+        .unwrap();
+        let mut e = AuditEntry::chain(
+            7,
+            Utc::now(),
+            NewAuditEntry::new("operator:ädä", "run.approved", payload.clone()).job("j"),
+            GENESIS,
+        );
+        // The payload as a map that was not built sorted, as a row may hold it.
+        e.payload = payload;
+        let body = serde_json::json!({
+            "seq": e.seq, "at_ms": e.at.timestamp_millis(), "actor": e.actor,
+            "action": e.action, "run_id": e.run_id, "job_id": e.job_id,
+            "grant_id": e.grant_id, "payload": e.payload, "prev_hash": e.prev_hash,
+        });
+        let want = hex(&Sha256::digest(canonical_json(&body).as_bytes()));
+        assert_eq!(e.compute_hash(), want);
     }
 
     #[test]

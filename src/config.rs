@@ -12,10 +12,12 @@ use serde::Deserialize;
 use url::Url;
 
 mod alerts;
+mod audit;
 mod caps;
 mod checks;
 
 pub use alerts::{AlertKinds, AlertSettings};
+pub use audit::AuditSettings;
 pub use caps::DailyCaps;
 pub use checks::{Problem, STORE_SCHEMES};
 
@@ -76,6 +78,7 @@ pub struct Settings {
     pub pacing: PacingSettings,
     pub worker: WorkerSettings,
     pub alerts: AlertSettings,
+    pub audit: AuditSettings,
     pub grants: Vec<GrantSpec>,
 }
 
@@ -152,10 +155,10 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// How long a connection may take to send a request's head, and may sit idle
     /// between requests ("10s").
-    #[serde(default, deserialize_with = "positive_duration")]
+    #[serde(default, deserialize_with = "duration_text")]
     pub header_read_timeout: Option<std::time::Duration>,
     /// How long one request may take, handler included ("30s"); then 408.
-    #[serde(default, deserialize_with = "positive_duration")]
+    #[serde(default, deserialize_with = "duration_text")]
     pub request_timeout: Option<std::time::Duration>,
     /// At most this many open connections; more wait in the kernel's backlog.
     #[serde(default)]
@@ -186,7 +189,7 @@ impl HttpSettings {
 }
 
 /// A duration written as text ("10s", "2m"), which must be positive.
-fn positive_duration<'de, D: serde::Deserializer<'de>>(
+fn duration_text<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<std::time::Duration>, D::Error> {
     let text = String::deserialize(d)?;
@@ -324,20 +327,31 @@ struct RawWorker {
     recovery_interval: Option<String>,
 }
 
+/// A setting's positive duration, written like job files' (`"30s"`, `"2m"`), or
+/// `default` when absent; the error names `setting` and gives `examples`.
+pub(crate) fn positive_duration(
+    setting: &str,
+    value: Option<String>,
+    default: std::time::Duration,
+    examples: &str,
+) -> Result<std::time::Duration, String> {
+    match value {
+        None => Ok(default),
+        Some(text) => crate::jobs::schedule::parse_duration(&text)
+            .ok()
+            .and_then(|d| d.to_std().ok())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!("{setting} = {text:?} is not a positive duration (e.g. {examples})")
+            }),
+    }
+}
+
 impl RawWorker {
     fn resolve(self) -> Result<WorkerSettings, String> {
         let d = WorkerSettings::default();
         let duration = |key: &str, v: Option<String>, default: std::time::Duration| {
-            match v {
-            None => Ok(default),
-            Some(text) => crate::jobs::schedule::parse_duration(&text)
-                .ok()
-                .and_then(|d| d.to_std().ok())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    format!("[worker] {key} = {text:?} is not a positive duration (e.g. \"30s\", \"2m\")")
-                }),
-        }
+            positive_duration(&format!("[worker] {key}"), v, default, "\"30s\", \"2m\"")
         };
         let count = |key: &str, v: Option<usize>, default: usize| match v {
             Some(0) => Err(format!("[worker] {key} must be at least 1")),
@@ -430,6 +444,8 @@ struct File {
     worker: RawWorker,
     #[serde(default)]
     alerts: alerts::RawAlerts,
+    #[serde(default)]
+    audit: audit::RawAudit,
     #[serde(default)]
     grants: Vec<GrantSpec>,
 }
@@ -548,6 +564,7 @@ fn resolve(path: &Path, text: &str, file: File, problems: &mut Vec<Problem>) -> 
     }
     let worker = file.worker.resolve().map_err(&mut invalid).ok();
     let alerts = file.alerts.resolve().map_err(&mut invalid).ok();
+    let audit = file.audit.resolve().map_err(&mut invalid).ok();
     Some(Settings {
         path: path.to_path_buf(),
         store: file.store,
@@ -558,6 +575,7 @@ fn resolve(path: &Path, text: &str, file: File, problems: &mut Vec<Problem>) -> 
         pacing: file.pacing,
         worker: worker?,
         alerts: alerts?,
+        audit: audit?,
         grants: file.grants,
     })
 }

@@ -20,7 +20,9 @@
 //! - [`provider`]: the only code that speaks HTTP to Busha (typed client, errors, pacing).
 //! - [`reconcile`]: read-only comparison of our runs with Busha's transfers. Writes nothing.
 //! - [`store`]: the system of record; all SQL lives here.
-//! - [`audit`]: the hash-chained audit log's domain.
+//! - [`audit`]: the hash-chained audit log's domain, and the signed checkpoint format.
+//! - [`checkpoints`]: signed audit checkpoints made under a lease into an append-only
+//!   folder outside the store, and verified against the chain. Never logs the key.
 //! - [`seal`]: runs' specs, approvals, halts and cap reservations sealed into the chain
 //!   under a key derived from the master key; the check before every money-moving step.
 //!   No IO.
@@ -35,6 +37,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod checkpoints;
 pub mod cli;
 pub mod clock;
 pub mod config;

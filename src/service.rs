@@ -90,6 +90,13 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
     });
     let mut seals = SealMonitor::new(store.clone(), keys.clone(), sink.clone(), clock.clone());
     check_seals_at_start(&mut seals).await?;
+    let checkpointer = crate::checkpoints::checkpointer_at_start(
+        &settings.audit,
+        &store,
+        &clock,
+        &format!("worker:{worker_id}"),
+    )
+    .await?;
     let custodian = Custodian::with_providers(
         store.clone(),
         keys.clone(),
@@ -161,6 +168,14 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
             }
             tracing::info!("scheduler stopped");
         });
+    }
+    if let Some(cp) = checkpointer {
+        let every = settings.audit.checkpoint_every;
+        tasks.spawn(crate::checkpoints::run_checkpointer(
+            cp,
+            every,
+            shutdown.clone(),
+        ));
     }
     // One balance watch per sweep job.
     for job in jobs.iter().filter(|j| j.spec().sweep().is_some()) {

@@ -1,4 +1,4 @@
-//! `treasury audit verify|head|export`.
+//! `treasury audit verify|head|export|checkpoint|keygen|public-key`.
 
 use std::io::Write;
 
@@ -19,9 +19,21 @@ pub enum AuditCommand {
         /// the chain, which proves the chain was not rewritten wholesale.
         #[arg(long)]
         expect_head: Option<String>,
+        #[command(flatten)]
+        checkpoints: super::audit_checkpoints::CheckpointArgs,
         #[arg(long)]
         json: bool,
     },
+    /// Make a signed checkpoint of the chain's head now, into `[audit] checkpoints`.
+    Checkpoint {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a new random signing key (base64 of a 32-byte Ed25519 seed) for
+    /// TREASURY_AUDIT_SIGNING_KEY. Needs no config or store.
+    Keygen,
+    /// Print the public key of TREASURY_AUDIT_SIGNING_KEY (PEM), to hand to auditors.
+    PublicKey,
     /// Print the latest sequence number and hash, to keep somewhere safe.
     Head {
         #[arg(long)]
@@ -67,7 +79,21 @@ impl Context {
     ) -> Result<(), CliError> {
         let io = |e: std::io::Error| CliError(format!("cannot write output: {e}"));
         match command {
-            AuditCommand::Verify { expect_head, json } => {
+            AuditCommand::Verify {
+                expect_head,
+                checkpoints,
+                json,
+            } if checkpoints.is_set() => {
+                self.verify_checkpoints(expect_head, checkpoints, json, out)
+                    .await
+            }
+            AuditCommand::Checkpoint { json } => self.checkpoint(json, out).await,
+            AuditCommand::Keygen | AuditCommand::PublicKey => {
+                super::audit_checkpoints::offline(command, out)
+            }
+            AuditCommand::Verify {
+                expect_head, json, ..
+            } => {
                 let verdict = self
                     .store
                     .verify_audit(expect_head)

@@ -7,6 +7,7 @@
 //! output, of any command, contains a token.
 
 pub mod audit;
+mod audit_checkpoints;
 pub mod connect;
 pub mod connect_api;
 pub mod guards;
@@ -265,6 +266,10 @@ async fn dispatch(
         Command::Jobs { command } => {
             return Ok(jobs::run(&cli.config, command, &clock, out).await?);
         }
+        // Keys are made and shown without a config or a store.
+        Command::Audit {
+            command: command @ (audit::AuditCommand::Keygen | audit::AuditCommand::PublicKey),
+        } => return Ok(audit_checkpoints::offline(command, out)?),
         // The demo makes its own sandbox, store and key.
         Command::Demo { jobs, occurrences } => {
             let mut opts = crate::demo::DemoOptions::new(&cli.config, jobs);

@@ -70,16 +70,12 @@ pub(super) struct RawAlerts {
 impl RawAlerts {
     pub(super) fn resolve(self) -> Result<AlertSettings, String> {
         let d = AlertSettings::default();
-        let stuck_after = match self.stuck_after {
-            None => d.stuck_after,
-            Some(text) => crate::jobs::schedule::parse_duration(&text)
-                .ok()
-                .and_then(|d| d.to_std().ok())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    format!("[alerts] stuck_after = {text:?} is not a positive duration (e.g. \"30m\", \"2h\")")
-                })?,
-        };
+        let stuck_after = super::positive_duration(
+            "[alerts] stuck_after",
+            self.stuck_after,
+            d.stuck_after,
+            "\"30m\", \"2h\"",
+        )?;
         if let Some(url) = &self.url {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!(

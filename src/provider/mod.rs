@@ -90,6 +90,9 @@ impl SendCheck for Unleased {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

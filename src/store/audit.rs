@@ -104,12 +104,25 @@ impl Store {
         &self,
         expect_head: Option<String>,
     ) -> Result<Result<VerifiedChain, ChainBreak>, StoreError> {
-        let mut verifier = ChainVerifier::new(expect_head);
+        self.verify_audit_with(ChainVerifier::new(expect_head))
+            .await
+    }
+
+    /// Streams the entries from `verifier`'s next expected one on through it.
+    pub async fn verify_audit_with(
+        &self,
+        mut verifier: ChainVerifier,
+    ) -> Result<Result<VerifiedChain, ChainBreak>, StoreError> {
         let mut rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM audit_log ORDER BY seq"
+            " FROM audit_log WHERE seq >= $1 ORDER BY seq"
         ))
+        // From the start, every row is read: one at seq 0 or below is a break too.
+        .bind(match verifier.next_seq() {
+            1 => i64::MIN,
+            next => next,
+        })
         .fetch(self.pool());
         while let Some(row) = rows.try_next().await? {
             let entry = match entry_from_row(&row) {

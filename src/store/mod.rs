@@ -12,6 +12,7 @@
 //! share one commit (see `writer`), on PostgreSQL each is a transaction of its own.
 
 mod audit;
+mod checkpoints;
 mod dispatch;
 mod grants;
 mod guards;
@@ -37,6 +38,7 @@ use writer::Writer;
 pub(crate) use writer::{AuditHead, WriteFn};
 
 pub use audit::AuditExport;
+pub use checkpoints::CheckpointLease;
 pub use dispatch::Claimed;
 pub use grants::{AuthorizationRow, ConnectedGrantRow, GrantRow, Resealed, SealedTokens};
 pub use guards::{ApprovalRow, Approved, CapCheck, Refusal, Reservation};

@@ -1,6 +1,8 @@
 //! The one integration-test binary: every suite is a module here.
 
 mod alerts;
+mod audit_checkpoints;
+mod audit_checkpoints_tools;
 mod audit_cli;
 mod baanx_client;
 mod baanx_grants;
@@ -46,6 +48,7 @@ mod pipeline_payees;
 mod pipeline_requotes;
 mod pipeline_world;
 mod processes;
+mod proptests;
 mod queue;
 mod reconcile;
 mod reconcile_cli;

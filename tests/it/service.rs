@@ -100,6 +100,7 @@ impl Service {
             pacing: Default::default(),
             worker: Default::default(),
             alerts: Default::default(),
+            audit: Default::default(),
             grants: vec![GrantSpec {
                 alias: ALIAS.into(),
                 provider: "busha".into(),
