@@ -11,6 +11,7 @@ use std::fmt;
 use crate::audit::AuditEntry;
 use crate::runs::{Amount, Run};
 
+use super::RECIPIENT_RESOLVED;
 use super::key::{MacError, SealKeys};
 use super::spec::{RunSeal, rule_hash, spec_hash};
 
@@ -48,6 +49,8 @@ pub enum SealBreak {
     },
     /// What is asked of Busha is outside the sealed bound.
     OutOfBounds(String),
+    /// The row names a recipient that no MAC'd `run.recipient.resolved` entry names.
+    RecipientChanged { row: String, sealed: Option<String> },
 }
 
 impl fmt::Display for SealBreak {
@@ -90,6 +93,16 @@ impl fmt::Display for SealBreak {
                 Ok(())
             }
             SealBreak::OutOfBounds(what) => write!(f, "{what}"),
+            SealBreak::RecipientChanged { row, sealed } => match sealed {
+                Some(sealed) => write!(
+                    f,
+                    "it names recipient {row}, but the worker resolved and sealed recipient {sealed}"
+                ),
+                None => write!(
+                    f,
+                    "it names recipient {row}, which no sealed run.recipient.resolved entry names"
+                ),
+            },
         }
     }
 }
@@ -111,6 +124,7 @@ pub fn check_run(
     if sealed.approval_required {
         approvals_proven(keys, &sealed, entries)?;
     }
+    recipient_proven(keys, run, entries)?;
     ask_within(run)?;
     Ok(SealChecked { _private: () })
 }
@@ -126,6 +140,27 @@ pub(super) fn sealed(keys: &SealKeys, entries: &[AuditEntry]) -> Result<RunSeal,
         why,
     })?;
     RunSeal::from_payload(&created.payload).ok_or(SealBreak::NoSeal)
+}
+
+/// The recipient the row names is the one the last MAC'd `run.recipient.resolved`
+/// entry named: the worker resolved it and checked it against the payee.
+fn recipient_proven(keys: &SealKeys, run: &Run, entries: &[AuditEntry]) -> Result<(), SealBreak> {
+    let Some(ours) = run.recipient_id.as_deref() else {
+        return Ok(());
+    };
+    let resolved = entries
+        .iter()
+        .rev()
+        .filter(|e| e.action == RECIPIENT_RESOLVED)
+        .find(|e| keys.check(e).is_ok())
+        .and_then(|e| e.payload.get("recipient_id").and_then(|r| r.as_str()));
+    match resolved {
+        Some(id) if id == ours => Ok(()),
+        other => Err(SealBreak::RecipientChanged {
+            row: ours.to_string(),
+            sealed: other.map(str::to_string),
+        }),
+    }
 }
 
 /// Distinct approvers, none the sealed owner, on `run.approved` entries with a valid MAC.

@@ -30,11 +30,15 @@ pub use key::{KeyOrigin, MacError, SealKeys};
 pub use spec::{RunSeal, seal_created};
 pub use verify::{SealProblem, SealReport, SealVerifier};
 
+/// The entry that names the recipient a run pays, once the worker checked it.
+pub const RECIPIENT_RESOLVED: &str = "run.recipient.resolved";
+
 /// The audit actions whose entries carry a MAC, and which the worker trusts only with
 /// a valid one.
-pub const MACED_ACTIONS: [&str; 6] = [
+pub const MACED_ACTIONS: [&str; 7] = [
     "run.created",
     "run.approved",
+    RECIPIENT_RESOLVED,
     "halt.on",
     "halt.off",
     "run.cap.reserved",

@@ -79,7 +79,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM audit_log WHERE run_id = $1 AND (action = 'run.created' OR action = 'run.approved') ORDER BY seq"
+            " FROM audit_log WHERE run_id = $1 AND (action = 'run.created' OR action = 'run.approved' OR action = 'run.recipient.resolved') ORDER BY seq"
         ))
         .bind(run_id.as_str())
         .fetch_all(self.pool())

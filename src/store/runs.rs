@@ -183,6 +183,15 @@ impl Store {
             .as_ref()
             .map(|a| serde_json::to_string(a).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()?;
+        // The recipient a run pays is sealed as it is resolved (issue 16): a later edit
+        // of `runs.recipient_id` no longer matches a MAC'd entry.
+        let audit: Vec<NewAuditEntry> = audit
+            .into_iter()
+            .map(|e| match e.action.as_str() {
+                crate::seal::RECIPIENT_RESOLVED => self.seal_keys().sign(e, now),
+                _ => e,
+            })
+            .collect();
         let (run, fence, owner) = (run.clone(), lease.fence, lease.owner.clone());
         let renewed_at = std::time::Instant::now();
         self.write(Box::new(move |conn, head| {

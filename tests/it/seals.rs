@@ -183,7 +183,58 @@ async fn an_edit_before_any_money_moving_step_stops_that_step(ts: TestStore) {
     }
 }
 
+/// The recipient a run resolved is sealed too: another recipient's id written into
+/// `runs.recipient_id` before the quote lock (the spec untouched) moves no money.
+async fn a_recipient_id_swapped_after_resolution_is_never_quoted_nor_paid(ts: TestStore) {
+    let w = World::with(fast(), Some(&ts)).await;
+    w.sb.add_bank_account(BANK, MALLORY, "MALLORY MONEYBAGS");
+    // Mallory's recipient exists on the customer's account (made by another run).
+    let mut theirs = ngn(dec!(10000));
+    theirs.recipient = RecipientSpec::Bank {
+        bank_code: BANK.into(),
+        account_number: MALLORY.into(),
+        expected_name: "Mallory Moneybags".into(),
+    };
+    let other = w.create("mallory", theirs).await;
+    assert_eq!(w.drive(&w.pipeline("w0"), &other).await, RunState::Settled);
+    let mallory_recipient = w.run(&other).await.recipient_id.unwrap();
+    let transfers_before = w.transfers();
+
+    let id = w.create("ours", ngn(dec!(10000))).await;
+    let crashing = w
+        .pipeline("w1")
+        .with_crash_points(Arc::new(StopBefore("before POST /v1/quotes")));
+    assert!(matches!(
+        crashing.execute(&id).await,
+        Err(PipelineError::Crashed(_))
+    ));
+    let quotes_before = w.quotes();
+    let mut conn = admin(&w.url).await;
+    sqlx::query("UPDATE runs SET recipient_id = $1 WHERE id = $2")
+        .bind(&mallory_recipient)
+        .bind(id.as_str())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let p = w.pipeline("w2");
+    w.clock.advance(p.takeover_after() + Duration::seconds(1));
+    assert_eq!(w.drive(&p, &id).await, RunState::NeedsHuman);
+    assert_eq!(
+        w.quotes(),
+        quotes_before,
+        "a quote was locked for the swapped recipient"
+    );
+    assert_eq!(w.transfers(), transfers_before, "money moved");
+    let reason = w.run(&id).await.reason.unwrap();
+    assert!(
+        reason.contains("does not match its seal") && reason.contains("sealed recipient"),
+        "{reason}"
+    );
+}
+
 crate::on_both_backends!(
+    a_recipient_id_swapped_after_resolution_is_never_quoted_nor_paid,
     an_amount_edited_in_the_store_moves_no_money,
     a_payee_swapped_in_the_store_is_never_created_nor_paid,
     an_edit_before_any_money_moving_step_stops_that_step,
