@@ -15,7 +15,8 @@ use crate::clock::Clock;
 use crate::config::QueueBackendKind;
 use crate::config::{Secret, Settings};
 use crate::grants::{
-    BaanxTokens, BushaOAuth, Connector, Custodian, CustodyConfig, KeepAlive, Keyring, SealMonitor,
+    BaanxConnector, BaanxTokens, BushaOAuth, Connector, Custodian, CustodyConfig, KeepAlive,
+    Keyring, SealMonitor,
 };
 use crate::guards::{Guards, GuardsConfig};
 use crate::jobs::Job;
@@ -97,11 +98,12 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         &format!("worker:{worker_id}"),
     )
     .await?;
+    let baanx = baanx_tokens(&settings);
     let custodian = Custodian::with_providers(
         store.clone(),
         keys.clone(),
         Some(oauth.clone()),
-        baanx_tokens(&settings),
+        baanx.clone(),
         clock.clone(),
         CustodyConfig::default(),
     );
@@ -249,6 +251,17 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         },
     ));
     // The connect routes authenticate operator accounts by their personal tokens.
+    let baanx = baanx.zip(settings.baanx.as_ref()).map(|(tokens, b)| {
+        BaanxConnector::new(
+            store.clone(),
+            keys.clone(),
+            tokens,
+            custodian.clone(),
+            clock.clone(),
+            settings.grants.clone(),
+            b.hosted_url.clone(),
+        )
+    });
     let connector = Connector::new(
         store.clone(),
         keys,
@@ -257,7 +270,8 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         settings.grants.clone(),
     );
     router = router.merge(crate::http::router(crate::http::AppState {
-        connector,
+        connector: Some(connector),
+        baanx,
         store: store.clone(),
         clock: clock.clone(),
     }));

@@ -533,8 +533,13 @@ impl Context {
             tracing::warn!(%listen, "the HTTP server listens beyond localhost; put TLS in front of it");
         }
         tracing::info!(%listen, "HTTP server listening");
+        let baanx = match &self.settings.baanx {
+            Some(_) => Some(self.baanx_connector()?),
+            None => None,
+        };
         let router = crate::http::router(crate::http::AppState {
-            connector,
+            connector: Some(connector),
+            baanx,
             store: self.store.clone(),
             clock: self.clock.clone(),
         });

@@ -19,7 +19,9 @@ pub mod ops;
 pub mod triggers;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -27,14 +29,20 @@ use base64::Engine;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::grants::{CallbackParams, ConnectError, Connector};
+use crate::grants::{
+    BaanxConnector, BrowserFlow, CallbackParams, ClientInfo, ConnectError, Connected, Connector,
+};
 use crate::operators::Role;
 use crate::store::Store;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub connector: Connector,
+    /// Busha's flow (`None` in a worker that speaks only Baanx).
+    pub connector: Option<Connector>,
+    /// Baanx's hosted flow, when the config has a `[baanx]` section and its secret is
+    /// set; its callback is served at the path of `[baanx] redirect_uri`.
+    pub baanx: Option<BaanxConnector>,
     /// Where operator accounts and their tokens live.
     pub store: Store,
     pub clock: Clock,
@@ -42,11 +50,19 @@ pub struct AppState {
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/oauth/connect/{alias}", get(connect))
-        .route("/oauth/callback", get(callback))
-        .with_state(state)
+        .route("/oauth/callback", get(busha_callback));
+    if let Some(baanx) = &state.baanx {
+        let path = baanx.redirect_uri().path().to_string();
+        if path == "/oauth/callback" || path.starts_with("/oauth/connect/") {
+            tracing::warn!(%path, "[baanx] redirect_uri's path is taken by Busha's routes: Baanx connects only through `treasury connect`");
+        } else {
+            router = router.route(&path, get(baanx_callback));
+        }
+    }
+    router.with_state(state)
 }
 
 /// Serves `router` on `listener`, within `limits` (see [`edge`]), until `shutdown` is
@@ -82,7 +98,12 @@ async fn connect(
         );
         return res;
     }
-    match state.connector.begin(&alias).await {
+    let started = match (&state.baanx, &state.connector) {
+        (Some(baanx), _) if baanx.spec(&alias).is_ok() => baanx.begin(&alias).await,
+        (_, Some(busha)) => busha.begin(&alias).await,
+        (_, None) => Err(ConnectError::UnknownAlias(alias.clone())),
+    };
+    match started {
         Ok(started) => {
             let mut res = StatusCode::FOUND.into_response();
             match HeaderValue::from_str(started.url.as_str()) {
@@ -106,8 +127,48 @@ async fn connect(
     }
 }
 
-async fn callback(State(state): State<AppState>, Query(params): Query<CallbackParams>) -> Response {
-    match state.connector.complete(&params, "operator:http").await {
+async fn busha_callback(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<CallbackParams>,
+) -> Response {
+    let Some(busha) = &state.connector else {
+        return error_page(StatusCode::NOT_FOUND, "Busha is not configured");
+    };
+    let client = client_info(peer, &headers);
+    let done = BrowserFlow::complete(busha, &params, "operator:http", client).await;
+    callback_page("Busha", done)
+}
+
+async fn baanx_callback(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<CallbackParams>,
+) -> Response {
+    let Some(baanx) = &state.baanx else {
+        return error_page(StatusCode::NOT_FOUND, "Baanx is not configured");
+    };
+    let client = client_info(peer, &headers);
+    let done = BrowserFlow::complete(baanx, &params, "operator:http", client).await;
+    callback_page("Baanx", done)
+}
+
+/// Who came back: the address and user agent, for the consent record.
+fn client_info(peer: SocketAddr, headers: &HeaderMap) -> ClientInfo {
+    ClientInfo {
+        address: Some(peer.ip().to_string()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| crate::untrusted::one_line(ua).chars().take(256).collect()),
+    }
+}
+
+/// The page a callback ends on, for `provider`.
+fn callback_page(provider: &str, done: Result<Connected, ConnectError>) -> Response {
+    match done {
         Ok(done) => {
             let verb = if done.reconnected {
                 "reconnected"
@@ -119,14 +180,18 @@ async fn callback(State(state): State<AppState>, Query(params): Query<CallbackPa
                 Html(page(
                     "Grant connected",
                     &format!(
-                        "Grant <strong>{}</strong> is {verb} to Busha user {} with scopes: {}.{} You can close this window.",
+                        "Grant <strong>{}</strong> is {verb} to {provider} user {}{}.{} You can close this window.",
                         escape(&done.grant.alias),
                         escape(&done.grant.subject),
-                        escape(&done.grant.scopes.join(" ")),
+                        if done.grant.scopes.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" with scopes: {}", escape(&done.grant.scopes.join(" ")))
+                        },
                         match &done.previous_revoked {
-                            Some(Ok(())) => " The grant it replaced was revoked at Busha.".to_string(),
+                            Some(Ok(())) => format!(" The grant it replaced was revoked at {provider}."),
                             Some(Err(e)) => format!(
-                                " WARNING: the grant it replaced could not be revoked at Busha ({}); revoke it from Busha's dashboard.",
+                                " WARNING: the grant it replaced could not be revoked at {provider} ({}); revoke it from {provider}'s dashboard.",
                                 escape(e)
                             ),
                             None => String::new(),

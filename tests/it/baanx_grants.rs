@@ -357,3 +357,73 @@ async fn a_wrong_secret_key_is_invalid_client_and_leaves_the_grant_active() {
     assert_eq!(row.status, "active");
     assert_eq!(w.refreshes(), 0);
 }
+
+/// The hosted flow also runs through the worker's own HTTP server (`treasury serve`,
+/// `treasury run`): an operator account signs in with its token, the callback lands
+/// on `[baanx] redirect_uri`'s path, and the consent record keeps the browser's
+/// address and user agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosted_flow_connects_through_the_workers_http_server() {
+    let mut w = Bw::start(TestStore::sqlite().await).await;
+    let listener = w.listener.take().unwrap();
+    let (store, clock) = (w.store(), w.bx.sb.clock());
+    let role = treasury::operators::Role::Operator;
+    let ops = crate::operators_world::account(&store, &clock, "ops", role).await;
+    let token = crate::operators_world::token(&store, &clock, &ops).await;
+    let app = treasury::http::router(treasury::http::AppState {
+        connector: None,
+        baanx: Some(w.connector()),
+        store: store.clone(),
+        clock: clock.clone(),
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(treasury::http::serve(
+        listener,
+        app,
+        Default::default(),
+        stop.clone(),
+    ));
+    let start = w
+        .redirect
+        .join(&format!("/oauth/connect/{HOSTED}"))
+        .unwrap();
+    let http = crate::support::no_redirects();
+
+    let anonymous = http.get(start.clone()).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let begun = http
+        .get(start)
+        .basic_auth("ops", Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(begun.status(), StatusCode::FOUND);
+    let login = url::Url::parse(begun.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(
+        login.as_str().starts_with(w.bx.sb.url().as_str()),
+        "{login}"
+    );
+    let page = hosted_browser(w.bx.sb.url(), login, EMAIL, PASSWORD).await;
+
+    assert!(
+        page.contains(&format!("is connected to Baanx user {}", w.bx.user.id)),
+        "{page}"
+    );
+    let row = store
+        .grant_by_alias("baanx", HOSTED)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "active");
+    let consent: serde_json::Value = serde_json::from_str(row.consent.as_deref().unwrap()).unwrap();
+    assert_eq!(consent["channel"], "browser");
+    assert_eq!(consent["user_agent"], "ScriptedBrowser/1.0");
+    assert_eq!(consent["client_address"], "127.0.0.1");
+    let exchanges = w
+        .ledger()
+        .iter()
+        .filter(|e| matches!(&e.event, BaanxEvent::TokenIssued { grant, .. } if grant == "authorization_code"))
+        .count();
+    assert_eq!(exchanges, 1, "the code is exchanged once");
+    stop.cancel();
+}

@@ -437,7 +437,8 @@ async fn spawn_server(w: &mut World) -> (Url, CancellationToken) {
         .await
         .unwrap();
     let app = router(AppState {
-        connector: w.connector(),
+        connector: Some(w.connector()),
+        baanx: None,
         store: w.store(),
         clock: w.clock.clone(),
     });
