@@ -230,7 +230,7 @@ impl Scheduler {
             if now <= cursor {
                 continue;
             }
-            let due = schedule.cron.between(cursor, now);
+            let due = schedule.between(cursor, now);
             let decision = super::schedule::decide(
                 due,
                 now,

@@ -100,6 +100,8 @@ pub struct ScheduleSpec {
     pub cron: CronSchedule,
     pub catch_up: CatchUp,
     pub max_lateness: Duration,
+    /// `calendar` and `roll`: business days (`None`: every day is one).
+    pub business: Option<super::calendar::BusinessDays>,
 }
 
 /// `[trigger]`: a signed `POST /triggers/{job}` whose amount is bounded.
