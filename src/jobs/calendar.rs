@@ -37,9 +37,7 @@ pub struct Calendar {
 
 impl Calendar {
     pub fn is_business_day(&self, d: NaiveDate) -> bool {
-        !self
-            .weekend
-            .contains(&d.weekday().num_days_from_monday())
+        !self.weekend.contains(&d.weekday().num_days_from_monday())
             && !self.holidays.contains_key(&d)
     }
 
@@ -246,11 +244,13 @@ struct RawHoliday {
 /// Parses one calendar file, reporting every bad weekend day and date at once.
 pub fn parse_calendar(path: &str, name: &str, text: &str) -> Result<Calendar, Vec<Diagnostic>> {
     let raw: RawCalendar = toml::from_str(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((1, 1));
-        vec![at(path, line, col, format!("calendar: {}", e.message().trim()))]
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        vec![at(
+            path,
+            line,
+            col,
+            format!("calendar: {}", e.message().trim()),
+        )]
     })?;
     let _ = raw.description;
     let mut errs = Vec::new();
@@ -279,7 +279,9 @@ pub fn parse_calendar(path: &str, name: &str, text: &str) -> Result<Calendar, Ve
         let Ok(date) = NaiveDate::parse_from_str(text_date, "%Y-%m-%d") else {
             here(
                 h.date.span(),
-                format!("holiday date {text_date:?} is not a date: write it as \"YYYY-MM-DD\", a day that exists"),
+                format!(
+                    "holiday date {text_date:?} is not a date: write it as \"YYYY-MM-DD\", a day that exists"
+                ),
             );
             continue;
         };
@@ -293,7 +295,10 @@ pub fn parse_calendar(path: &str, name: &str, text: &str) -> Result<Calendar, Ve
         if let Some(first) = holidays.insert(date, holiday) {
             here(
                 h.date.span(),
-                format!("{date} is listed twice (first as {:?}): list each date once", first.name),
+                format!(
+                    "{date} is listed twice (first as {:?}): list each date once",
+                    first.name
+                ),
             );
         }
     }
@@ -357,7 +362,10 @@ name = "Boxing Day (observed)"
         let errs = parse_calendar("c.toml", "c", text).unwrap_err();
         let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(shown.len(), 2, "{shown:?}");
-        assert!(shown[0].starts_with("c.toml:1:22: `weekend` holds \"funday\""), "{shown:?}");
+        assert!(
+            shown[0].starts_with("c.toml:1:22: `weekend` holds \"funday\""),
+            "{shown:?}"
+        );
         assert!(
             shown[1].starts_with("c.toml:3:8: holiday date \"2026-02-30\" is not a date"),
             "{shown:?}"

@@ -60,7 +60,10 @@ pub fn simulate(jobs: &[Job], since: DateTime<Utc>, now: DateTime<Utc>) -> Catch
             for f in d.run {
                 let late = now - f.due > grace;
                 let (verdict, why) = if late {
-                    (Verdict::Late, format!("runs now, {} late", ago(now - f.due)))
+                    (
+                        Verdict::Late,
+                        format!("runs now, {} late", ago(now - f.due)),
+                    )
                 } else {
                     (Verdict::OnTime, "on time".to_string())
                 };

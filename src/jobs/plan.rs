@@ -358,7 +358,9 @@ pub fn write_text(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
                 roll,
             } => {
                 let days = match (calendar, roll) {
-                    (Some(c), Some(r)) => format!("; business days of calendar {c}, roll {}", r.as_str()),
+                    (Some(c), Some(r)) => {
+                        format!("; business days of calendar {c}, roll {}", r.as_str())
+                    }
                     _ => String::new(),
                 };
                 writeln!(

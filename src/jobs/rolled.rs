@@ -147,7 +147,11 @@ impl RollPlan {
 
 /// What a reviewer should know about a schedule's calendar over `[from, until]`: each
 /// year it reaches that the calendar lists no holidays for, and each provisional date.
-pub fn calendar_warnings(s: &ScheduleSpec, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<String> {
+pub fn calendar_warnings(
+    s: &ScheduleSpec,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<String> {
     let Some(b) = &s.business else {
         return Vec::new();
     };

@@ -454,8 +454,9 @@ pub fn decide(
     let mut decision = CatchUpDecision::default();
     let (on_time, missed): (Vec<Fire>, Vec<Fire>) =
         due.into_iter().partition(|f| now - f.due <= grace);
-    let (eligible, too_late): (Vec<Fire>, Vec<Fire>) =
-        missed.into_iter().partition(|f| now - f.due <= max_lateness);
+    let (eligible, too_late): (Vec<Fire>, Vec<Fire>) = missed
+        .into_iter()
+        .partition(|f| now - f.due <= max_lateness);
     decision.skipped.extend(too_late);
     match policy {
         CatchUp::Skip => decision.skipped.extend(eligible),

@@ -22,6 +22,7 @@ mod guards;
 mod guards_store;
 mod guards_world;
 mod halt_names;
+mod jobs_calendars;
 mod jobs_cli;
 mod jobs_edges;
 mod jobs_files;
