@@ -14,6 +14,7 @@
 
 pub mod calendar;
 pub mod catch_up;
+pub mod diff;
 pub mod dir;
 pub mod feasible;
 pub mod parse;

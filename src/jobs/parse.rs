@@ -194,6 +194,7 @@ pub fn parse_job_with(
             spec,
             path: path.to_string(),
             version,
+            source: text.to_string(),
             id_at: line_col(text, id_span.start),
             grant_at: line_col(text, grant_span.start),
             warnings,

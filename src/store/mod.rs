@@ -16,6 +16,7 @@ mod dispatch;
 mod grants;
 mod guards;
 mod jobs;
+pub use jobs::StoredJobVersion;
 mod known;
 mod recipients;
 mod runs;

@@ -24,6 +24,7 @@ mod guards_world;
 mod halt_names;
 mod jobs_calendars;
 mod jobs_cli;
+mod jobs_diff;
 mod jobs_edges;
 mod jobs_files;
 mod jobs_refusals;
