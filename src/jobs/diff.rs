@@ -13,6 +13,7 @@ use super::parse::parse_job_with;
 use super::plan::{OccurrencePlan, plan};
 use super::spec::Job;
 use crate::config::GrantSpec;
+use crate::runs::mask_account;
 use crate::store::StoredJobVersion;
 
 /// How a job's file stands against the store.
@@ -112,7 +113,11 @@ pub fn diff(
             path: job.path().to_string(),
             stored_version: before.map(|s| s.version.clone()),
             file_version: Some(job.version().to_string()),
-            fields: field_changes(old_text, Some(job.source())),
+            // A new job is all new: its occurrences say what it does.
+            fields: match old_text {
+                Some(t) => field_changes(Some(t), Some(job.source())),
+                None => Vec::new(),
+            },
             occurrences: occurrence_changes(old.as_ref(), Some(job), from, next),
             note,
         });
@@ -183,7 +188,12 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
             }
         }
         other => {
-            out.insert(prefix.to_string(), shown(other));
+            // Account numbers are shown masked, as everywhere.
+            let value = match other.as_str() {
+                Some(n) if prefix.ends_with("account_number") => format!("{:?}", mask_account(n)),
+                _ => shown(other),
+            };
+            out.insert(prefix.to_string(), value);
         }
     }
 }
@@ -295,4 +305,28 @@ pub fn write_text(out: &mut dyn Write, d: &JobsDiff) -> std::io::Result<()> {
         }
     }
     writeln!(out, "{} job(s) unchanged", d.unchanged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payees_are_named_by_key_and_account_numbers_masked() {
+        let before = "[[payees]]\nkey = \"ada\"\naccount_number = \"0123456789\"\ntarget_amount = \"450000\"\n";
+        let after = "[[payees]]\nkey = \"ada\"\naccount_number = \"0123459999\"\ntarget_amount = \"460000\"\n";
+        let got = field_changes(Some(before), Some(after));
+        let shown: Vec<String> = got
+            .iter()
+            .map(|f| format!("{}: {:?} -> {:?}", f.field, f.before, f.after))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                r#"payees[ada].account_number: Some("\"******6789\"") -> Some("\"******9999\"")"#,
+                r#"payees[ada].target_amount: Some("\"450000\"") -> Some("\"460000\"")"#,
+            ]
+        );
+        assert!(!format!("{got:?}").contains("0123456789"));
+    }
 }
