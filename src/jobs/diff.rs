@@ -89,10 +89,7 @@ pub fn diff(
             out.unchanged += 1;
             continue;
         }
-        let old = before.and_then(|s| {
-            let text = s.source.as_deref()?;
-            parse_job_with(&s.path, text.as_bytes(), grants, calendars).ok()
-        });
+        let old = before.and_then(|s| reparse(s, grants, calendars));
         let note = match before {
             Some(s) if s.source.is_none() => {
                 Some("the store did not keep this version's text: fields not compared".into())
@@ -126,10 +123,7 @@ pub fn diff(
         if jobs.iter().any(|j| j.id().as_str() == s.job_id) {
             continue;
         }
-        let old = s
-            .source
-            .as_deref()
-            .and_then(|t| parse_job_with(&s.path, t.as_bytes(), grants, calendars).ok());
+        let old = reparse(s, grants, calendars);
         out.jobs.push(JobDiff {
             id: s.job_id.clone(),
             change: Change::Gone,
@@ -144,6 +138,16 @@ pub fn diff(
     out
 }
 
+/// The stored version as a job, if the store kept its text and it still parses.
+fn reparse(
+    s: &StoredJobVersion,
+    grants: Option<&[GrantSpec]>,
+    calendars: &Calendars,
+) -> Option<Job> {
+    let text = s.source.as_deref()?;
+    parse_job_with(&s.path, text.as_bytes(), grants, calendars).ok()
+}
+
 /// The fields that differ between two job files' texts.
 pub fn field_changes(before: Option<&str>, after: Option<&str>) -> Vec<FieldChange> {
     let flat = |t: Option<&str>| {
@@ -153,18 +157,26 @@ pub fn field_changes(before: Option<&str>, after: Option<&str>) -> Vec<FieldChan
         }
         m
     };
-    let (a, b) = (flat(before), flat(after));
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| FieldChange {
-            field: k.clone(),
-            before: a.get(k).cloned(),
-            after: b.get(k).cloned(),
+    differing(&flat(before), &flat(after))
+        .map(|(field, before, after)| FieldChange {
+            field,
+            before,
+            after,
         })
         .collect()
+}
+
+type Side = Option<String>;
+
+/// The keys of `a` or `b` whose values differ, with both values.
+fn differing<'m>(
+    a: &'m BTreeMap<String, String>,
+    b: &'m BTreeMap<String, String>,
+) -> impl Iterator<Item = (String, Side, Side)> + 'm {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| (k.clone(), a.get(k).cloned(), b.get(k).cloned()))
 }
 
 /// Dotted paths to leaf values; array items by their `key` (payees) or their index.
@@ -256,15 +268,11 @@ fn occurrence_changes(
     next: usize,
 ) -> Vec<OccurrenceChange> {
     let (a, b) = (described(before, from, next), described(after, from, next));
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| OccurrenceChange {
-            occurrence_key: k.clone(),
-            before: a.get(k).cloned(),
-            after: b.get(k).cloned(),
+    differing(&a, &b)
+        .map(|(occurrence_key, before, after)| OccurrenceChange {
+            occurrence_key,
+            before,
+            after,
         })
         .collect()
 }

@@ -37,17 +37,14 @@ async fn diff_names_new_changed_and_gone_jobs_field_by_field(ts: TestStore) {
         job(&text("same", "0 9 * * FRI", "10")),
         job(&text("new-vendor", "0 9 * * TUE", "75")),
     ];
+    let diff_files = |stored: &[_]| {
+        let grants = test_grants();
+        diff(&files, stored, &Calendars::default(), Some(&grants), now, 2)
+    };
     let stored = ts.store.job_versions().await.unwrap();
     assert!(stored.iter().all(|s| s.source.is_some()), "{stored:#?}");
 
-    let d = diff(
-        &files,
-        &stored,
-        &Calendars::default(),
-        Some(&test_grants()),
-        now,
-        2,
-    );
+    let d = diff_files(&stored);
 
     assert_eq!(d.unchanged, 1);
     let by = |id: &str| d.jobs.iter().find(|j| j.id == id).unwrap();
@@ -117,14 +114,7 @@ async fn diff_names_new_changed_and_gone_jobs_field_by_field(ts: TestStore) {
         .await
         .unwrap();
     let stored = ts.store.job_versions().await.unwrap();
-    let d = diff(
-        &files,
-        &stored,
-        &Calendars::default(),
-        Some(&test_grants()),
-        now,
-        2,
-    );
+    let d = diff_files(&stored);
     assert_eq!(d.unchanged, 3);
     assert_eq!(d.jobs.len(), 1);
     assert_eq!(d.jobs[0].change, Change::Gone);
