@@ -42,6 +42,20 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Compare the job files with the versions the store last saw: new, changed and gone
+    /// jobs, field by field, and what that does to the next occurrences.
+    Diff {
+        #[arg(long, default_value = jobs::DEFAULT_DIR)]
+        jobs: PathBuf,
+        /// How many occurrences per scheduled job to compare.
+        #[arg(long, default_value_t = 3)]
+        next: usize,
+        /// Compare occurrences from this instant (RFC 3339, or a date) instead of now.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn io(e: std::io::Error) -> CliError {
@@ -144,6 +158,18 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     match command {
+        JobsCommand::Diff {
+            jobs,
+            next,
+            from,
+            json,
+        } => {
+            let from = match from {
+                Some(s) => parse_from("--from", &s)?,
+                None => clock.now(),
+            };
+            diff(config, &jobs, from, next, json, out).await
+        }
         JobsCommand::Validate {
             jobs,
             no_store,
@@ -238,5 +264,58 @@ pub async fn run(
                 jobs::plan::write_text(out, &plan).map_err(io)
             }
         }
+    }
+}
+
+/// `jobs diff`: the files must be valid; a store that does not exist yet has seen no
+/// job, so every job is new.
+async fn diff(
+    config: &Path,
+    dir: &Path,
+    from: DateTime<Utc>,
+    next: usize,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let v = jobs::validate(config, dir, StoreAccess::Never).await;
+    if !v.errors.is_empty() {
+        for e in &v.errors {
+            writeln!(out, "{e}").map_err(io)?;
+        }
+        return Err(CliError(format!(
+            "{} error(s): fix them (`treasury jobs validate`) before diffing",
+            v.errors.len()
+        )));
+    }
+    let settings = crate::config::Settings::load(config).map_err(|e| CliError(e.to_string()))?;
+    let stored = match jobs::open_store_for_reading(&settings.store.url).await {
+        Ok(Some(store)) => {
+            let rows = store.job_versions().await;
+            store.close().await;
+            rows.map_err(|e| CliError(format!("cannot read the job versions: {e}")))?
+        }
+        Ok(None) => {
+            if !json {
+                writeln!(out, "note: no store yet: every job is new").map_err(io)?;
+            }
+            Vec::new()
+        }
+        Err(e) => return Err(CliError(format!("cannot open the store: {e}"))),
+    };
+    let (calendars, _) = jobs::calendar::Calendars::beside(config);
+    let d = jobs::diff::diff(
+        &v.jobs,
+        &stored,
+        &calendars,
+        Some(&settings.grants),
+        from,
+        next,
+    );
+    if json {
+        let text = serde_json::to_string_pretty(&d)
+            .map_err(|e| CliError(format!("cannot encode the diff: {e}")))?;
+        writeln!(out, "{text}").map_err(io)
+    } else {
+        jobs::diff::write_text(out, &d).map_err(io)
     }
 }

@@ -54,21 +54,24 @@ pub fn simulate(jobs: &[Job], since: DateTime<Utc>, now: DateTime<Utc>) -> Catch
         .iter()
         .filter_map(|job| {
             let s = job.spec().schedule()?;
-            let due = s.cron.between(since, now);
+            let due = s.between(since, now);
             let d = decide(due, now, grace, s.catch_up, s.max_lateness);
             let mut occurrences: Vec<(DateTime<Utc>, Missed)> = Vec::new();
             for f in d.run {
-                let late = now - f.at > grace;
+                let late = now - f.due > grace;
                 let (verdict, why) = if late {
-                    (Verdict::Late, format!("runs now, {} late", ago(now - f.at)))
+                    (
+                        Verdict::Late,
+                        format!("runs now, {} late", ago(now - f.due)),
+                    )
                 } else {
                     (Verdict::OnTime, "on time".to_string())
                 };
                 let key = f.occurrence_key();
-                occurrences.push((f.at, missed(key, verdict, why)));
+                occurrences.push((f.due, missed(key, verdict, why)));
             }
             for f in d.skipped {
-                let why = if now - f.at > s.max_lateness {
+                let why = if now - f.due > s.max_lateness {
                     "older than max_lateness".to_string()
                 } else {
                     match s.catch_up {
@@ -77,7 +80,7 @@ pub fn simulate(jobs: &[Job], since: DateTime<Utc>, now: DateTime<Utc>) -> Catch
                     }
                 };
                 let key = f.occurrence_key();
-                occurrences.push((f.at, missed(key, Verdict::Skipped, why)));
+                occurrences.push((f.due, missed(key, Verdict::Skipped, why)));
             }
             occurrences.sort_by_key(|(at, _)| *at);
             Some(JobCatchUp {

@@ -12,12 +12,15 @@
 //! [`validate`] is `treasury jobs validate`: config and every job file, all errors at once.
 //! Nothing here moves money; the scheduler only writes run rows through the store.
 
+pub mod calendar;
 pub mod catch_up;
+pub mod diff;
 pub mod dir;
 pub mod feasible;
 pub mod parse;
 pub mod plan;
 pub mod report;
+pub mod rolled;
 pub mod schedule;
 pub mod scheduler;
 pub mod spec;
@@ -84,6 +87,15 @@ pub struct Loaded {
 /// Parses every `*.toml` in `dir` and checks what spans files: duplicate job ids.
 /// `grants`: the aliases declared in config (`None`: not checked).
 pub fn load_dir(dir: &Path, grants: Option<&[GrantSpec]>) -> Result<Loaded, JobsError> {
+    load_dir_with(dir, grants, calendar::Calendars::standard())
+}
+
+/// As [`load_dir`], with the calendars schedules may name.
+pub fn load_dir_with(
+    dir: &Path,
+    grants: Option<&[GrantSpec]>,
+    calendars: &calendar::Calendars,
+) -> Result<Loaded, JobsError> {
     let mut loaded = Loaded::default();
     let found = dir::scan(dir)?;
     if found.files.is_empty() {
@@ -102,7 +114,7 @@ pub fn load_dir(dir: &Path, grants: Option<&[GrantSpec]>) -> Result<Loaded, Jobs
             path: shown.clone(),
             source,
         })?;
-        match parse_job(&shown, &bytes, grants) {
+        match parse::parse_job_with(&shown, &bytes, grants, calendars) {
             Ok(mut job) => {
                 loaded.warnings.extend(job.warnings.iter().cloned());
                 if let Some(grants) = grants {
@@ -142,10 +154,12 @@ fn apply_grant_cap(job: &mut Job, grants: &[GrantSpec]) {
     job.spec.limits.grant_daily_cap = cap;
 }
 
-/// Loads the jobs the worker will run, refusing them all if any file is wrong.
+/// Loads the jobs the worker will run, refusing them all if any file is wrong (a job
+/// file, or a calendar beside the config file).
 pub fn load(dir: &Path, settings: &Settings) -> Result<Vec<Job>, JobsError> {
-    let loaded = load_dir(dir, Some(&settings.grants))?;
-    let mut errors = loaded.errors;
+    let (calendars, mut errors) = calendar::Calendars::beside(&settings.path);
+    let loaded = load_dir_with(dir, Some(&settings.grants), &calendars)?;
+    errors.extend(loaded.errors);
     errors.extend(check_declared_scopes(&loaded.jobs, &settings.grants));
     if errors.is_empty() {
         Ok(loaded.jobs)
@@ -285,7 +299,9 @@ pub async fn validate(config: &Path, dir: &Path, access: StoreAccess) -> Validat
         }
     };
     let grants = settings.as_ref().map(|s| s.grants.as_slice());
-    match load_dir(dir, grants) {
+    let (calendars, calendar_errors) = calendar::Calendars::beside(config);
+    v.errors.extend(calendar_errors);
+    match load_dir_with(dir, grants, &calendars) {
         Ok(loaded) => {
             v.errors.extend(loaded.errors);
             v.warnings.extend(loaded.warnings);

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::calendar::{BusinessDays, Calendars, Roll};
 use super::schedule::{self, CatchUp, CronSchedule, DayMatch};
 use super::spec::{
     Approval, HttpTrigger, Job, JobId, JobSpec, Payee, Payout, ScheduleSpec, Side, SweepSpec,
@@ -79,7 +80,15 @@ const GUARD_KEYS: &[&str] = &[
 ];
 const LIMIT_KEYS: &[&str] = &["max_per_run", "daily_cap"];
 const APPROVAL_KEYS: &[&str] = &["above", "approvers"];
-const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "day_match", "catch_up", "max_lateness"];
+const SCHEDULE_KEYS: &[&str] = &[
+    "cron",
+    "timezone",
+    "day_match",
+    "catch_up",
+    "max_lateness",
+    "calendar",
+    "roll",
+];
 const TRIGGER_KEYS: &[&str] = &["side", "min_amount", "max_amount", "secret_env"];
 const SWEEP_KEYS: &[&str] = &[
     "balance",
@@ -126,6 +135,16 @@ pub fn parse_job(
     bytes: &[u8],
     grants: Option<&[GrantSpec]>,
 ) -> Result<Job, Vec<Diagnostic>> {
+    parse_job_with(path, bytes, grants, Calendars::standard())
+}
+
+/// As [`parse_job`], with the calendars a `[schedule]` may name.
+pub fn parse_job_with(
+    path: &str,
+    bytes: &[u8],
+    grants: Option<&[GrantSpec]>,
+    calendars: &Calendars,
+) -> Result<Job, Vec<Diagnostic>> {
     let version = version_of(bytes);
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Err(vec![Diagnostic {
@@ -141,6 +160,7 @@ pub fn parse_job(
         errs: Vec::new(),
         warnings: Vec::new(),
         provider: "busha",
+        calendars,
     };
     if let Some(at) = text.find('\0') {
         p.at(at..at, "the file holds a NUL byte: a job file is text");
@@ -174,6 +194,7 @@ pub fn parse_job(
             spec,
             path: path.to_string(),
             version,
+            source: text.to_string(),
             id_at: line_col(text, id_span.start),
             grant_at: line_col(text, grant_span.start),
             warnings,
@@ -226,6 +247,7 @@ struct Parser<'t> {
     warnings: Vec<Diagnostic>,
     /// The job's provider, whose currency catalogue applies.
     provider: &'static str,
+    calendars: &'t Calendars,
 }
 
 /// A table being read: its dotted name for messages, and where it starts.
@@ -791,19 +813,72 @@ impl<'t> Parser<'t> {
             }),
         };
         let max_lateness = self.duration(s, "max_lateness", "1h");
+        let business = self.business_days(s);
         let (cron, cron_span) = cron?;
         let (tz, _) = tz?;
         if !ok {
             return None;
         }
         let cron = CronSchedule::with_day_match(&cron, &tz, day_match?)
-            .map_err(|e| self.at(cron_span, format!("`schedule.cron`: {e}")))
+            .map_err(|e| self.at(cron_span.clone(), format!("`schedule.cron`: {e}")))
             .ok()?;
+        let business = business?;
+        if let Some(b) = &business {
+            if let Err(e) = super::rolled::check_rolls(&cron, b) {
+                let span = s.get("roll").map_or(cron_span, |v| v.span());
+                self.at(span, e);
+                return None;
+            }
+        }
         Some(Trigger::Schedule(ScheduleSpec {
             cron,
             catch_up: catch_up?,
             max_lateness: max_lateness?,
+            business,
         }))
+    }
+
+    /// `calendar` and `roll`, which go together. `Some(None)`: neither is given.
+    fn business_days(&mut self, s: &Section<'_, '_>) -> Option<Option<BusinessDays>> {
+        let calendar = self.string(s, "calendar");
+        let roll = self.string(s, "roll");
+        if (s.has("calendar") && calendar.is_none()) || (s.has("roll") && roll.is_none()) {
+            return None;
+        }
+        let (name, name_span, roll, roll_span) = match (calendar, roll) {
+            (None, None) => return Some(None),
+            (Some((_, span)), None) => {
+                let m = format!("`schedule.calendar` needs a `roll`: {}", Roll::NAMES);
+                self.at(span, m);
+                return None;
+            }
+            (None, Some((_, span))) => {
+                let m = "`schedule.roll` needs a `calendar` that says which days are business days";
+                self.at(span, m);
+                return None;
+            }
+            (Some((n, ns)), Some((r, rs))) => (n, ns, r, rs),
+        };
+        let Some(roll) = Roll::parse(&roll) else {
+            let m = format!("`schedule.roll` must be {}, got {roll:?}", Roll::NAMES);
+            self.at(roll_span, m);
+            return None;
+        };
+        let Some(calendar) = self.calendars.get(&name) else {
+            let folder = self.calendars.folder.display();
+            let known = self.calendars.names();
+            let known = if known.is_empty() {
+                "there are none".to_string()
+            } else {
+                format!("there are: {}", known.join(", "))
+            };
+            let m = format!(
+                "`schedule.calendar`: there is no calendar {name:?} (a file {folder}/{name}.toml); {known}"
+            );
+            self.at(name_span, m);
+            return None;
+        };
+        Some(Some(BusinessDays { calendar, roll }))
     }
 
     /// `day_match`: required when both day fields of the cron are restricted, since

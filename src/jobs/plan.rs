@@ -41,6 +41,8 @@ pub struct JobPlan {
     pub approval: Option<Approval>,
     /// The next occurrences of a schedule (empty for triggers and sweeps).
     pub occurrences: Vec<OccurrencePlan>,
+    /// About the schedule's calendar: years it lists no holidays for, provisional dates.
+    pub warnings: Vec<String>,
 }
 
 /// What starts the job, as `plan` shows it.
@@ -52,6 +54,9 @@ pub enum TriggerPlan {
         timezone: String,
         catch_up: String,
         max_lateness: String,
+        /// The business-day calendar and its roll rule (`None`: every day is one).
+        calendar: Option<String>,
+        roll: Option<super::calendar::Roll>,
     },
     Trigger {
         side: Side,
@@ -80,10 +85,14 @@ pub enum TriggerPlan {
 /// One scheduled occurrence.
 #[derive(Clone, Debug, Serialize)]
 pub struct OccurrencePlan {
+    /// Made of the nominal instant: a roll never changes it.
     pub occurrence_key: String,
+    /// When it runs (the rolled instant, when a calendar moved it).
     pub utc: DateTime<Utc>,
-    /// RFC 3339 with the zone's offset at that instant.
+    /// When it runs: RFC 3339 with the zone's offset at that instant.
     pub local: String,
+    /// The nominal date, the rolled date and the holiday that caused the roll.
+    pub roll: Option<super::rolled::RollPlan>,
     pub timezone: String,
     pub dst: DstAdjustment,
     pub runs: Vec<RunPlan>,
@@ -215,12 +224,12 @@ pub fn plan_with(jobs: &[Job], from: DateTime<Utc>, next: usize, holders: &Holde
                 }
                 super::Payout::Batch(_) => String::new(),
             };
+            let mut warnings = Vec::new();
             let (trigger, occurrences) = match spec.trigger() {
                 Trigger::Schedule(s) => {
                     let tz = s.cron.timezone();
                     let payouts = spec.payouts(None).unwrap_or_default();
-                    let occ = s
-                        .cron
+                    let occ: Vec<OccurrencePlan> = s
                         .after(from)
                         .take(next)
                         .map(|f| {
@@ -231,19 +240,24 @@ pub fn plan_with(jobs: &[Job], from: DateTime<Utc>, next: usize, holders: &Holde
                                     .map(|p| run_plan(job, &key, p, holders))
                                     .collect(),
                                 occurrence_key: key,
-                                utc: f.at,
-                                local: f.local.to_rfc3339(),
+                                utc: f.due,
+                                local: f.roll.as_ref().map_or(f.local, |r| r.local).to_rfc3339(),
+                                roll: f.roll.as_ref().map(super::rolled::RollPlan::of),
                                 timezone: tz.name().to_string(),
                                 dst: f.dst,
                             }
                         })
                         .collect();
+                    let until = occ.last().map_or(from, |o| o.utc);
+                    warnings = super::rolled::calendar_warnings(s, from, until);
                     (
                         TriggerPlan::Schedule {
                             cron: s.cron.expr().to_string(),
                             timezone: tz.name().to_string(),
                             catch_up: s.catch_up.as_str().to_string(),
                             max_lateness: format_duration(s.max_lateness),
+                            calendar: s.business.as_ref().map(|b| b.calendar.name.clone()),
+                            roll: s.business.as_ref().map(|b| b.roll),
                         },
                         occ,
                     )
@@ -290,6 +304,7 @@ pub fn plan_with(jobs: &[Job], from: DateTime<Utc>, next: usize, holders: &Holde
                 limits: spec.limits().clone(),
                 approval: spec.approval().cloned(),
                 occurrences,
+                warnings,
             }
         })
         .collect();
@@ -339,10 +354,20 @@ pub fn write_text(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
                 timezone,
                 catch_up,
                 max_lateness,
-            } => writeln!(
-                out,
-                "  schedule: {cron} in {timezone}; catch-up {catch_up} within {max_lateness}"
-            )?,
+                calendar,
+                roll,
+            } => {
+                let days = match (calendar, roll) {
+                    (Some(c), Some(r)) => {
+                        format!("; business days of calendar {c}, roll {}", r.as_str())
+                    }
+                    _ => String::new(),
+                };
+                writeln!(
+                    out,
+                    "  schedule: {cron} in {timezone}; catch-up {catch_up} within {max_lateness}{days}"
+                )?
+            }
             TriggerPlan::Trigger {
                 currency,
                 min_amount,
@@ -399,11 +424,13 @@ pub fn write_text(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
                 }
                 DstAdjustment::FirstOfRepeated => "  [local time repeats (DST): runs at the first]",
             };
+            let roll = o.roll.as_ref().map(super::rolled::RollPlan::text);
             writeln!(
                 out,
-                "  {}  ({} UTC){dst}",
+                "  {}  ({} UTC){dst}{}",
                 o.local,
-                o.utc.format("%Y-%m-%dT%H:%M:%SZ")
+                o.utc.format("%Y-%m-%dT%H:%M:%SZ"),
+                roll.unwrap_or_default()
             )?;
             for r in &o.runs {
                 let payee = r
@@ -426,6 +453,11 @@ pub fn write_text(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
                     r.amount, r.currency, r.recipient
                 )?;
             }
+        }
+    }
+    for j in &plan.jobs {
+        for w in &j.warnings {
+            writeln!(out, "warning: {}: {w}", j.id)?;
         }
     }
     super::totals::write_text(out, &plan.totals)

@@ -70,6 +70,21 @@ pub struct Fire {
     /// `at` in the job's time zone.
     pub local: DateTime<Tz>,
     pub dst: DstAdjustment,
+    /// When it runs: `at`, or the rolled instant when a business-day calendar moved it.
+    pub due: DateTime<Utc>,
+    /// How a calendar moved it off a non-business day (`None`: it did not move).
+    pub roll: Option<Rolled>,
+}
+
+/// An occurrence moved by its calendar's roll rule. The occurrence key stays nominal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rolled {
+    pub nominal_date: chrono::NaiveDate,
+    pub date: chrono::NaiveDate,
+    /// When it runs, in the job's zone.
+    pub local: DateTime<Tz>,
+    /// The holiday (or weekend day) that caused the roll.
+    pub because: String,
 }
 
 impl Fire {
@@ -183,7 +198,7 @@ impl fmt::Display for CronSchedule {
 }
 
 /// Places a local wall-clock time on the UTC time line by the DST policy.
-fn place(tz: Tz, naive: NaiveDateTime) -> Option<Fire> {
+pub(crate) fn place(tz: Tz, naive: NaiveDateTime) -> Option<Fire> {
     use chrono::LocalResult;
     let (local, dst) = match tz.from_local_datetime(&naive) {
         LocalResult::Single(t) => (t, DstAdjustment::None),
@@ -203,11 +218,14 @@ fn place(tz: Tz, naive: NaiveDateTime) -> Option<Fire> {
             (found?, DstAdjustment::MovedPastGap)
         }
     };
+    let at = local.with_timezone(&Utc);
     Some(Fire {
-        at: local.with_timezone(&Utc),
+        at,
         nominal_local: naive,
         local,
         dst,
+        due: at,
+        roll: None,
     })
 }
 
@@ -435,9 +453,10 @@ pub fn decide(
 ) -> CatchUpDecision {
     let mut decision = CatchUpDecision::default();
     let (on_time, missed): (Vec<Fire>, Vec<Fire>) =
-        due.into_iter().partition(|f| now - f.at <= grace);
-    let (eligible, too_late): (Vec<Fire>, Vec<Fire>) =
-        missed.into_iter().partition(|f| now - f.at <= max_lateness);
+        due.into_iter().partition(|f| now - f.due <= grace);
+    let (eligible, too_late): (Vec<Fire>, Vec<Fire>) = missed
+        .into_iter()
+        .partition(|f| now - f.due <= max_lateness);
     decision.skipped.extend(too_late);
     match policy {
         CatchUp::Skip => decision.skipped.extend(eligible),
@@ -454,8 +473,8 @@ pub fn decide(
         }
     }
     decision.run.extend(on_time);
-    decision.run.sort_by_key(|f| f.at);
-    decision.skipped.sort_by_key(|f| f.at);
+    decision.run.sort_by_key(|f| f.due);
+    decision.skipped.sort_by_key(|f| f.due);
     decision
 }
 

@@ -140,14 +140,21 @@ pub async fn record_versions(
     let mut changed = 0;
     for job in jobs {
         let new = store
-            .record_job_version(job.id().as_str(), job.version(), job.path(), now, |prev| {
-                NewAuditEntry::new(
-                    actor,
-                    "job.version",
-                    json!({"version": job.version(), "previous": prev, "path": job.path()}),
-                )
-                .job(job.id().as_str())
-            })
+            .record_job_version(
+                job.id().as_str(),
+                job.version(),
+                job.path(),
+                job.source(),
+                now,
+                |prev| {
+                    NewAuditEntry::new(
+                        actor,
+                        "job.version",
+                        json!({"version": job.version(), "previous": prev, "path": job.path()}),
+                    )
+                    .job(job.id().as_str())
+                },
+            )
             .await?;
         if new {
             tracing::info!(job = %job.id(), version = %job.version(), path = %job.path(), "job version loaded");
@@ -230,7 +237,7 @@ impl Scheduler {
             if now <= cursor {
                 continue;
             }
-            let due = schedule.cron.between(cursor, now);
+            let due = schedule.between(cursor, now);
             let decision = super::schedule::decide(
                 due,
                 now,

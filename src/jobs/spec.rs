@@ -100,6 +100,8 @@ pub struct ScheduleSpec {
     pub cron: CronSchedule,
     pub catch_up: CatchUp,
     pub max_lateness: Duration,
+    /// `calendar` and `roll`: business days (`None`: every day is one).
+    pub business: Option<super::calendar::BusinessDays>,
 }
 
 /// `[trigger]`: a signed `POST /triggers/{job}` whose amount is bounded.
@@ -425,6 +427,8 @@ pub struct Job {
     pub(super) spec: JobSpec,
     pub(super) path: String,
     pub(super) version: String,
+    /// The file's text, as read: what the store keeps of each version, for `jobs diff`.
+    pub(super) source: String,
     /// Where `id` and `grant` are written, for cross-file messages.
     pub(super) id_at: (usize, usize),
     pub(super) grant_at: (usize, usize),
@@ -433,6 +437,10 @@ pub struct Job {
 }
 
 impl Job {
+    /// The file's text, as read.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
     pub fn spec(&self) -> &JobSpec {
         &self.spec
     }

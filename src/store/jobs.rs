@@ -8,6 +8,17 @@ use sqlx::Row;
 use super::{Store, StoreError, from_millis, millis};
 use crate::audit::NewAuditEntry;
 
+/// A job as the store last saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredJobVersion {
+    pub job_id: String,
+    pub version: String,
+    pub path: String,
+    pub seen_at: DateTime<Utc>,
+    /// The file's text (`None` for versions recorded before the store kept it).
+    pub source: Option<String>,
+}
+
 impl Store {
     /// Records that `job_id` is now at `version`. When that is new (first sight or a
     /// changed file), `audit(previous)` is appended in the same transaction and `true`
@@ -17,6 +28,7 @@ impl Store {
         job_id: &str,
         version: &str,
         path: &str,
+        source: &str,
         now: DateTime<Utc>,
         audit: impl FnOnce(Option<String>) -> NewAuditEntry,
     ) -> Result<bool, StoreError> {
@@ -28,13 +40,13 @@ impl Store {
                 .await?
                 .map(|r| r.try_get(0))
                 .transpose()?;
-        let changed = match &current {
-            Some(v) if v == version => false,
-            // Conditional on the version read: a concurrent loader that got there first
-            // leaves nothing to update.
-            Some(previous) => {
-                sqlx::query(
-                    "UPDATE job_versions SET version = $1, path = $2, seen_at = $3 \
+        let changed =
+            match &current {
+                Some(v) if v == version => false,
+                // Conditional on the version read: a concurrent loader that got there first
+                // leaves nothing to update.
+                Some(previous) => sqlx::query(
+                    "UPDATE job_versions SET version = $1, path = $2, seen_at = $3, source = $6 \
                      WHERE job_id = $4 AND version = $5",
                 )
                 .bind(version)
@@ -42,24 +54,27 @@ impl Store {
                 .bind(millis(now))
                 .bind(job_id)
                 .bind(previous)
+                .bind(source)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                    == 1
-            }
-            None => sqlx::query(
-                "INSERT INTO job_versions (job_id, version, path, seen_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT DO NOTHING",
-            )
-            .bind(job_id)
-            .bind(version)
-            .bind(path)
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1,
-        };
+                    == 1,
+                None => {
+                    sqlx::query(
+                        "INSERT INTO job_versions (job_id, version, path, seen_at, source) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(job_id)
+                    .bind(version)
+                    .bind(path)
+                    .bind(millis(now))
+                    .bind(source)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1
+                }
+            };
         if changed {
             self.append_audit_in(&mut tx, now, audit(current)).await?;
         }
@@ -74,6 +89,26 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
         row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
+    }
+
+    /// Every job version the store has seen, by job id: what `jobs diff` compares with.
+    pub async fn job_versions(&self) -> Result<Vec<StoredJobVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job_id, version, path, seen_at, source FROM job_versions ORDER BY job_id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredJobVersion {
+                    job_id: r.try_get(0)?,
+                    version: r.try_get(1)?,
+                    path: r.try_get(2)?,
+                    seen_at: from_millis(r.try_get(3)?)?,
+                    source: r.try_get(4)?,
+                })
+            })
+            .collect()
     }
 
     /// The job's schedule cursor, starting it at `start` when the job is first seen

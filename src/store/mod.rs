@@ -17,6 +17,7 @@ mod dispatch;
 mod grants;
 mod guards;
 mod jobs;
+pub use jobs::StoredJobVersion;
 mod known;
 mod operators;
 mod recipients;

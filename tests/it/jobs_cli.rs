@@ -320,6 +320,13 @@ async fn validate_checks_the_scopes_the_customer_actually_granted() {
     let config = dir.path().join("treasury.toml");
     let text = std::fs::read_to_string(root().join("config/treasury.toml")).unwrap();
     std::fs::write(&config, text.replace("sqlite://treasury.db?mode=rwc", &url)).unwrap();
+    // The calendar salaries-monthly names lives beside the config.
+    std::fs::create_dir(dir.path().join("calendars")).unwrap();
+    std::fs::copy(
+        root().join("config/calendars/ng.toml"),
+        dir.path().join("calendars/ng.toml"),
+    )
+    .unwrap();
     let jobs_dir = dir.path().join("jobs");
     std::fs::create_dir(&jobs_dir).unwrap();
     std::fs::copy(
