@@ -215,8 +215,11 @@ async fn by_password(
         let _ = verify_password(password, decoy_hash());
         return Err(wrong());
     };
-    account.usable()?;
+    // The password first: without it, a caller learns nothing of the account's status.
     let ok = verify_password(password, &hash);
+    if ok {
+        account.usable()?;
+    }
     let after = store
         .record_sign_in(&account.id, ok, now)
         .await
