@@ -163,6 +163,15 @@ pub struct HttpSettings {
     /// At most this many open connections; more wait in the kernel's backlog.
     #[serde(default)]
     pub max_connections: Option<std::num::NonZeroUsize>,
+    /// Console cookies carry `Secure` (set it when the worker is behind TLS).
+    #[serde(default)]
+    pub secure_cookies: bool,
+    /// A console session unused this long ends ("30m" by default).
+    #[serde(default, deserialize_with = "duration_text")]
+    pub session_idle_timeout: Option<std::time::Duration>,
+    /// A console session ends this long after sign-in, used or not ("12h" by default).
+    #[serde(default, deserialize_with = "duration_text")]
+    pub session_max_age: Option<std::time::Duration>,
 }
 
 impl Default for HttpSettings {
@@ -172,6 +181,9 @@ impl Default for HttpSettings {
             header_read_timeout: None,
             request_timeout: None,
             max_connections: None,
+            secure_cookies: false,
+            session_idle_timeout: None,
+            session_max_age: None,
         }
     }
 }
@@ -184,6 +196,16 @@ impl HttpSettings {
             header_read_timeout: self.header_read_timeout.unwrap_or(d.header_read_timeout),
             request_timeout: self.request_timeout.unwrap_or(d.request_timeout),
             max_connections: self.max_connections.map_or(d.max_connections, |n| n.get()),
+        }
+    }
+
+    /// The console's session rules: what is set here, the defaults otherwise.
+    pub fn sessions(&self) -> crate::console::SessionRules {
+        let d = crate::console::SessionRules::default();
+        crate::console::SessionRules {
+            secure_cookies: self.secure_cookies,
+            idle_timeout: self.session_idle_timeout.unwrap_or(d.idle_timeout),
+            max_age: self.session_max_age.unwrap_or(d.max_age),
         }
     }
 }

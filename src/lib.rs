@@ -12,6 +12,9 @@
 //! - [`guards`]: the kill switch, paused jobs, spending caps and approvals (the
 //!   pipeline's gate), and the rules of the operator commands. No SQL, no HTTP.
 //! - [`http`]: the worker's axum server (OAuth connect and callback). Binds localhost by default.
+//! - [`console`]: the web console at `/` (sessions, inbox, runs, kill switch), rendered
+//!   on the server. Decides nothing itself: approvals and halts go through the store's
+//!   own functions, as the CLI's do.
 //! - [`jobs`]: job files parsed at the edge, schedules (cron + zone + DST), and the
 //!   scheduler tick that creates one run per occurrence. Never moves money itself.
 //! - [`cli`]: the operator CLI (clap). Prints no token.
@@ -41,6 +44,7 @@ pub mod checkpoints;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod grants;
 pub mod guards;

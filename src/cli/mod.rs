@@ -50,7 +50,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the worker's HTTP server (OAuth connect and callback) until SIGINT/SIGTERM.
+    /// Serve the web console (at `/`), health and the OAuth connect routes over the
+    /// store, running no job and no queue consumer, until SIGINT/SIGTERM.
     Serve,
     /// Connect a customer's account to a declared grant alias: Busha in a browser;
     /// Baanx through its hosted UI in a browser (the default), or in API mode
@@ -498,8 +499,17 @@ impl Context {
         ))
     }
 
+    /// `treasury serve`: the console, health and the connect routes over the store,
+    /// running no job and no queue consumer. Without Busha's secret or a reachable
+    /// issuer the connect routes are off (said once) and the console still serves.
     async fn serve(&self, shutdown: CancellationToken) -> Result<(), CliError> {
-        let connector = self.connector().await?;
+        let connector = match self.connector().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "Busha connect is off in this server");
+                None
+            }
+        };
         let listen = self.settings.http.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -507,17 +517,20 @@ impl Context {
         if !listen.ip().is_loopback() {
             tracing::warn!(%listen, "the HTTP server listens beyond localhost; put TLS in front of it");
         }
-        tracing::info!(%listen, "HTTP server listening");
+        tracing::info!(%listen, "HTTP server listening: the console is at /");
         let baanx = match &self.settings.baanx {
             Some(_) => Some(self.baanx_connector()?),
             None => None,
         };
+        let console =
+            crate::service::http::console_state(&self.settings, &self.store, &self.clock, &[]);
         let router = crate::http::router(crate::http::AppState {
-            connector: Some(connector),
+            connector,
             baanx,
             store: self.store.clone(),
             clock: self.clock.clone(),
-        });
+        })
+        .merge(crate::console::router(console));
         crate::http::serve(listener, router, self.settings.http.limits(), shutdown)
             .await
             .map_err(|e| CliError(format!("the HTTP server stopped: {e}")))

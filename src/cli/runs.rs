@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::CliError;
 use crate::audit::AuditEntry;
 use crate::clock::Clock;
-use crate::guards::{ApprovalPreview, Operator, preview_batch, summarise_batch};
+use crate::guards::{ApprovalPreview, Operator, summarise_batch};
 use crate::operators::Role;
 use crate::runs::{Amount, Run, RunId, RunState, mask_account};
 use crate::store::{RunFilter, Store};
@@ -266,28 +266,10 @@ async fn approve(
             "--occurrence wants <job>:<occurrence prefix>, got {spec:?}"
         )));
     };
-    let batch = store
-        .runs_of_occurrence(job, prefix)
-        .await
-        .map_err(CliError::from)?;
-    if batch.is_empty() {
-        return Err(CliError(format!(
-            "job {job} has no runs for occurrence {prefix:?}"
-        )));
-    }
-    let first = batch.iter().map(|r| r.created_at).min().unwrap_or_default();
-    let earlier: Vec<Run> = store
-        .list_runs(&RunFilter {
-            job_id: Some(job.to_string()),
-            state: None,
-            limit: Some(i64::MAX),
-        })
+    let preview = crate::guards::batch::preview_occurrence(store, job, prefix)
         .await
         .map_err(CliError::from)?
-        .into_iter()
-        .filter(|r| r.created_at < first && !batch.iter().any(|b| b.id == r.id))
-        .collect();
-    let preview = preview_batch(job, prefix, &batch, &earlier);
+        .ok_or_else(|| CliError(format!("job {job} has no runs for occurrence {prefix:?}")))?;
     write_preview(out, &preview).map_err(io)?;
     if preview.awaiting.is_empty() {
         return Err(CliError(
@@ -300,19 +282,11 @@ async fn approve(
         ));
     }
     // Exactly the runs shown: a run added meanwhile is not approved unseen.
-    let (mut released, mut recorded, mut refused) = (0, 0, Vec::new());
-    for r in &preview.awaiting {
-        let id = run_id(&r.id)?;
-        match store
-            .approve_run(&id, who, clock.now())
-            .await
-            .map_err(CliError::from)?
-        {
-            Ok(a) if a.released => released += 1,
-            Ok(_) => recorded += 1,
-            Err(why) => refused.push(why),
-        }
-    }
+    let shown: Vec<String> = preview.awaiting.iter().map(|r| r.id.clone()).collect();
+    let done = crate::guards::batch::approve_shown(store, &shown, who, clock.now())
+        .await
+        .map_err(CliError::from)?;
+    let (released, recorded, refused) = (done.released, done.recorded, done.refused);
     writeln!(
         out,
         "approved as {who}: {released} run(s) now due, {recorded} waiting for more approvers, {} refused",

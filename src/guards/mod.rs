@@ -29,6 +29,7 @@
 //! This module holds the rules; the SQL lives in `store::guards`. It never calls Busha.
 //! [`known`]: the job ids and grant aliases a halt or resume may name.
 
+pub mod batch;
 pub mod known;
 
 use std::collections::{BTreeMap, BTreeSet};

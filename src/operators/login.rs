@@ -196,6 +196,18 @@ async fn by_token(store: &Store, auth: &Secret, now: DateTime<Utc>) -> Result<Ac
     Ok(account)
 }
 
+/// The account `name`, proven by `password` (the console's sign-in): a wrong one
+/// counts towards the lockout, as at the CLI's prompt, and says no more than
+/// "wrong operator name or password" until the account locks.
+pub async fn with_password(
+    store: &Store,
+    name: &str,
+    password: &Secret,
+    now: DateTime<Utc>,
+) -> Result<Account, String> {
+    by_password(store, name, password, now).await
+}
+
 async fn by_password(
     store: &Store,
     name: &str,

@@ -20,6 +20,7 @@ mod jobs;
 pub use jobs::StoredJobVersion;
 mod known;
 mod operators;
+mod sessions;
 mod recipients;
 mod runs;
 mod seals;
@@ -46,6 +47,7 @@ pub use guards::{ApprovalRow, Approved, CapCheck, Refusal, Reservation};
 pub use operators::{ChangedBy, NewOperator, OperatorChange};
 pub use recipients::{AccountKey, SeenRecipient};
 pub use runs::{RunFilter, RunLease};
+pub use sessions::ConsoleSession;
 pub use transfers::{HeldTransfer, NewHeldTransfer, SharedTransfer};
 
 /// A write transaction on the store. It derefs to the connection it runs on; on

@@ -379,7 +379,7 @@ async fn account_in(tx: &mut Tx, id: &str) -> Result<Option<Account>, StoreError
     row.as_ref().map(account_from_row).transpose()
 }
 
-fn account_from_row(r: &AnyRow) -> Result<Account, StoreError> {
+pub(super) fn account_from_row(r: &AnyRow) -> Result<Account, StoreError> {
     let role: String = r.try_get(2)?;
     Ok(Account {
         id: OperatorId::from_stored(r.try_get(0)?),

@@ -1,7 +1,10 @@
 //! `treasury run`: the worker as one service. It assembles the pipeline (custodian
 //! tokens, guards), the queue and dispatcher, the scheduler, the sweep watches, the
 //! alert watcher and the HTTP server (OAuth connect, triggers, webhooks, health,
-//! metrics), runs them under one cancellation token, and shuts down in bounded time.
+//! metrics, the console), runs them under one cancellation token, and shuts down in
+//! bounded time. [`http`] assembles the HTTP routes.
+
+pub mod http;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +18,7 @@ use crate::clock::Clock;
 use crate::config::QueueBackendKind;
 use crate::config::{Secret, Settings};
 use crate::grants::{
-    BaanxConnector, BaanxTokens, BushaOAuth, Connector, Custodian, CustodyConfig, KeepAlive,
-    Keyring, SealMonitor,
+    BaanxTokens, BushaOAuth, Custodian, CustodyConfig, KeepAlive, Keyring, SealMonitor,
 };
 use crate::guards::{Guards, GuardsConfig};
 use crate::jobs::Job;
@@ -64,9 +66,53 @@ pub fn queue_path_for(store_url: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("treasury-queue.db"))
 }
 
-/// Runs until `shutdown` is cancelled, then stops scheduling and lets in-flight
-/// executions finish or park (within the worker's shutdown bound).
+/// The service bound to its listener, ready to run (zero2prod's `Application`):
+/// tests bind port 0 and read [`Application::address`], so no port is raced for.
+pub struct Application {
+    parts: Parts,
+    listener: tokio::net::TcpListener,
+}
+
+impl Application {
+    /// Checks what must hold before anything listens (every trigger job has a usable
+    /// secret), then keeps `listener` for the HTTP server, which is serving before the
+    /// queue consumers start.
+    pub fn build(parts: Parts, listener: tokio::net::TcpListener) -> Result<Self, String> {
+        crate::triggers::TriggerKeys::from_env(&parts.jobs)?;
+        Ok(Self { parts, listener })
+    }
+
+    /// Where the HTTP server listens.
+    pub fn address(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs until `shutdown` is cancelled (see [`run`]).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), String> {
+        run_on(self.parts, self.listener, shutdown).await
+    }
+}
+
+/// Binds `[http] listen` and runs until `shutdown` is cancelled, then stops scheduling
+/// and lets in-flight executions finish or park (within the worker's shutdown bound).
 pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String> {
+    // Before anything listens: every trigger job has a usable secret, or nothing starts.
+    crate::triggers::TriggerKeys::from_env(&parts.jobs)?;
+    let listen = parts.settings.http.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    Application::build(parts, listener)?
+        .run_until_stopped(shutdown)
+        .await
+}
+
+/// [`run`] on an already-bound listener.
+async fn run_on(
+    parts: Parts,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let worker_id = format!("{}-{}", hostname(), std::process::id());
     let Parts {
         settings,
@@ -229,56 +275,34 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
             }
         });
     }
-    // HTTP: health and metrics always; connect routes with an operator token; triggers.
-    let (listen, limits) = (settings.http.listen, settings.http.limits());
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let mut router = crate::http::ops::ops_router(crate::http::ops::OpsState {
+    // HTTP: health and metrics always; connect routes with an operator token; triggers;
+    // the console. The listener was bound before anything started.
+    let router = http::router(http::HttpParts {
+        settings: &settings,
         store: store.clone(),
         clock: clock.clone(),
-        metrics: crate::metrics::install(),
-        webhook_secret: webhook_secret.map(Arc::new),
-        seals: seal_status,
-    })
-    .merge(crate::http::triggers::trigger_router(
-        crate::http::triggers::TriggerState {
-            store: store.clone(),
-            clock: clock.clone(),
-            jobs: jobs.clone(),
-            keys: trigger_keys,
-            actor: format!("worker:{worker_id}"),
-        },
-    ));
-    // The connect routes authenticate operator accounts by their personal tokens.
-    let baanx = baanx.zip(settings.baanx.as_ref()).map(|(tokens, b)| {
-        BaanxConnector::new(
-            store.clone(),
-            keys.clone(),
-            tokens,
-            custodian.clone(),
-            clock.clone(),
-            settings.grants.clone(),
-            b.hosted_url.clone(),
-        )
-    });
-    let connector = Connector::new(
-        store.clone(),
         keys,
         oauth,
-        clock.clone(),
-        settings.grants.clone(),
-    );
-    router = router.merge(crate::http::router(crate::http::AppState {
-        connector: Some(connector),
+        custodian: custodian.clone(),
         baanx,
-        store: store.clone(),
-        clock: clock.clone(),
-    }));
-    tracing::info!(%listen, "HTTP server listening");
+        jobs: jobs.clone(),
+        trigger_keys,
+        webhook_secret,
+        seals: seal_status,
+        worker_id: worker_id.clone(),
+    });
+    let limits = settings.http.limits();
+    tracing::info!(listen = ?listener.local_addr().ok(), "HTTP server listening");
     let http = {
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { crate::http::serve(listener, router, limits, shutdown).await })
+        tokio::spawn(async move {
+            let ended = crate::http::serve(listener, router, limits, shutdown).await;
+            match &ended {
+                Ok(()) => tracing::info!("HTTP server stopped"),
+                Err(e) => tracing::error!(error = %e, "HTTP server failed"),
+            }
+            ended
+        })
     };
 
     shutdown.cancelled().await;
