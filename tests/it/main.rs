@@ -18,6 +18,8 @@ mod chaos;
 mod client;
 mod conformance;
 mod connect;
+mod console;
+mod console_support;
 mod demo;
 mod grants;
 mod grants_caps;

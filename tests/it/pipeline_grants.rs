@@ -15,7 +15,7 @@ use treasury::sandbox::LedgerEvent;
 use crate::backends::TestStore;
 use crate::grants_harness::{ALIAS, Browser, World, callback_params};
 
-const PAYOUT_SCOPES: [&str; 9] = [
+pub const PAYOUT_SCOPES: [&str; 9] = [
     "openid",
     "offline_access",
     "balances:read",

@@ -1,0 +1,386 @@
+//! The web console in a real browser (headless Chromium over WebDriver), against the
+//! assembled service and the Busha sandbox: the two-person rule, sessions, the kill
+//! switch and the payments report.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use fantoccini::{Client, Locator};
+use rust_decimal::dec;
+use treasury::operators::Role;
+use treasury::runs::{Run, RunState};
+use treasury::sandbox::LedgerEvent;
+use treasury::store::{OperatorChange, RunFilter};
+use treasury::triggers::sign_trigger;
+
+use crate::backends::TestStore;
+use crate::console_support::{App, Driver, body_text, click, screenshot, sign_in, sign_in_with, sign_out};
+use crate::grants_harness::World;
+use crate::operators_world::{PASSWORD, ROOT, account};
+use crate::pipeline_grants::connect_for_payouts;
+
+const SECRET_ENV: &str = "TREASURY_TRIGGER_CONSOLE_TEST";
+const SECRET: &str = "console-trigger-secret-of-32-bytes-or-more";
+
+/// A trigger job paying ADA LOVELACE; with `[approval]` above 50 USDT by two people.
+fn job(approval: bool) -> String {
+    let mut job = format!(
+        r#"
+id = "payroll"
+grant = "acme"
+owner = "finance-lead"
+source_currency = "USDT"
+target_currency = "NGN"
+
+[recipient]
+bank_code = "000013"
+account_number = "0123456789"
+account_name = "ADA LOVELACE"
+
+[guard]
+min_rate = "1000"
+
+[trigger]
+side = "source"
+min_amount = "1"
+max_amount = "100"
+secret_env = "{SECRET_ENV}"
+"#
+    );
+    if approval {
+        job.push_str("\n[approval]\nabove = \"50\"\napprovers = 2\n");
+    }
+    job
+}
+
+/// A world with the grant connected and money to pay with.
+async fn world() -> World {
+    // SAFETY: nextest gives this test a process of its own; nothing else reads it.
+    unsafe { std::env::set_var(SECRET_ENV, SECRET) };
+    let w = World::start(TestStore::sqlite().await).await;
+    connect_for_payouts(&w).await;
+    w.sb.set_balance(&w.user.id, "USDT", dec!(1000));
+    w.sb.add_bank_account("000013", "0123456789", "ADA LOVELACE");
+    w
+}
+
+/// Fires the job's signed trigger for `amount` USDT.
+async fn fire(w: &World, app: &App, event: &str, amount: &str) {
+    let ts = w.clock.now().timestamp().to_string();
+    let body = format!(r#"{{"amount": "{amount}"}}"#);
+    let res = reqwest::Client::new()
+        .post(app.url("/triggers/payroll"))
+        .header("x-treasury-timestamp", &ts)
+        .header("x-treasury-event-id", event)
+        .header(
+            "x-treasury-signature",
+            sign_trigger(SECRET.as_bytes(), &ts, event, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+}
+
+/// Waits (moving the world's clock `step` at a time) until the only run satisfies
+/// `done`, and returns it.
+async fn until(w: &World, step: chrono::Duration, done: impl Fn(&Run) -> bool) -> Run {
+    for _ in 0..400 {
+        let runs = w.store().list_runs(&RunFilter::default()).await.unwrap();
+        if let [run] = runs.as_slice()
+            && done(run)
+        {
+            return run.clone();
+        }
+        w.clock.advance(step);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let runs = w.store().list_runs(&RunFilter::default()).await.unwrap();
+    panic!(
+        "the run never got there: {:?}",
+        runs.iter()
+            .map(|r| (r.state, r.reason.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Clicks the approve button of the inbox's (or run page's) first run.
+async fn approve(b: &Client) -> String {
+    click(b, "form[action$='/approve'] button").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_approvers_in_two_browsers_release_a_run_that_settles_and_the_owner_is_refused() {
+    let w = world().await;
+    let store = w.store();
+    for name in ["finance-lead", "alice", "bob"] {
+        account(&store, &w.clock, name, Role::Approver).await;
+    }
+    let app = App::start(&w, &job(true)).await;
+    fire(&w, &app, "evt-approve", "60").await;
+    let run = until(&w, chrono::Duration::zero(), |r| {
+        r.state == RunState::AwaitingApproval
+    })
+    .await;
+    let driver = Driver::start().await;
+    let first = driver.browser().await;
+
+    // The job's owner, signed in, is refused.
+    sign_in(&first, &app, "finance-lead").await;
+    let inbox = body_text(&first).await;
+    assert!(
+        inbox.contains("payroll") && inbox.contains("0 of 2") && inbox.contains("******6789"),
+        "{inbox}"
+    );
+    assert!(!inbox.contains("0123456789"), "the account number is masked");
+    let refused = approve(&first).await;
+    assert!(
+        refused.contains("finance-lead is the job's owner and may not approve"),
+        "{refused}"
+    );
+
+    // Alice approves in the same browser after the owner signed out; twice counts once.
+    first.goto(&app.url("/")).await.unwrap();
+    sign_out(&first).await;
+    sign_in(&first, &app, "alice").await;
+    let recorded = approve(&first).await;
+    assert!(recorded.contains("1 of 2 distinct approvers"), "{recorded}");
+    first.goto(&app.url("/")).await.unwrap();
+    let inbox = body_text(&first).await;
+    assert!(inbox.contains("1 of 2") && inbox.contains("alice"), "{inbox}");
+    screenshot(&first, "console-inbox").await;
+    first.goto(&app.url(&format!("/runs/{}", run.id))).await.unwrap();
+    let again = approve(&first).await;
+    assert!(
+        again.contains("alice has already approved") && again.contains("counts once"),
+        "{again}"
+    );
+
+    // Bob, in a second browser session, releases it.
+    let second = driver.browser().await;
+    sign_in(&second, &app, "bob").await;
+    let released = approve(&second).await;
+    assert!(
+        released.contains("approved by alice and bob: it is due now")
+            || released.contains("Approved")
+                && released.contains("alice and bob")
+                && released.contains("due now"),
+        "{released}"
+    );
+
+    // It settles against the sandbox, and its page shows the whole timeline.
+    until(&w, chrono::Duration::seconds(1), |r| {
+        r.state == RunState::Settled
+    })
+    .await;
+    second
+        .goto(&app.url(&format!("/runs/{}", run.id)))
+        .await
+        .unwrap();
+    let page = body_text(&second).await;
+    assert!(
+        page.contains("State: settled") && page.contains("run.approved") && page.contains("transfer_id="),
+        "{page}"
+    );
+    screenshot(&second, "console-run").await;
+    assert_eq!(w.count(|e| matches!(e, LedgerEvent::TransferCreated { .. })), 1);
+
+    // The audit names each account once: the owner's and the repeat click left none.
+    let approvals: Vec<String> = store
+        .audit_entries(None, Some(run.id.as_str()))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "run.approved")
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(approvals, ["operator:alice", "operator:bob"]);
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+    app.stop().await;
+    assert!(store.verify_audit(None).await.unwrap().is_ok());
+}
+
+/// The session cookie's value in `b` (HttpOnly: only WebDriver can read it).
+async fn session_cookie(b: &Client) -> String {
+    b.get_named_cookie("treasury_session")
+        .await
+        .unwrap()
+        .value()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_refuse_forms_without_csrf_time_out_lock_after_five_failures_and_end_when_disabled()
+ {
+    let w = world().await;
+    let store = w.store();
+    account(&store, &w.clock, "alice", Role::Approver).await;
+    let dave = account(&store, &w.clock, "dave", Role::Approver).await;
+    let carol = account(&store, &w.clock, "carol", Role::Viewer).await;
+    let app = App::start(&w, &job(false)).await;
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+
+    // A form posted without its CSRF token is refused, and changes nothing.
+    sign_in(&b, &app, "alice").await;
+    b.goto(&app.url("/halts")).await.unwrap();
+    b.execute(
+        "document.querySelectorAll('#halt-form input[name=csrf]').forEach(e => e.remove())",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let refused = click(&b, "#halt").await;
+    assert!(refused.contains("CSRF token is missing or wrong"), "{refused}");
+    assert!(store.halts().await.unwrap().is_empty());
+
+    // Signing in again rotates the session: the old cookie no longer works.
+    let before = session_cookie(&b).await;
+    sign_in(&b, &app, "alice").await;
+    let after = session_cookie(&b).await;
+    assert_ne!(before, after);
+    let old = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/"))
+        .header("cookie", format!("treasury_session={before}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 303, "the rotated-away session signs in again");
+
+    // Past the idle timeout (an hour here), back to sign-in.
+    w.clock.advance(chrono::Duration::minutes(61));
+    b.goto(&app.url("/")).await.unwrap();
+    assert_eq!(b.current_url().await.unwrap().path(), "/signin");
+
+    // Five wrong passwords lock the account; then even the right one is refused.
+    for i in 1..=5 {
+        let text = sign_in_with(&b, &app, "dave", "not the password at all").await;
+        assert!(text.contains("wrong operator name or password"), "{i}: {text}");
+    }
+    let locked = sign_in_with(&b, &app, "dave", PASSWORD).await;
+    assert!(locked.contains("locked after 5 failed sign-ins"), "{locked}");
+    assert_eq!(b.current_url().await.unwrap().path(), "/signin");
+    let dave_now = store
+        .operator_with_hash(&treasury::operators::OperatorName::new("dave").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    assert!(dave_now.locked, "{dave:?} is locked now");
+
+    // A disabled account's session stops working at its next request.
+    sign_in(&b, &app, "carol").await;
+    let root = account(&store, &w.clock, ROOT, Role::Admin).await;
+    store
+        .change_operator(&carol, OperatorChange::Disable, &root, w.clock.now())
+        .await
+        .unwrap();
+    b.goto(&app.url("/runs")).await.unwrap();
+    assert_eq!(b.current_url().await.unwrap().path(), "/signin");
+    b.close().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_from_the_browser_holds_the_next_run_and_resume_lets_it_settle_and_the_csv_matches_the_list()
+ {
+    let w = world().await;
+    let store = w.store();
+    account(&store, &w.clock, "olga", Role::Operator).await;
+    let app = App::start(&w, &job(false)).await;
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    sign_in(&b, &app, "olga").await;
+
+    // A typo'd job name is refused, with the name it was probably meant to be.
+    b.goto(&app.url("/halts")).await.unwrap();
+    b.find(Locator::Css("#scope option[value=job]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.find(Locator::Id("target"))
+        .await
+        .unwrap()
+        .send_keys("payrol")
+        .await
+        .unwrap();
+    let typo = click(&b, "#halt").await;
+    assert!(
+        typo.contains("no job \"payrol\"") && typo.contains("did you mean \"payroll\"?"),
+        "{typo}"
+    );
+    assert!(store.halts().await.unwrap().is_empty());
+
+    // Halt everything, with a reason.
+    b.goto(&app.url("/halts")).await.unwrap();
+    b.find(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .send_keys("incident 42")
+        .await
+        .unwrap();
+    let halted = click(&b, "#halt").await;
+    assert!(halted.contains("Halted everything"), "{halted}");
+
+    // The next run is held before any quote is locked.
+    fire(&w, &app, "evt-halt", "20").await;
+    let held = until(&w, chrono::Duration::seconds(1), |r| {
+        r.reason.as_deref().is_some_and(|why| why.contains("held before the"))
+    })
+    .await;
+    assert!(held.reason.unwrap().contains("halted by olga"));
+    assert_eq!(w.count(|e| matches!(e, LedgerEvent::QuoteCreated { .. })), 0);
+    b.goto(&app.url("/halts")).await.unwrap();
+    let page = body_text(&b).await;
+    assert!(page.contains("everything by olga") && page.contains("incident 42"), "{page}");
+
+    // Resume lets it settle.
+    let resumed = click(&b, "#halts button").await;
+    assert!(resumed.contains("Resumed everything"), "{resumed}");
+    let settled = until(&w, chrono::Duration::seconds(5), |r| {
+        r.state == RunState::Settled
+    })
+    .await;
+
+    // The payments CSV for the period lists exactly the runs the list shows.
+    let day = w.clock.now().date_naive().format("%Y-%m-%d").to_string();
+    let query = format!("from={day}&to={day}");
+    b.goto(&app.url(&format!("/runs?{query}"))).await.unwrap();
+    let mut listed = BTreeSet::new();
+    for row in b.find_all(Locator::Css("#runs tr.run")).await.unwrap() {
+        listed.insert(row.attr("data-run").await.unwrap().unwrap());
+    }
+    assert_eq!(listed, BTreeSet::from([settled.id.to_string()]));
+    let csv = reqwest::Client::new()
+        .get(app.url(&format!("/runs.csv?{query}")))
+        .header("cookie", format!("treasury_session={}", session_cookie(&b).await))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<Vec<String>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|c| c.trim_matches('"').to_string()).collect())
+        .collect();
+    let in_csv: BTreeSet<String> = rows.iter().map(|r| r[1].clone()).collect();
+    assert_eq!(in_csv, listed, "{csv}");
+    let row = &rows[0];
+    assert_eq!(row[11], "settled", "{csv}");
+    assert_eq!(Some(row[10].as_str()), settled.transfer_id.as_deref());
+    assert!(row[3].contains("******6789") && !csv.contains("0123456789"), "{csv}");
+    // A period with no runs: an empty list and a CSV of the header only.
+    b.goto(&app.url("/runs?from=2000-01-01&to=2000-01-31")).await.unwrap();
+    assert!(b.find_all(Locator::Css("#runs tr.run")).await.unwrap().is_empty());
+    b.close().await.unwrap();
+    app.stop().await;
+}
