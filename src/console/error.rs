@@ -74,6 +74,10 @@ impl IntoResponse for ConsoleError {
             StatusCode::NOT_FOUND => "Not found",
             _ => "Something went wrong",
         };
-        (status, view::respond(view::message_page(title, &self.to_string()))).into_response()
+        (
+            status,
+            view::respond(view::message_page(title, &self.to_string())),
+        )
+            .into_response()
     }
 }

@@ -77,7 +77,8 @@ pub async fn page(
     let mut previews = Vec::new();
     for ((job, occ), n) in &batches {
         if *n > 1
-            && let Some(p) = crate::guards::batch::preview_occurrence(&state.store, job, occ).await?
+            && let Some(p) =
+                crate::guards::batch::preview_occurrence(&state.store, job, occ).await?
         {
             previews.push(p);
         }
@@ -264,8 +265,8 @@ pub async fn approve_batch(
             "the batch form named no run (field `run`)".into(),
         ));
     }
-    let done = crate::guards::batch::approve_shown(&state.store, &shown, &who, state.clock.now())
-        .await?;
+    let done =
+        crate::guards::batch::approve_shown(&state.store, &shown, &who, state.clock.now()).await?;
     let body = html! {
         p.box id="done" { "Approved as " (who) ": " (done.released) " run(s) now due, "
             (done.recorded) " waiting for more approvers, " (done.refused.len()) " refused." }

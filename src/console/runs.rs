@@ -75,9 +75,11 @@ impl Filters {
         if v.is_empty() {
             return Ok(None);
         }
-        NaiveDate::parse_from_str(v, "%Y-%m-%d").map(Some).map_err(|_| {
-            ConsoleError::BadRequest(format!("`{field}` must be a date YYYY-MM-DD, got {v:?}"))
-        })
+        NaiveDate::parse_from_str(v, "%Y-%m-%d")
+            .map(Some)
+            .map_err(|_| {
+                ConsoleError::BadRequest(format!("`{field}` must be a date YYYY-MM-DD, got {v:?}"))
+            })
     }
 
     /// The runs these filters select, newest first.
@@ -88,7 +90,9 @@ impl Filters {
             .transpose()
             .map_err(|e| ConsoleError::BadRequest(format!("`state`: {e}")))?;
         let (from, to) = (Self::day("from", &self.from)?, Self::day("to", &self.to)?);
-        let start = from.and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
+        let start = from
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc());
         let end = to
             .and_then(|d| d.succ_opt())
             .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -201,8 +205,12 @@ fn payment_cells(r: &Run) -> [String; 12] {
         s.source_currency.to_string(),
         tgt,
         s.target_currency.to_string(),
-        r.quote.as_ref().map_or(String::new(), |q| q.rate.to_string()),
-        r.quote.as_ref().map_or(String::new(), |q| q.fees.to_string()),
+        r.quote
+            .as_ref()
+            .map_or(String::new(), |q| q.rate.to_string()),
+        r.quote
+            .as_ref()
+            .map_or(String::new(), |q| q.fees.to_string()),
         r.transfer_id.clone().unwrap_or_default(),
         r.state.to_string(),
     ]

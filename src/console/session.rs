@@ -77,7 +77,11 @@ impl Signed {
         // Both are hex of one HMAC; comparing the bytes in constant time.
         let (a, b) = (self.csrf.as_bytes(), submitted.trim().as_bytes());
         let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0;
-        if same { Ok(()) } else { Err(ConsoleError::Csrf) }
+        if same {
+            Ok(())
+        } else {
+            Err(ConsoleError::Csrf)
+        }
     }
 
     /// The operator this session acts as, if the account holds `need` (and owes no
@@ -175,7 +179,11 @@ pub async fn signin_page(State(state): State<ConsoleState>) -> Response {
 
 fn signin_form(state: &ConsoleState, status: StatusCode, error: Option<&str>) -> Response {
     let token = new_token();
-    let mut res = (status, view::respond(view::signin_page(token.expose(), error))).into_response();
+    let mut res = (
+        status,
+        view::respond(view::signin_page(token.expose(), error)),
+    )
+        .into_response();
     res.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(state, SIGNIN_COOKIE, token.expose(), 600),
@@ -247,7 +255,9 @@ pub async fn sign_out(
         .end_console_session(&signed.session_id, Some(&signed.account), state.clock.now())
         .await?;
     let mut res = redirect("/signin");
-    res.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, "", 0));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, SESSION_COOKIE, "", 0),
+    );
     Ok(res)
 }

@@ -8,8 +8,8 @@ use axum::Router;
 use crate::clock::Clock;
 use crate::config::{Secret, Settings};
 use crate::console::{ConsoleState, SessionRules};
-use crate::grants::{BaanxConnector, BaanxTokens, BushaOAuth, Connector, Custodian, Keyring};
 use crate::grants::SealStatus;
+use crate::grants::{BaanxConnector, BaanxTokens, BushaOAuth, Connector, Custodian, Keyring};
 use crate::jobs::Job;
 use crate::store::Store;
 use crate::triggers::TriggerKeys;
@@ -92,7 +92,12 @@ pub(super) fn router(p: HttpParts<'_>) -> Router {
 }
 
 /// The console over `store`, knowing the loaded jobs' ids and the declared grants.
-pub fn console_state(settings: &Settings, store: &Store, clock: &Clock, jobs: &[Job]) -> ConsoleState {
+pub fn console_state(
+    settings: &Settings,
+    store: &Store,
+    clock: &Clock,
+    jobs: &[Job],
+) -> ConsoleState {
     let rules: SessionRules = settings.http.sessions();
     ConsoleState::new(store.clone(), clock.clone(), rules).with_names(
         jobs.iter().map(|j| j.id().to_string()).collect(),

@@ -20,10 +20,10 @@ mod jobs;
 pub use jobs::StoredJobVersion;
 mod known;
 mod operators;
-mod sessions;
 mod recipients;
 mod runs;
 mod seals;
+mod sessions;
 mod transfers;
 mod writer;
 

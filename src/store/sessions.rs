@@ -98,11 +98,13 @@ impl Store {
         id: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE console_sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2")
-            .bind(id)
-            .bind(millis(at))
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE console_sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2",
+        )
+        .bind(id)
+        .bind(millis(at))
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 

@@ -14,7 +14,9 @@ use treasury::store::{OperatorChange, RunFilter};
 use treasury::triggers::sign_trigger;
 
 use crate::backends::TestStore;
-use crate::console_support::{App, Driver, body_text, click, screenshot, sign_in, sign_in_with, sign_out};
+use crate::console_support::{
+    App, Driver, body_text, click, screenshot, sign_in, sign_in_with, sign_out,
+};
 use crate::grants_harness::World;
 use crate::operators_world::{PASSWORD, ROOT, account};
 use crate::pipeline_grants::connect_for_payouts;
@@ -133,7 +135,10 @@ async fn two_approvers_in_two_browsers_release_a_run_that_settles_and_the_owner_
         inbox.contains("payroll") && inbox.contains("0 of 2") && inbox.contains("******6789"),
         "{inbox}"
     );
-    assert!(!inbox.contains("0123456789"), "the account number is masked");
+    assert!(
+        !inbox.contains("0123456789"),
+        "the account number is masked"
+    );
     let refused = approve(&first).await;
     assert!(
         refused.contains("finance-lead is the job's owner and may not approve"),
@@ -148,9 +153,15 @@ async fn two_approvers_in_two_browsers_release_a_run_that_settles_and_the_owner_
     assert!(recorded.contains("1 of 2 distinct approvers"), "{recorded}");
     first.goto(&app.url("/")).await.unwrap();
     let inbox = body_text(&first).await;
-    assert!(inbox.contains("1 of 2") && inbox.contains("alice"), "{inbox}");
+    assert!(
+        inbox.contains("1 of 2") && inbox.contains("alice"),
+        "{inbox}"
+    );
     screenshot(&first, "console-inbox").await;
-    first.goto(&app.url(&format!("/runs/{}", run.id))).await.unwrap();
+    first
+        .goto(&app.url(&format!("/runs/{}", run.id)))
+        .await
+        .unwrap();
     let again = approve(&first).await;
     assert!(
         again.contains("alice has already approved") && again.contains("counts once"),
@@ -180,11 +191,16 @@ async fn two_approvers_in_two_browsers_release_a_run_that_settles_and_the_owner_
         .unwrap();
     let page = body_text(&second).await;
     assert!(
-        page.contains("State: settled") && page.contains("run.approved") && page.contains("transfer_id="),
+        page.contains("State: settled")
+            && page.contains("run.approved")
+            && page.contains("transfer_id="),
         "{page}"
     );
     screenshot(&second, "console-run").await;
-    assert_eq!(w.count(|e| matches!(e, LedgerEvent::TransferCreated { .. })), 1);
+    assert_eq!(
+        w.count(|e| matches!(e, LedgerEvent::TransferCreated { .. })),
+        1
+    );
 
     // The audit names each account once: the owner's and the repeat click left none.
     let approvals: Vec<String> = store
@@ -233,7 +249,10 @@ async fn sessions_refuse_forms_without_csrf_time_out_lock_after_five_failures_an
     .await
     .unwrap();
     let refused = click(&b, "#halt").await;
-    assert!(refused.contains("CSRF token is missing or wrong"), "{refused}");
+    assert!(
+        refused.contains("CSRF token is missing or wrong"),
+        "{refused}"
+    );
     assert!(store.halts().await.unwrap().is_empty());
 
     // Signing in again rotates the session: the old cookie no longer works.
@@ -260,10 +279,16 @@ async fn sessions_refuse_forms_without_csrf_time_out_lock_after_five_failures_an
     // Five wrong passwords lock the account; then even the right one is refused.
     for i in 1..=5 {
         let text = sign_in_with(&b, &app, "dave", "not the password at all").await;
-        assert!(text.contains("wrong operator name or password"), "{i}: {text}");
+        assert!(
+            text.contains("wrong operator name or password"),
+            "{i}: {text}"
+        );
     }
     let locked = sign_in_with(&b, &app, "dave", PASSWORD).await;
-    assert!(locked.contains("locked after 5 failed sign-ins"), "{locked}");
+    assert!(
+        locked.contains("locked after 5 failed sign-ins"),
+        "{locked}"
+    );
     assert_eq!(b.current_url().await.unwrap().path(), "/signin");
     let dave_now = store
         .operator_with_hash(&treasury::operators::OperatorName::new("dave").unwrap())
@@ -332,14 +357,22 @@ async fn a_halt_from_the_browser_holds_the_next_run_and_resume_lets_it_settle_an
     // The next run is held before any quote is locked.
     fire(&w, &app, "evt-halt", "20").await;
     let held = until(&w, chrono::Duration::seconds(1), |r| {
-        r.reason.as_deref().is_some_and(|why| why.contains("held before the"))
+        r.reason
+            .as_deref()
+            .is_some_and(|why| why.contains("held before the"))
     })
     .await;
     assert!(held.reason.unwrap().contains("halted by olga"));
-    assert_eq!(w.count(|e| matches!(e, LedgerEvent::QuoteCreated { .. })), 0);
+    assert_eq!(
+        w.count(|e| matches!(e, LedgerEvent::QuoteCreated { .. })),
+        0
+    );
     b.goto(&app.url("/halts")).await.unwrap();
     let page = body_text(&b).await;
-    assert!(page.contains("everything by olga") && page.contains("incident 42"), "{page}");
+    assert!(
+        page.contains("everything by olga") && page.contains("incident 42"),
+        "{page}"
+    );
 
     // Resume lets it settle.
     let resumed = click(&b, "#halts button").await;
@@ -360,7 +393,10 @@ async fn a_halt_from_the_browser_holds_the_next_run_and_resume_lets_it_settle_an
     assert_eq!(listed, BTreeSet::from([settled.id.to_string()]));
     let csv = reqwest::Client::new()
         .get(app.url(&format!("/runs.csv?{query}")))
-        .header("cookie", format!("treasury_session={}", session_cookie(&b).await))
+        .header(
+            "cookie",
+            format!("treasury_session={}", session_cookie(&b).await),
+        )
         .send()
         .await
         .unwrap()
@@ -370,17 +406,31 @@ async fn a_halt_from_the_browser_holds_the_next_run_and_resume_lets_it_settle_an
     let rows: Vec<Vec<String>> = csv
         .lines()
         .skip(1)
-        .map(|l| l.split(',').map(|c| c.trim_matches('"').to_string()).collect())
+        .map(|l| {
+            l.split(',')
+                .map(|c| c.trim_matches('"').to_string())
+                .collect()
+        })
         .collect();
     let in_csv: BTreeSet<String> = rows.iter().map(|r| r[1].clone()).collect();
     assert_eq!(in_csv, listed, "{csv}");
     let row = &rows[0];
     assert_eq!(row[11], "settled", "{csv}");
     assert_eq!(Some(row[10].as_str()), settled.transfer_id.as_deref());
-    assert!(row[3].contains("******6789") && !csv.contains("0123456789"), "{csv}");
+    assert!(
+        row[3].contains("******6789") && !csv.contains("0123456789"),
+        "{csv}"
+    );
     // A period with no runs: an empty list and a CSV of the header only.
-    b.goto(&app.url("/runs?from=2000-01-01&to=2000-01-31")).await.unwrap();
-    assert!(b.find_all(Locator::Css("#runs tr.run")).await.unwrap().is_empty());
+    b.goto(&app.url("/runs?from=2000-01-01&to=2000-01-31"))
+        .await
+        .unwrap();
+    assert!(
+        b.find_all(Locator::Css("#runs tr.run"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     b.close().await.unwrap();
     app.stop().await;
 }
