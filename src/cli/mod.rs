@@ -522,8 +522,12 @@ impl Context {
             Some(_) => Some(self.baanx_connector()?),
             None => None,
         };
-        let console =
-            crate::service::http::console_state(&self.settings, &self.store, &self.clock, &[]);
+        let console = crate::service::http::console_state(
+            &self.settings,
+            &self.store,
+            &self.clock,
+            Default::default(),
+        );
         let router = crate::http::router(crate::http::AppState {
             connector,
             baanx,

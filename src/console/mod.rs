@@ -6,6 +6,8 @@
 //! - [`inbox`]: runs awaiting approval, oldest first; approve, reject, batch approve.
 //! - [`runs`]: one run's timeline, the runs list and its payments CSV.
 //! - [`halts`]: the kill switch.
+//! - [`jobs`]: each job's plan; [`audit`]: the chain verified, its head, exports;
+//!   [`password`]: choosing one's own password (after a reset).
 //! - [`view`]: the page layout and shared fragments; [`error`]: the one error type
 //!   every handler returns, rendered as a page.
 //!
@@ -15,9 +17,12 @@
 //! signed-in account, so the owner rule, distinct approvers and audit entries naming
 //! the account hold here as on the CLI.
 
+pub mod audit;
 pub mod error;
 pub mod halts;
 pub mod inbox;
+pub mod jobs;
+pub mod password;
 pub mod runs;
 pub mod session;
 pub mod view;
@@ -31,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::clock::Clock;
+use crate::jobs::Job;
 use crate::store::Store;
 
 pub use error::ConsoleError;
@@ -61,8 +67,9 @@ pub struct ConsoleState {
     pub store: Store,
     pub clock: Clock,
     pub rules: SessionRules,
-    /// The job ids a halt may name (besides those the store's runs know).
-    pub job_ids: Arc<Vec<String>>,
+    /// The jobs this server loaded: their plans, and the ids a halt may name (besides
+    /// those the store's runs know).
+    pub jobs: Arc<Vec<Job>>,
     /// The grant aliases the config declares.
     pub grant_aliases: Arc<Vec<String>>,
     pub limiter: Arc<SignInLimiter>,
@@ -74,15 +81,15 @@ impl ConsoleState {
             store,
             clock,
             rules,
-            job_ids: Arc::default(),
+            jobs: Arc::default(),
             grant_aliases: Arc::default(),
             limiter: Arc::new(SignInLimiter::default()),
         }
     }
 
-    /// The names a halt may target.
-    pub fn with_names(mut self, job_ids: Vec<String>, grant_aliases: Vec<String>) -> Self {
-        self.job_ids = Arc::new(job_ids);
+    /// The loaded jobs and the declared grant aliases.
+    pub fn with_names(mut self, jobs: Arc<Vec<Job>>, grant_aliases: Vec<String>) -> Self {
+        self.jobs = jobs;
         self.grant_aliases = Arc::new(grant_aliases);
         self
     }
@@ -104,6 +111,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/occurrences/approve", post(inbox::approve_batch))
         .route("/halts", get(halts::page).post(halts::halt))
         .route("/halts/resume", post(halts::resume))
+        .route("/jobs", get(jobs::page))
+        .route("/audit", get(audit::page))
+        .route("/audit/{file}", get(audit::export))
+        .route("/password", get(password::page).post(password::change))
         .layer(axum::middleware::map_response(policy))
         .with_state(state)
 }

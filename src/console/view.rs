@@ -45,8 +45,10 @@ pub fn page(title: &str, signed: Option<&Signed>, refresh: Option<&str>, body: M
                     a href="/" { "Inbox" }
                     a href="/runs" { "Runs" }
                     a href="/halts" { "Kill switch" }
+                    a href="/jobs" { "Jobs" }
+                    a href="/audit" { "Audit" }
                     @if let Some(s) = signed {
-                        span.who { (s.account.name) " (" (s.account.role) ")" }
+                        a.who href="/password" { (s.account.name) " (" (s.account.role) ")" }
                         form method="post" action="/signout" {
                             (csrf_field(s))
                             button type="submit" { "Sign out" }

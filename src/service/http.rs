@@ -46,7 +46,7 @@ pub(super) fn router(p: HttpParts<'_>) -> Router {
         seals,
         worker_id,
     } = p;
-    let console = console_state(settings, &store, &clock, &jobs);
+    let console = console_state(settings, &store, &clock, jobs.clone());
     let mut router = crate::http::ops::ops_router(crate::http::ops::OpsState {
         store: store.clone(),
         clock: clock.clone(),
@@ -96,11 +96,11 @@ pub fn console_state(
     settings: &Settings,
     store: &Store,
     clock: &Clock,
-    jobs: &[Job],
+    jobs: Arc<Vec<Job>>,
 ) -> ConsoleState {
     let rules: SessionRules = settings.http.sessions();
     ConsoleState::new(store.clone(), clock.clone(), rules).with_names(
-        jobs.iter().map(|j| j.id().to_string()).collect(),
+        jobs,
         settings.grants.iter().map(|g| g.alias.clone()).collect(),
     )
 }

@@ -166,7 +166,7 @@ fn settings(w: &World) -> Settings {
         },
         http: HttpSettings {
             listen: ([127, 0, 0, 1], 0).into(),
-            session_idle_timeout: Some(Duration::from_secs(600)),
+            session_idle_timeout: Some(Duration::from_secs(3600)),
             ..HttpSettings::default()
         },
         queue: Default::default(),
