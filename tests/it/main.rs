@@ -19,6 +19,7 @@ mod client;
 mod conformance;
 mod connect;
 mod console;
+mod console_serve;
 mod console_support;
 mod demo;
 mod grants;
