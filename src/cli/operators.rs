@@ -200,11 +200,8 @@ async fn change(
         .await
         .map_err(CliError)?;
     let target = account_named(store, &n).await?;
-    if target.id == admin.id && !matches!(change, OperatorChange::Enable) {
-        return Err(CliError(format!(
-            "{n} is your own account: another admin must disable it or change its role"
-        )));
-    }
+    crate::operators::may_change(&admin, &target, matches!(change, OperatorChange::Enable))
+        .map_err(CliError)?;
     let after = store
         .change_operator(&target, change, &admin, clock.now())
         .await

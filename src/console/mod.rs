@@ -6,8 +6,10 @@
 //! - [`inbox`]: runs awaiting approval, oldest first; approve, reject, batch approve.
 //! - [`runs`]: one run's timeline, the runs list and its payments CSV.
 //! - [`halts`]: the kill switch.
+//! - [`grants`]: grants' status, expiries, scopes, consent; connect links; revoke.
 //! - [`jobs`]: each job's plan; [`audit`]: the chain verified, its head, exports;
-//!   [`password`]: choosing one's own password (after a reset).
+//!   [`password`]: choosing one's own password (after a reset); [`operators`]: the
+//!   accounts, for admins.
 //! - [`view`]: the page layout and shared fragments; [`error`]: the one error type
 //!   every handler returns, rendered as a page.
 //!
@@ -19,9 +21,11 @@
 
 pub mod audit;
 pub mod error;
+pub mod grants;
 pub mod halts;
 pub mod inbox;
 pub mod jobs;
+pub mod operators;
 pub mod password;
 pub mod runs;
 pub mod session;
@@ -36,6 +40,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::clock::Clock;
+use crate::grants::Custodian;
 use crate::jobs::Job;
 use crate::store::Store;
 
@@ -73,6 +78,8 @@ pub struct ConsoleState {
     /// The grant aliases the config declares.
     pub grant_aliases: Arc<Vec<String>>,
     pub limiter: Arc<SignInLimiter>,
+    /// Revokes grants (`None` in `treasury serve`, which holds no grant keys).
+    pub custodian: Option<Custodian>,
 }
 
 impl ConsoleState {
@@ -84,7 +91,14 @@ impl ConsoleState {
             jobs: Arc::default(),
             grant_aliases: Arc::default(),
             limiter: Arc::new(SignInLimiter::default()),
+            custodian: None,
         }
+    }
+
+    /// Grants are revoked through `custodian`.
+    pub fn with_custodian(mut self, custodian: Custodian) -> Self {
+        self.custodian = Some(custodian);
+        self
     }
 
     /// The loaded jobs and the declared grant aliases.
@@ -112,9 +126,13 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/halts", get(halts::page).post(halts::halt))
         .route("/halts/resume", post(halts::resume))
         .route("/jobs", get(jobs::page))
+        .route("/grants", get(grants::page))
+        .route("/grants/{alias}/revoke", post(grants::revoke))
         .route("/audit", get(audit::page))
         .route("/audit/{file}", get(audit::export))
         .route("/password", get(password::page).post(password::change))
+        .route("/operators", get(operators::page))
+        .route("/operators/{name}", post(operators::change))
         .layer(axum::middleware::map_response(policy))
         .with_state(state)
 }

@@ -46,7 +46,11 @@ pub fn page(title: &str, signed: Option<&Signed>, refresh: Option<&str>, body: M
                     a href="/runs" { "Runs" }
                     a href="/halts" { "Kill switch" }
                     a href="/jobs" { "Jobs" }
+                    a href="/grants" { "Grants" }
                     a href="/audit" { "Audit" }
+                    @if let Some(s) = signed {
+                        @if s.account.role == crate::operators::Role::Admin { a href="/operators" { "Operators" } }
+                    }
                     @if let Some(s) = signed {
                         a.who href="/password" { (s.account.name) " (" (s.account.role) ")" }
                         form method="post" action="/signout" {

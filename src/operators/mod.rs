@@ -143,3 +143,16 @@ pub const MAX_TOKEN_DAYS: u32 = 365;
 
 /// The least length of a password, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// Whether `admin` may disable `target` or change its role (`enabling: false`), or
+/// enable it: never one's own account but to enable it, so that an admin cannot lock
+/// the last admin out by mistake (the CLI and the console ask the same).
+pub fn may_change(admin: &Account, target: &Account, enabling: bool) -> Result<(), String> {
+    if target.id == admin.id && !enabling {
+        return Err(format!(
+            "{} is your own account: another admin must disable it or change its role",
+            target.name
+        ));
+    }
+    Ok(())
+}

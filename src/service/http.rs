@@ -46,7 +46,8 @@ pub(super) fn router(p: HttpParts<'_>) -> Router {
         seals,
         worker_id,
     } = p;
-    let console = console_state(settings, &store, &clock, jobs.clone());
+    let console =
+        console_state(settings, &store, &clock, jobs.clone()).with_custodian(custodian.clone());
     let mut router = crate::http::ops::ops_router(crate::http::ops::OpsState {
         store: store.clone(),
         clock: clock.clone(),

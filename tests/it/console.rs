@@ -196,6 +196,21 @@ async fn two_approvers_in_two_browsers_release_a_run_that_settles_and_the_owner_
         "{page}"
     );
     screenshot(&second, "console-run").await;
+
+    // The grants page shows the grant; revoking asks first, then revokes at Busha.
+    second.goto(&app.url("/grants")).await.unwrap();
+    let grants = body_text(&second).await;
+    assert!(
+        grants.contains("acme") && grants.contains("active") && grants.contains("Reconnect"),
+        "{grants}"
+    );
+    let confirm = click(&second, "tr[data-alias=acme] button").await;
+    assert!(confirm.contains("Revoke acme"), "{confirm}");
+    let revoked = click(&second, "#confirm-revoke").await;
+    assert!(
+        revoked.contains("Revoked acme (status revoked)"),
+        "{revoked}"
+    );
     assert_eq!(
         w.count(|e| matches!(e, LedgerEvent::TransferCreated { .. })),
         1
@@ -297,15 +312,30 @@ async fn sessions_refuse_forms_without_csrf_time_out_lock_after_five_failures_an
         .0;
     assert!(dave_now.locked, "{dave:?} is locked now");
 
-    // A disabled account's session stops working at its next request.
+    // A viewer may not see the operators page.
     sign_in(&b, &app, "carol").await;
+    b.goto(&app.url("/operators")).await.unwrap();
+    let refused = body_text(&b).await;
+    assert!(refused.contains("this needs the admin role"), "{refused}");
+
+    // An admin, in another browser, disables carol: her session stops working at its
+    // next request.
     let root = account(&store, &w.clock, ROOT, Role::Admin).await;
-    store
-        .change_operator(&carol, OperatorChange::Disable, &root, w.clock.now())
-        .await
-        .unwrap();
+    let admin = driver.browser().await;
+    sign_in(&admin, &app, ROOT).await;
+    admin.goto(&app.url("/operators")).await.unwrap();
+    let done = click(&admin, "tr[data-name=carol] button").await;
+    assert!(done.contains("carol is disabled"), "{done}");
     b.goto(&app.url("/runs")).await.unwrap();
     assert_eq!(b.current_url().await.unwrap().path(), "/signin");
+    let carol_now = store
+        .operator_with_hash(&treasury::operators::OperatorName::new("carol").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    assert!(carol_now.disabled && carol_now.credential_version > carol.credential_version);
+    admin.close().await.unwrap();
 
     // After an admin's reset, the one-time password is changed in the console; the
     // change ends the session, and the new password signs in.
