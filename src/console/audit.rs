@@ -8,14 +8,14 @@ use axum::response::{Html, IntoResponse, Response};
 use maud::html;
 
 use super::session::Signed;
-use super::{ConsoleError, ConsoleState, view};
+use super::{ConsoleState, HttpError, view};
 use crate::store::AuditExport;
 
 /// `GET /audit`.
 pub async fn page(
     State(state): State<ConsoleState>,
     signed: Signed,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     let verdict = state.store.verify_audit(None).await?;
     let head = state.store.audit_head().await?;
     let body = html! {
@@ -46,17 +46,17 @@ pub async fn export(
     State(state): State<ConsoleState>,
     _signed: Signed,
     Path(file): Path<String>,
-) -> Result<Response, ConsoleError> {
+) -> Result<Response, HttpError> {
     let (format, kind) = match file.as_str() {
         "export.jsonl" => (AuditExport::Jsonl, "application/jsonl"),
         "export.csv" => (AuditExport::Csv, "text/csv; charset=utf-8"),
-        other => return Err(ConsoleError::NotFound(format!("no audit export {other:?}"))),
+        other => return Err(HttpError::NotFound(format!("no audit export {other:?}"))),
     };
     let entries = state.store.audit_entries(None, None).await?;
     let mut out = Vec::new();
     format
         .write(&entries, &mut out)
-        .map_err(ConsoleError::internal)?;
+        .map_err(HttpError::internal)?;
     let disposition = format!("attachment; filename=\"audit-{file}\"");
     Ok((
         [

@@ -11,7 +11,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::session::Signed;
-use super::{ConsoleError, ConsoleState, view};
+use super::{ConsoleState, HttpError, view};
 use crate::operators::Role;
 use crate::store::GrantRow;
 
@@ -47,7 +47,7 @@ fn grant_row(signed: &Signed, g: &GrantRow) -> Markup {
 pub async fn page(
     State(state): State<ConsoleState>,
     signed: Signed,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     let grants = state.store.grants().await?;
     let missing: Vec<&String> = state
         .grant_aliases
@@ -90,7 +90,7 @@ pub async fn revoke(
     signed: Signed,
     Path(alias): Path<String>,
     Form(form): Form<RevokeForm>,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     signed.check_csrf(&form.csrf)?;
     let who = signed.operator(Role::Operator)?;
     let grant = state
@@ -99,7 +99,7 @@ pub async fn revoke(
         .await?
         .into_iter()
         .find(|g| g.alias == alias)
-        .ok_or_else(|| ConsoleError::NotFound(format!("no stored grant {alias:?}")))?;
+        .ok_or_else(|| HttpError::NotFound(format!("no stored grant {alias:?}")))?;
     if form.confirm != "yes" {
         let body = html! {
             form.box method="post" action={ "/grants/" (alias) "/revoke" } {
@@ -119,14 +119,14 @@ pub async fn revoke(
         )));
     }
     let custodian = state.custodian.as_ref().ok_or_else(|| {
-        ConsoleError::Refused(
+        HttpError::Refused(
             "this server holds no grant keys (treasury serve): revoke with `treasury grants revoke`".into(),
         )
     })?;
     let done = custodian
         .revoke(&grant.id, &who.actor())
         .await
-        .map_err(ConsoleError::internal)?;
+        .map_err(HttpError::internal)?;
     Ok(view::respond(view::page(
         "Grant revoked",
         Some(&signed),

@@ -9,7 +9,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::session::Signed;
-use super::{ConsoleError, ConsoleState, view};
+use super::{ConsoleState, HttpError, view};
 use crate::guards::HaltScope;
 use crate::guards::known::KnownNames;
 use crate::operators::Role;
@@ -18,7 +18,7 @@ use crate::operators::Role;
 pub async fn page(
     State(state): State<ConsoleState>,
     signed: Signed,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     let halts = state.store.halts().await?;
     let body = html! {
         @if halts.is_empty() {
@@ -75,10 +75,10 @@ pub struct ScopeForm {
 }
 
 impl ScopeForm {
-    fn scope(&self) -> Result<HaltScope, ConsoleError> {
+    fn scope(&self) -> Result<HaltScope, HttpError> {
         let target = self.target.trim();
         let needs = |what: &str| {
-            ConsoleError::BadRequest(format!("scope {what}: give the {what}'s name in `target`"))
+            HttpError::BadRequest(format!("scope {what}: give the {what}'s name in `target`"))
         };
         match self.scope.as_str() {
             "all" => Ok(HaltScope::All),
@@ -86,7 +86,7 @@ impl ScopeForm {
             "grant" if target.is_empty() => Err(needs("grant")),
             "job" => Ok(HaltScope::Job(target.to_string())),
             "grant" => Ok(HaltScope::Grant(target.to_string())),
-            other => Err(ConsoleError::BadRequest(format!(
+            other => Err(HttpError::BadRequest(format!(
                 "scope {other:?} is not all, job or grant"
             ))),
         }
@@ -94,7 +94,7 @@ impl ScopeForm {
 }
 
 /// The form's scope, refused when it names a job or grant nobody knows.
-async fn known_scope(state: &ConsoleState, form: &ScopeForm) -> Result<HaltScope, ConsoleError> {
+async fn known_scope(state: &ConsoleState, form: &ScopeForm) -> Result<HaltScope, HttpError> {
     let scope = form.scope()?;
     let known = KnownNames::gather(
         &state.store,
@@ -102,7 +102,7 @@ async fn known_scope(state: &ConsoleState, form: &ScopeForm) -> Result<HaltScope
         state.grant_aliases.iter().cloned(),
     )
     .await?;
-    known.check(&scope).map_err(ConsoleError::BadRequest)?;
+    known.check(&scope).map_err(HttpError::BadRequest)?;
     Ok(scope)
 }
 
@@ -111,7 +111,7 @@ pub async fn halt(
     State(state): State<ConsoleState>,
     signed: Signed,
     Form(form): Form<ScopeForm>,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     signed.check_csrf(&form.csrf)?;
     let who = signed.operator(Role::Operator)?;
     let scope = known_scope(&state, &form).await?;
@@ -139,7 +139,7 @@ pub async fn resume(
     State(state): State<ConsoleState>,
     signed: Signed,
     Form(form): Form<ScopeForm>,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     signed.check_csrf(&form.csrf)?;
     let who = signed.operator(Role::Operator)?;
     let scope = known_scope(&state, &form).await?;
@@ -148,7 +148,7 @@ pub async fn resume(
         .clear_halt(&scope, &who, state.clock.now())
         .await?;
     if !lifted {
-        return Err(ConsoleError::BadRequest(format!(
+        return Err(HttpError::BadRequest(format!(
             "{scope} is not halted; nothing to resume"
         )));
     }

@@ -16,7 +16,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::session::Signed;
-use super::{ConsoleError, ConsoleState, view};
+use super::{ConsoleState, HttpError, view};
 use crate::guards::{ApprovalPreview, approvals_needed};
 use crate::operators::Role;
 use crate::runs::{Amount, Run, RunId, RunState, payee_shown};
@@ -38,9 +38,9 @@ pub fn amount_both(run: &Run) -> String {
 }
 
 /// A run id from the path, or a clear refusal.
-pub fn run_id(s: &str) -> Result<RunId, ConsoleError> {
+pub fn run_id(s: &str) -> Result<RunId, HttpError> {
     RunId::parse(s.trim()).ok_or_else(|| {
-        ConsoleError::NotFound(format!("{s:?} is not a run id (run_ and 24 hex digits)"))
+        HttpError::NotFound(format!("{s:?} is not a run id (run_ and 24 hex digits)"))
     })
 }
 
@@ -55,7 +55,7 @@ fn occurrence_of(run: &Run) -> &str {
 pub async fn page(
     State(state): State<ConsoleState>,
     signed: Signed,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     let mut runs = state
         .store
         .list_runs(&RunFilter {
@@ -180,7 +180,7 @@ pub async fn approve(
     signed: Signed,
     Path(id): Path<String>,
     Form(form): Form<DecideForm>,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     signed.check_csrf(&form.csrf)?;
     let who = signed.operator(Role::Approver)?;
     let id = run_id(&id)?;
@@ -188,7 +188,7 @@ pub async fn approve(
         .store
         .approve_run(&id, &who, state.clock.now())
         .await?
-        .map_err(ConsoleError::Refused)?;
+        .map_err(HttpError::Refused)?;
     let message = if a.released {
         format!(
             "Approved {id} by {}: it is due now.",
@@ -216,7 +216,7 @@ pub async fn reject(
     signed: Signed,
     Path(id): Path<String>,
     Form(form): Form<DecideForm>,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     signed.check_csrf(&form.csrf)?;
     let who = signed.operator(Role::Approver)?;
     let id = run_id(&id)?;
@@ -225,7 +225,7 @@ pub async fn reject(
         .store
         .reject_run(&id, &who, note, state.clock.now())
         .await?
-        .map_err(ConsoleError::Refused)?;
+        .map_err(HttpError::Refused)?;
     Ok(view::respond(view::page(
         "Rejected",
         Some(&signed),
@@ -243,7 +243,7 @@ pub async fn approve_batch(
     State(state): State<ConsoleState>,
     signed: Signed,
     body: String,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     let fields: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect();
@@ -261,7 +261,7 @@ pub async fn approve_batch(
         .map(|(_, v)| v.clone())
         .collect();
     if shown.is_empty() {
-        return Err(ConsoleError::BadRequest(
+        return Err(HttpError::BadRequest(
             "the batch form named no run (field `run`)".into(),
         ));
     }
@@ -274,7 +274,7 @@ pub async fn approve_batch(
         p { a href="/" { "Back to the inbox" } }
     };
     if done.refused.len() == shown.len() {
-        return Err(ConsoleError::Refused(format!(
+        return Err(HttpError::Refused(format!(
             "no run was approved: {}",
             done.refused.join("; ")
         )));

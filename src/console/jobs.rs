@@ -7,19 +7,19 @@ use axum::response::Html;
 use maud::html;
 
 use super::session::Signed;
-use super::{ConsoleError, ConsoleState, view};
+use super::{ConsoleState, HttpError, view};
 use crate::jobs::plan::{Holders, plan_with, write_text};
 
 /// `GET /jobs`.
 pub async fn page(
     State(state): State<ConsoleState>,
     signed: Signed,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     let jobs = state.jobs.as_slice();
     let holders = Holders::read(&state.store, jobs).await?;
     let plan = plan_with(jobs, state.clock.now(), 3, &holders);
     let mut text = Vec::new();
-    write_text(&mut text, &plan).map_err(ConsoleError::internal)?;
+    write_text(&mut text, &plan).map_err(HttpError::internal)?;
     let body = html! {
         @if jobs.is_empty() {
             p.box { "This server loaded no job files (" code { "treasury serve" } " runs none); "

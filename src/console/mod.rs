@@ -10,8 +10,8 @@
 //! - [`jobs`]: each job's plan; [`audit`]: the chain verified, its head, exports;
 //!   [`password`]: choosing one's own password (after a reset); [`operators`]: the
 //!   accounts, for admins.
-//! - [`view`]: the page layout and shared fragments; [`error`]: the one error type
-//!   every handler returns, rendered as a page.
+//! - [`view`]: the page layout and shared fragments. Every handler fails with the
+//!   worker's one HTTP error type, [`HttpError`](crate::http::HttpError).
 //!
 //! The console decides nothing itself: approvals, rejections and halts go through the
 //! same store functions the CLI calls (`Store::approve_run`, `reject_run`, `set_halt`,
@@ -20,7 +20,6 @@
 //! the account hold here as on the CLI.
 
 pub mod audit;
-pub mod error;
 pub mod grants;
 pub mod halts;
 pub mod inbox;
@@ -44,7 +43,7 @@ use crate::grants::Custodian;
 use crate::jobs::Job;
 use crate::store::Store;
 
-pub use error::ConsoleError;
+pub use crate::http::HttpError;
 pub use session::SignInLimiter;
 
 /// How console sessions behave (`[http]` `secure_cookies`, `session_idle_timeout`,

@@ -10,7 +10,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::session::Signed;
-use super::{ConsoleError, ConsoleState, view};
+use super::{ConsoleState, HttpError, view};
 use crate::operators::{OperatorName, Role, may_change};
 use crate::store::OperatorChange;
 
@@ -18,7 +18,7 @@ use crate::store::OperatorChange;
 pub async fn page(
     State(state): State<ConsoleState>,
     signed: Signed,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     signed.operator(Role::Admin)?;
     let accounts = state.store.operators().await?;
     let body = html! {
@@ -67,25 +67,25 @@ pub async fn change(
     signed: Signed,
     Path(name): Path<String>,
     Form(form): Form<ChangeForm>,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     signed.check_csrf(&form.csrf)?;
     signed.operator(Role::Admin)?;
     let (change, enabling) = match form.action.as_str() {
         "disable" => (OperatorChange::Disable, false),
         "enable" => (OperatorChange::Enable, true),
         other => {
-            return Err(ConsoleError::BadRequest(format!(
+            return Err(HttpError::BadRequest(format!(
                 "`action` must be disable or enable, got {other:?}"
             )));
         }
     };
-    let n = OperatorName::new(&name).map_err(ConsoleError::BadRequest)?;
+    let n = OperatorName::new(&name).map_err(HttpError::BadRequest)?;
     let (target, _) = state
         .store
         .operator_with_hash(&n)
         .await?
-        .ok_or_else(|| ConsoleError::NotFound(format!("no operator {n}")))?;
-    may_change(&signed.account, &target, enabling).map_err(ConsoleError::Refused)?;
+        .ok_or_else(|| HttpError::NotFound(format!("no operator {n}")))?;
+    may_change(&signed.account, &target, enabling).map_err(HttpError::Refused)?;
     let after = state
         .store
         .change_operator(&target, change, &signed.account, state.clock.now())

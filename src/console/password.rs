@@ -10,7 +10,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::session::Signed;
-use super::{ConsoleError, ConsoleState, view};
+use super::{ConsoleState, HttpError, view};
 use crate::config::Secret;
 use crate::operators::login;
 use crate::operators::secrets::{check_new_password, hash_password};
@@ -47,21 +47,21 @@ pub async fn change(
     State(state): State<ConsoleState>,
     signed: Signed,
     Form(form): Form<PasswordForm>,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     signed.check_csrf(&form.csrf)?;
     if form.new != form.repeat {
-        return Err(ConsoleError::BadRequest(
+        return Err(HttpError::BadRequest(
             "the new password and its repetition differ".into(),
         ));
     }
-    check_new_password(&form.new).map_err(ConsoleError::BadRequest)?;
+    check_new_password(&form.new).map_err(HttpError::BadRequest)?;
     let now = state.clock.now();
     let me = &signed.account;
     let current = Secret::new(form.current);
     let me = login::with_password(&state.store, &me.name, &current, now)
         .await
-        .map_err(ConsoleError::Refused)?;
-    let hash = hash_password(&Secret::new(form.new)).map_err(ConsoleError::internal)?;
+        .map_err(HttpError::Refused)?;
+    let hash = hash_password(&Secret::new(form.new)).map_err(HttpError::internal)?;
     let change = OperatorChange::Password {
         hash,
         temporary: false,

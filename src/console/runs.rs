@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::inbox::{decide_forms, run_id};
 use super::session::Signed;
-use super::{ConsoleError, ConsoleState, view};
+use super::{ConsoleState, HttpError, view};
 use crate::cli::runs::RunsCommand;
 use crate::runs::{Amount, Run, RunState, payee_shown};
 use crate::store::RunFilter;
@@ -23,13 +23,13 @@ pub async fn show(
     State(state): State<ConsoleState>,
     signed: Signed,
     Path(id): Path<String>,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     let id = run_id(&id)?;
     let run = state
         .store
         .get_run(&id)
         .await?
-        .ok_or_else(|| ConsoleError::NotFound(format!("no run {id}")))?;
+        .ok_or_else(|| HttpError::NotFound(format!("no run {id}")))?;
     let mut text = Vec::new();
     let cmd = RunsCommand::Show {
         id: id.to_string(),
@@ -37,7 +37,7 @@ pub async fn show(
     };
     crate::cli::runs::command(&state.store, &state.clock, cmd, None, &mut text)
         .await
-        .map_err(ConsoleError::internal)?;
+        .map_err(HttpError::internal)?;
     let text = String::from_utf8_lossy(&text);
     let body = html! {
         p { "State: " strong id="run-state" { (run.state) } " · job " (run.job_id) " · " (payee_shown(&run)) }
@@ -70,7 +70,7 @@ pub struct Filters {
 }
 
 impl Filters {
-    fn day(field: &str, v: &str) -> Result<Option<NaiveDate>, ConsoleError> {
+    fn day(field: &str, v: &str) -> Result<Option<NaiveDate>, HttpError> {
         let v = v.trim();
         if v.is_empty() {
             return Ok(None);
@@ -78,17 +78,17 @@ impl Filters {
         NaiveDate::parse_from_str(v, "%Y-%m-%d")
             .map(Some)
             .map_err(|_| {
-                ConsoleError::BadRequest(format!("`{field}` must be a date YYYY-MM-DD, got {v:?}"))
+                HttpError::BadRequest(format!("`{field}` must be a date YYYY-MM-DD, got {v:?}"))
             })
     }
 
     /// The runs these filters select, newest first.
-    async fn select(&self, state: &ConsoleState) -> Result<Vec<Run>, ConsoleError> {
+    async fn select(&self, state: &ConsoleState) -> Result<Vec<Run>, HttpError> {
         let run_state = Some(self.state.trim())
             .filter(|s| !s.is_empty())
             .map(str::parse::<RunState>)
             .transpose()
-            .map_err(|e| ConsoleError::BadRequest(format!("`state`: {e}")))?;
+            .map_err(|e| HttpError::BadRequest(format!("`state`: {e}")))?;
         let (from, to) = (Self::day("from", &self.from)?, Self::day("to", &self.to)?);
         let start = from
             .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -131,7 +131,7 @@ pub async fn list(
     State(state): State<ConsoleState>,
     signed: Signed,
     Query(f): Query<Filters>,
-) -> Result<Html<String>, ConsoleError> {
+) -> Result<Html<String>, HttpError> {
     let runs = f.select(&state).await?;
     let body = html! {
         form.box method="get" action="/runs" id="filters" {
@@ -167,7 +167,7 @@ pub async fn csv(
     State(state): State<ConsoleState>,
     _signed: Signed,
     Query(f): Query<Filters>,
-) -> Result<Response, ConsoleError> {
+) -> Result<Response, HttpError> {
     let runs = f.select(&state).await?;
     let mut out = String::from(
         "date,run,job,payee,source_amount,source_currency,target_amount,target_currency,rate,fees,transfer_id,status\r\n",

@@ -31,7 +31,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{ConsoleError, ConsoleState, view};
+use super::{ConsoleState, HttpError, view};
 use crate::config::Secret;
 use crate::guards::Operator;
 use crate::operators::secrets::{new_token, token_hash};
@@ -59,8 +59,8 @@ impl Default for SignInLimiter {
 
 impl SignInLimiter {
     /// Counts one attempt from `from`; refused past the rate.
-    pub fn check(&self, from: IpAddr) -> Result<(), ConsoleError> {
-        self.0.check_key(&from).map_err(|_| ConsoleError::TooMany)
+    pub fn check(&self, from: IpAddr) -> Result<(), HttpError> {
+        self.0.check_key(&from).map_err(|_| HttpError::TooMany)
     }
 }
 
@@ -78,21 +78,17 @@ impl Signed {
     }
 
     /// Refuses a form whose CSRF token is not this session's.
-    pub fn check_csrf(&self, submitted: &str) -> Result<(), ConsoleError> {
+    pub fn check_csrf(&self, submitted: &str) -> Result<(), HttpError> {
         // Both are hex of one HMAC; comparing the bytes in constant time.
         let (a, b) = (self.csrf.as_bytes(), submitted.trim().as_bytes());
         let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0;
-        if same {
-            Ok(())
-        } else {
-            Err(ConsoleError::Csrf)
-        }
+        if same { Ok(()) } else { Err(HttpError::Csrf) }
     }
 
     /// The operator this session acts as, if the account holds `need` (and owes no
     /// new password: a one-time password must be changed before approving).
-    pub fn operator(&self, need: Role) -> Result<Operator, ConsoleError> {
-        login::permitted(&self.account, need).map_err(ConsoleError::Refused)?;
+    pub fn operator(&self, need: Role) -> Result<Operator, HttpError> {
+        login::permitted(&self.account, need).map_err(HttpError::Refused)?;
         Ok(Operator::from_account(&self.account))
     }
 }
@@ -122,19 +118,19 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 impl FromRequestParts<ConsoleState> for Signed {
-    type Rejection = ConsoleError;
+    type Rejection = HttpError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &ConsoleState,
     ) -> Result<Self, Self::Rejection> {
         let token = cookie(&parts.headers, SESSION_COOKIE)
-            .ok_or_else(|| ConsoleError::SignIn("no session".into()))?;
+            .ok_or_else(|| HttpError::SignIn("no session".into()))?;
         let session = state
             .store
             .console_session(&token_hash(token))
             .await?
-            .ok_or_else(|| ConsoleError::SignIn("no live session".into()))?;
+            .ok_or_else(|| HttpError::SignIn("no live session".into()))?;
         let now = state.clock.now();
         let idle = chrono::Duration::from_std(state.rules.idle_timeout).unwrap_or_default();
         let max_age = chrono::Duration::from_std(state.rules.max_age).unwrap_or_default();
@@ -144,7 +140,7 @@ impl FromRequestParts<ConsoleState> for Signed {
                 .store
                 .end_console_session(&session.id, None, now)
                 .await?;
-            return Err(ConsoleError::SignIn("the session ended".into()));
+            return Err(HttpError::SignIn("the session ended".into()));
         }
         if parts.uri.query() != Some("auto=1") {
             state.store.touch_console_session(&session.id, now).await?;
@@ -211,9 +207,9 @@ pub async fn sign_in(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
-) -> Result<Response, ConsoleError> {
+) -> Result<Response, HttpError> {
     if form.csrf.is_empty() || cookie(&headers, SIGNIN_COOKIE) != Some(form.csrf.as_str()) {
-        return Err(ConsoleError::Csrf);
+        return Err(HttpError::Csrf);
     }
     state.limiter.check(peer.ip())?;
     let now = state.clock.now();
@@ -253,7 +249,7 @@ pub async fn sign_out(
     State(state): State<ConsoleState>,
     signed: Signed,
     Form(form): Form<CsrfForm>,
-) -> Result<Response, ConsoleError> {
+) -> Result<Response, HttpError> {
     signed.check_csrf(&form.csrf)?;
     state
         .store
@@ -278,7 +274,7 @@ mod tests {
         for i in 0..SIGN_INS_PER_MINUTE {
             assert!(limiter.check(a).is_ok(), "attempt {i}");
         }
-        assert!(matches!(limiter.check(a), Err(ConsoleError::TooMany)));
+        assert!(matches!(limiter.check(a), Err(HttpError::TooMany)));
         assert!(
             limiter.check(b).is_ok(),
             "another address has its own budget"

@@ -8,12 +8,18 @@
 //! - `GET /oauth/callback`: completes the flow; a doubled callback exchanges the code
 //!   at most once (the authorization is consumed by one conditional UPDATE).
 //! - `GET /healthz`.
+//! - The web console at `/` is `crate::console`'s router, merged in by the service
+//!   and by `treasury serve`.
+//!
+//! Handlers fail with the one error type [`HttpError`], which renders the page (or
+//! the redirect, or the HTTP Basic challenge) for its status.
 //!
 //! The server binds localhost by default (`[http] listen`). No page or log line shows
 //! a token, a code or the operator token. Every response carries the security headers
 //! of [`headers`].
 
 pub mod edge;
+pub mod error;
 pub mod headers;
 pub mod ops;
 pub mod triggers;
@@ -34,6 +40,8 @@ use crate::grants::{
 };
 use crate::operators::Role;
 use crate::store::Store;
+
+pub use error::HttpError;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -81,50 +89,32 @@ async fn connect(
     State(state): State<AppState>,
     Path(alias): Path<String>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, HttpError> {
     if let Err(why) = operator_authenticated(&headers, &state).await {
         tracing::warn!(grant = %alias, reason = %why, "refused an HTTP connect");
-        let mut res = (
-            StatusCode::UNAUTHORIZED,
-            Html(page(
-                "Operator sign-in required",
-                "Sign in with your operator name, and your personal token (treasury operators token) as the password.",
-            )),
-        )
-            .into_response();
-        res.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"treasury operator\", charset=\"UTF-8\""),
-        );
-        return res;
+        return Err(HttpError::Unauthorized(
+            "Sign in with your operator name, and your personal token (treasury operators token) as the password.".into(),
+        ));
     }
     let started = match (&state.baanx, &state.connector) {
         (Some(baanx), _) if baanx.spec(&alias).is_ok() => baanx.begin(&alias).await,
         (_, Some(busha)) => busha.begin(&alias).await,
         (_, None) => Err(ConnectError::UnknownAlias(alias.clone())),
     };
-    match started {
-        Ok(started) => {
-            let mut res = StatusCode::FOUND.into_response();
-            match HeaderValue::from_str(started.url.as_str()) {
-                Ok(v) => {
-                    res.headers_mut().insert(header::LOCATION, v);
-                    res.headers_mut()
-                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    res
-                }
-                Err(_) => error_page(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the authorization URL is not a valid header",
-                ),
-            }
-        }
-        Err(e @ ConnectError::UnknownAlias(_)) => error_page(StatusCode::NOT_FOUND, &e.to_string()),
-        Err(e) => {
+    let started = started.map_err(|e| match e {
+        e @ ConnectError::UnknownAlias(_) => HttpError::NotFound(e.to_string()),
+        e => {
             tracing::error!(grant = %alias, error = %e, "could not start an authorization");
-            error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+            HttpError::Internal(e.to_string())
         }
-    }
+    })?;
+    let location = HeaderValue::from_str(started.url.as_str())
+        .map_err(|_| HttpError::Internal("the authorization URL is not a valid header".into()))?;
+    let mut res = StatusCode::FOUND.into_response();
+    res.headers_mut().insert(header::LOCATION, location);
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
 }
 
 async fn busha_callback(
@@ -134,7 +124,7 @@ async fn busha_callback(
     Query(params): Query<CallbackParams>,
 ) -> Response {
     let Some(busha) = &state.connector else {
-        return error_page(StatusCode::NOT_FOUND, "Busha is not configured");
+        return HttpError::NotFound("Busha is not configured".into()).into_response();
     };
     let client = client_info(peer, &headers);
     let done = BrowserFlow::complete(busha, &params, "operator:http", client).await;
@@ -148,7 +138,7 @@ async fn baanx_callback(
     Query(params): Query<CallbackParams>,
 ) -> Response {
     let Some(baanx) = &state.baanx else {
-        return error_page(StatusCode::NOT_FOUND, "Baanx is not configured");
+        return HttpError::NotFound("Baanx is not configured".into()).into_response();
     };
     let client = client_info(peer, &headers);
     let done = BrowserFlow::complete(baanx, &params, "operator:http", client).await;
@@ -202,22 +192,18 @@ fn callback_page(provider: &str, done: Result<Connected, ConnectError>) -> Respo
                 .into_response()
         }
         Err(e) => {
-            let status = match &e {
-                ConnectError::AccessDenied(_) => StatusCode::FORBIDDEN,
-                ConnectError::StateMismatch(_) | ConnectError::IssuerMismatch { .. } => {
-                    StatusCode::BAD_REQUEST
-                }
-                ConnectError::AlreadyUsed => StatusCode::CONFLICT,
-                ConnectError::Exchange(_) | ConnectError::Provider { .. } => {
-                    StatusCode::BAD_GATEWAY
-                }
-                ConnectError::Store(_) | ConnectError::Crypto(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
-                _ => StatusCode::BAD_REQUEST,
-            };
             tracing::warn!(error = %e, "OAuth callback failed");
-            error_page(status, &e.to_string())
+            let message = e.to_string();
+            match e {
+                ConnectError::AccessDenied(_) => HttpError::Refused(message),
+                ConnectError::AlreadyUsed => HttpError::Conflict(message),
+                ConnectError::Exchange(_) | ConnectError::Provider { .. } => {
+                    HttpError::BadGateway(message)
+                }
+                ConnectError::Store(_) | ConnectError::Crypto(_) => HttpError::Internal(message),
+                _ => HttpError::BadRequest(message),
+            }
+            .into_response()
         }
     }
 }
@@ -248,14 +234,6 @@ async fn operator_authenticated(headers: &HeaderMap, state: &AppState) -> Result
         .filter(|a| a.name == name.as_str())
         .ok_or_else(|| format!("no live token of operator {name}"))?;
     crate::operators::login::permitted(&account, Role::Operator)
-}
-
-fn error_page(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Html(page("Could not connect the grant", &escape(message))),
-    )
-        .into_response()
 }
 
 fn page(title: &str, body: &str) -> String {
