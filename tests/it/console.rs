@@ -285,8 +285,16 @@ async fn sessions_refuse_forms_without_csrf_time_out_lock_after_five_failures_an
         .unwrap();
     assert_eq!(old.status(), 303, "the rotated-away session signs in again");
 
-    // Past the idle timeout (an hour here), back to sign-in.
-    w.clock.advance(chrono::Duration::minutes(61));
+    // The inbox's own refresh does not count as use: past the idle timeout (an hour
+    // here) since the last real request, back to sign-in.
+    w.clock.advance(chrono::Duration::minutes(40));
+    b.goto(&app.url("/?auto=1")).await.unwrap();
+    assert_eq!(
+        b.current_url().await.unwrap().path(),
+        "/",
+        "40 minutes idle is within the hour"
+    );
+    w.clock.advance(chrono::Duration::minutes(21));
     b.goto(&app.url("/")).await.unwrap();
     assert_eq!(b.current_url().await.unwrap().path(), "/signin");
 
@@ -513,6 +521,94 @@ async fn a_halt_from_the_browser_holds_the_next_run_and_resume_lets_it_settle_an
             .unwrap()
             .is_empty()
     );
+    b.close().await.unwrap();
+    app.stop().await;
+}
+
+/// A scheduled batch: two payees at 09:05 UTC, each run needing one approval.
+const BATCH: &str = r#"
+id = "batch"
+grant = "acme"
+owner = "finance-lead"
+source_currency = "USDT"
+target_currency = "NGN"
+
+[guard]
+min_rate = "1000"
+
+[approval]
+above = "10"
+approvers = 1
+
+[schedule]
+cron = "5 9 * * *"
+timezone = "UTC"
+
+[[payees]]
+key = "ada"
+source_amount = "20"
+bank_code = "000013"
+account_number = "0123456789"
+account_name = "ADA LOVELACE"
+
+[[payees]]
+key = "bola"
+source_amount = "30"
+bank_code = "000013"
+account_number = "2222222222"
+account_name = "BOLA ADE"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_occurrence_is_approved_from_its_summary_in_the_inbox_and_both_runs_settle() {
+    let w = world().await;
+    w.sb.add_bank_account("000013", "2222222222", "BOLA ADE");
+    let store = w.store();
+    account(&store, &w.clock, "alice", Role::Approver).await;
+    let app = App::start(&w, BATCH).await;
+    // The scheduler creates the occurrence's two runs once its time comes.
+    let mut runs = Vec::new();
+    for _ in 0..200 {
+        runs = store.list_runs(&RunFilter::default()).await.unwrap();
+        if runs.len() == 2 {
+            break;
+        }
+        w.clock.advance(chrono::Duration::seconds(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(runs.len(), 2, "the batch's two runs were created");
+    assert!(runs.iter().all(|r| r.state == RunState::AwaitingApproval));
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    sign_in(&b, &app, "alice").await;
+    let inbox = body_text(&b).await;
+    assert!(
+        inbox.contains("Occurrence 2026-03-02T09:05:00Z of batch: 2 run(s) awaiting approval")
+            && inbox.contains("Total: 50 USDT")
+            && inbox.contains("New payees (2)"),
+        "{inbox}"
+    );
+    let done = click(&b, "form.batch button").await;
+    assert!(
+        done.contains("2 run(s) now due, 0 waiting for more approvers, 0 refused"),
+        "{done}"
+    );
+    for _ in 0..400 {
+        let runs = store.list_runs(&RunFilter::default()).await.unwrap();
+        if runs.iter().all(|r| r.state == RunState::Settled) {
+            break;
+        }
+        w.clock.advance(chrono::Duration::seconds(1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let states: Vec<RunState> = store
+        .list_runs(&RunFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(states, [RunState::Settled, RunState::Settled]);
     b.close().await.unwrap();
     app.stop().await;
 }
