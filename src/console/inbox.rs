@@ -22,18 +22,29 @@ use crate::operators::Role;
 use crate::runs::{Amount, Run, RunId, RunState, payee_shown};
 use crate::store::{ApprovalRow, RunFilter};
 
-/// The amount a run moves, with both currencies: the fixed side and the other one.
+/// The amount a run moves, in both currencies: the quote's when it has one, else the
+/// fixed side and the other side as the rate guard bounds it (`min_rate`).
 pub fn amount_both(run: &Run) -> String {
     let s = &run.spec;
-    match &s.amount {
-        Amount::Source { amount } => format!(
-            "{amount} {} → {} at the quoted rate",
-            s.source_currency, s.target_currency
+    let (src, tgt) = (&s.source_currency, &s.target_currency);
+    if let Some(q) = &run.quote {
+        return format!(
+            "{} {src} → {} {tgt} at {}",
+            q.source_amount, q.target_amount, q.rate
+        );
+    }
+    let min = s.guard.min_rate.filter(|r| !r.is_zero());
+    match (&s.amount, min) {
+        (Amount::Source { amount }, Some(r)) => format!(
+            "{amount} {src} → at least {} {tgt} (min rate {r})",
+            (amount * r).round_dp(2)
         ),
-        Amount::Target { amount } => format!(
-            "{amount} {} ← {} at the quoted rate",
-            s.target_currency, s.source_currency
+        (Amount::Target { amount }, Some(r)) => format!(
+            "{amount} {tgt} ← at most {} {src} (min rate {r})",
+            (amount / r).round_dp(2)
         ),
+        (Amount::Source { amount }, None) => format!("{amount} {src} → {tgt} at the quoted rate"),
+        (Amount::Target { amount }, None) => format!("{amount} {tgt} ← {src} at the quoted rate"),
     }
 }
 

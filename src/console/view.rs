@@ -26,6 +26,12 @@ input, select { padding: .3rem; border: 1px solid #b9c0ca; border-radius: 4px; }
 .halted { background: #fff4e5; border: 1px solid #f0c36d; padding: .6rem 1rem; }
 form.inline { display: inline-flex; gap: .3rem; flex-wrap: wrap; margin: .2rem 0; }
 label { display: block; margin: .5rem 0 .2rem; }
+@media (max-width: 640px) {
+  main { padding: .6rem; }
+  table#inbox thead, table#grants thead { display: none; }
+  table#inbox tr, table#grants tr { display: block; border-bottom: 2px solid #c9cfd8; padding: .4rem 0; }
+  table#inbox td, table#grants td { display: block; border: 0; padding: .15rem .5rem; }
+}
 "#;
 
 /// A whole page: the header with the navigation and the signed-in account.

@@ -157,7 +157,16 @@ async fn two_approvers_in_two_browsers_release_a_run_that_settles_and_the_owner_
         inbox.contains("1 of 2") && inbox.contains("alice"),
         "{inbox}"
     );
+    assert!(
+        inbox.contains("60 USDT → at least 60000 NGN (min rate 1000)"),
+        "{inbox}"
+    );
     screenshot(&first, "console-inbox").await;
+    // Readable on a phone: the same page at a phone's width.
+    first.set_window_size(390, 844).await.unwrap();
+    first.refresh().await.unwrap();
+    screenshot(&first, "console-inbox-phone").await;
+    first.set_window_size(1280, 900).await.unwrap();
     first
         .goto(&app.url(&format!("/runs/{}", run.id)))
         .await
