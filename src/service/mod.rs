@@ -5,6 +5,7 @@
 //! bounded time. [`http`] assembles the HTTP routes.
 
 pub mod http;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,9 +18,7 @@ use crate::alerts::{AlertSink, AlertWatcher, SinkOptions};
 use crate::clock::Clock;
 use crate::config::QueueBackendKind;
 use crate::config::{Secret, Settings};
-use crate::grants::{
-    BaanxTokens, BushaOAuth, Custodian, CustodyConfig, KeepAlive, Keyring, SealMonitor,
-};
+use crate::grants::{BaanxTokens, BushaOAuth, Custodian, CustodyConfig, Keyring, SealMonitor};
 use crate::guards::{Guards, GuardsConfig};
 use crate::jobs::Job;
 use crate::jobs::scheduler::{Scheduler, SchedulerConfig, create_occurrence};
@@ -241,40 +240,14 @@ async fn run_on(
     // Alerts from the audit log and stuck transfers; the seal check again, so that a
     // grant rekeyed under a version this process lacks turns readiness off.
     let seal_status = seals.status();
-    {
-        let stuck_after = chrono::Duration::from_std(settings.alerts.stuck_after)
-            .unwrap_or(chrono::Duration::minutes(30));
-        let mut watcher =
-            AlertWatcher::new(store.clone(), sink.clone(), clock.clone(), stuck_after)
-                .await
-                .map_err(|e| e.to_string())?;
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            while !shutdown.is_cancelled() {
-                if let Err(e) = watcher.poll().await {
-                    tracing::warn!(error = %e, "alert watcher could not read the store");
-                }
-                if let Err(e) = seals.check().await {
-                    tracing::warn!(error = %e, "seal check could not read the store");
-                }
-                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(10)) => {} }
-            }
-        });
-    }
+    let stuck_after = chrono::Duration::from_std(settings.alerts.stuck_after)
+        .unwrap_or(chrono::Duration::minutes(30));
+    let watcher = AlertWatcher::new(store.clone(), sink.clone(), clock.clone(), stuck_after)
+        .await
+        .map_err(|e| e.to_string())?;
+    tasks.spawn(watch::alerts(watcher, seals, shutdown.clone()));
     // Keep-alive: refresh grants before their refresh tokens die unused, and alert.
-    {
-        let custodian = custodian.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let policy = KeepAlive::default();
-            while !shutdown.is_cancelled() {
-                if let Err(e) = custodian.keep_alive(&policy).await {
-                    tracing::warn!(error = %e, "keep-alive could not read the grants");
-                }
-                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(KEEP_ALIVE_EVERY) => {} }
-            }
-        });
-    }
+    tasks.spawn(watch::keep_alive(custodian.clone(), shutdown.clone()));
     // HTTP: health and metrics always; connect routes with an operator token; triggers;
     // the console. The listener was bound before anything started.
     let router = http::router(http::HttpParts {
@@ -461,9 +434,6 @@ impl SweepLoop {
         Ok(())
     }
 }
-
-/// How often keep-alive looks at every grant: far inside its 3-day window.
-const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Baanx's token endpoint when `[baanx]` is configured and its secret key is set;
 /// without it Baanx grants are neither refreshed nor kept alive here (said loudly).
