@@ -240,7 +240,8 @@ pub async fn click(b: &Client, css: &str) -> String {
         .await
         .unwrap();
     let mut gone = false;
-    for _ in 0..400 {
+    // Up to 30 s: a loaded CI machine is slow, and the signal is positive.
+    for _ in 0..1200 {
         if let Err(e) = old.tag_name().await
             && e.is_stale_element_reference()
         {
