@@ -4,14 +4,18 @@
 
 use std::time::Duration;
 
+use treasury::config::Secret;
 use treasury::operators::Role;
+use treasury::operators::secrets::hash_password;
 use treasury::runs::RunState;
 use treasury::sandbox::LedgerEvent;
-use treasury::store::RunFilter;
+use treasury::store::{OperatorChange, RunFilter};
 
-use crate::console_support::{App, Driver, body_text, click, screenshot, sign_in, sign_out};
+use crate::console_support::{
+    App, Driver, body_text, click, screenshot, sign_in, sign_in_with, sign_out,
+};
 use crate::console_world::{approve, fire, job, until, world};
-use crate::operators_world::account;
+use crate::operators_world::{ROOT, account};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_approvers_in_two_browsers_release_a_run_that_settles_and_the_owner_is_refused() {
@@ -76,6 +80,29 @@ async fn two_approvers_in_two_browsers_release_a_run_that_settles_and_the_owner_
     assert!(
         again.contains("alice has already approved") && again.contains("counts once"),
         "{again}"
+    );
+
+    // An approver whose password an admin reset may not approve until it is changed.
+    let erin = account(&store, &w.clock, "erin", Role::Approver).await;
+    let root = account(&store, &w.clock, ROOT, Role::Admin).await;
+    let one_time = "one-time password 456";
+    let hash = hash_password(&Secret::new(one_time)).unwrap();
+    let reset = OperatorChange::Password {
+        hash,
+        temporary: true,
+    };
+    store
+        .change_operator(&erin, reset, &root, w.clock.now())
+        .await
+        .unwrap();
+    first.goto(&app.url("/")).await.unwrap();
+    sign_out(&first).await;
+    let text = sign_in_with(&first, &app, "erin", one_time).await;
+    assert!(text.contains("one-time password"), "{text}");
+    let refused = approve(&first).await;
+    assert!(
+        refused.contains("operator erin has a one-time password"),
+        "{refused}"
     );
 
     // Bob, in a second browser session, releases it.
