@@ -223,9 +223,16 @@ pub async fn sign_in(
     };
     let token = new_token();
     let old = cookie(&headers, SESSION_COOKIE).map(token_hash);
+    let max_age = chrono::Duration::from_std(state.rules.max_age).unwrap_or_default();
     state
         .store
-        .open_console_session(&account, &token_hash(token.expose()), old.as_deref(), now)
+        .open_console_session(
+            &account,
+            &token_hash(token.expose()),
+            old.as_deref(),
+            now - max_age,
+            now,
+        )
         .await?;
     let mut res = redirect("/");
     let max_age = state.rules.max_age.as_secs();

@@ -30,15 +30,26 @@ const SESSION_SQL: &str = "SELECT o.id, o.name, o.role, o.password_temporary, o.
 impl Store {
     /// Opens a session for `account` under its current credential version. The
     /// session the browser held before (`replaces`, by token hash), if any, ends in
-    /// the same transaction: a sign-in always rotates the session.
+    /// the same transaction: a sign-in always rotates the session. The account's ended
+    /// sessions, and those opened before `forget_before`, are deleted.
     pub async fn open_console_session(
         &self,
         account: &Account,
         token_hash: &str,
         replaces: Option<&str>,
+        forget_before: DateTime<Utc>,
         at: DateTime<Utc>,
     ) -> Result<String, StoreError> {
         let mut tx = self.begin().await?;
+        // The account's sessions that can never be live again go: ended ones, and any
+        // older than the longest a session lives.
+        sqlx::query(
+            "DELETE FROM console_sessions WHERE operator_id = $1 AND (ended_at IS NOT NULL OR created_at < $2)",
+        )
+        .bind(account.id.as_str())
+        .bind(millis(forget_before))
+        .execute(&mut *tx)
+        .await?;
         if let Some(old) = replaces {
             sqlx::query(
                 "UPDATE console_sessions SET ended_at = $2 WHERE token_hash = $1 AND ended_at IS NULL",

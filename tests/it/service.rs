@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use treasury::config::{BushaSettings, GrantSpec, HttpSettings, Settings, StoreSettings};
 use treasury::runs::{Amount, RunState};
 use treasury::sandbox::{LedgerEvent, TransferOutcome};
-use treasury::service::{Parts, run};
+use treasury::service::{Application, Parts, run};
 use treasury::store::RunFilter;
 use treasury::triggers::sign_trigger;
 
@@ -50,11 +50,15 @@ struct Service {
 }
 
 impl Service {
+    /// Started zero2prod style: on a listener bound to port 0 first, so no port is
+    /// raced for (`[http] listen` is not used).
     async fn start(w: &World, job: &str) -> Service {
-        let (parts, port, dir) = Service::parts(w, job);
+        let (parts, _, dir) = Service::parts(w, job);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = Application::build(parts, listener).unwrap();
+        let base = format!("http://{}", app.address().unwrap());
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(run(parts, shutdown.clone()));
-        let base = format!("http://127.0.0.1:{port}");
+        let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let http = reqwest::Client::new();
         for _ in 0..100 {
             if http.get(format!("{base}/healthz")).send().await.is_ok() {
