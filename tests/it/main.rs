@@ -22,6 +22,7 @@ mod console;
 mod console_halts;
 mod console_serve;
 mod console_sessions;
+mod console_store;
 mod console_support;
 mod console_world;
 mod demo;
