@@ -135,7 +135,7 @@ impl FromRequestParts<ConsoleState> for Signed {
         let idle = chrono::Duration::from_std(state.rules.idle_timeout).unwrap_or_default();
         let max_age = chrono::Duration::from_std(state.rules.max_age).unwrap_or_default();
         let expired = now - session.last_seen_at > idle || now - session.created_at > max_age;
-        if let (true, _) | (_, Err(_)) = (expired, session.account.usable()) {
+        if expired || session.account.usable().is_err() {
             state
                 .store
                 .end_console_session(&session.id, None, now)
