@@ -16,44 +16,12 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::session::Signed;
+use super::shown::{amount_both, payee, run_id};
 use super::{ConsoleState, HttpError, view};
 use crate::guards::{ApprovalPreview, approvals_needed};
 use crate::operators::Role;
-use crate::runs::{Amount, Run, RunId, RunState, payee_shown};
+use crate::runs::{Run, RunState};
 use crate::store::{ApprovalRow, RunFilter};
-
-/// The amount a run moves, in both currencies: the quote's when it has one, else the
-/// fixed side and the other side as the rate guard bounds it (`min_rate`).
-pub fn amount_both(run: &Run) -> String {
-    let s = &run.spec;
-    let (src, tgt) = (&s.source_currency, &s.target_currency);
-    if let Some(q) = &run.quote {
-        return format!(
-            "{} {src} → {} {tgt} at {}",
-            q.source_amount, q.target_amount, q.rate
-        );
-    }
-    let min = s.guard.min_rate.filter(|r| !r.is_zero());
-    match (&s.amount, min) {
-        (Amount::Source { amount }, Some(r)) => format!(
-            "{amount} {src} → at least {} {tgt} (min rate {r})",
-            (amount * r).round_dp(2)
-        ),
-        (Amount::Target { amount }, Some(r)) => format!(
-            "{amount} {tgt} ← at most {} {src} (min rate {r})",
-            (amount / r).round_dp(2)
-        ),
-        (Amount::Source { amount }, None) => format!("{amount} {src} → {tgt} at the quoted rate"),
-        (Amount::Target { amount }, None) => format!("{amount} {tgt} ← {src} at the quoted rate"),
-    }
-}
-
-/// A run id from the path, or a clear refusal.
-pub fn run_id(s: &str) -> Result<RunId, HttpError> {
-    RunId::parse(s.trim()).ok_or_else(|| {
-        HttpError::NotFound(format!("{s:?} is not a run id (run_ and 24 hex digits)"))
-    })
-}
 
 /// The occurrence a run belongs to: a batch's runs share the part before `#`.
 fn occurrence_of(run: &Run) -> &str {
@@ -78,7 +46,8 @@ pub async fn page(
     runs.sort_by_key(|r| r.created_at);
     let mut rows = Vec::with_capacity(runs.len());
     for run in &runs {
-        rows.push((run, state.store.run_approvals(&run.id).await?));
+        let approvals = state.store.run_approvals(&run.id).await?;
+        rows.push((run, approvals, payee(&state.store, run).await?));
     }
     let mut batches: BTreeMap<(String, String), usize> = BTreeMap::new();
     for run in &runs {
@@ -103,7 +72,7 @@ pub async fn page(
         } @else {
             div.scroll { table id="inbox" {
                 thead { tr { th { "Age" } th { "Job" } th { "Amount" } th { "Payee" } th { "Approved by" } th { "Decide" } } }
-                tbody { @for (run, approvals) in &rows { (inbox_row(&signed, run, approvals, now)) } }
+                tbody { @for (run, approvals, payee) in &rows { (inbox_row(&signed, run, approvals, payee, now)) } }
             } }
         }
     };
@@ -119,6 +88,7 @@ fn inbox_row(
     signed: &Signed,
     run: &Run,
     approvals: &[ApprovalRow],
+    payee: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Markup {
     let needed = approvals_needed(&run.spec);
@@ -127,7 +97,7 @@ fn inbox_row(
             td { (view::age(now - run.created_at)) }
             td { (run.job_id) br; span.note { (run.occurrence_key) } }
             td { (amount_both(run)) }
-            td { (payee_shown(run)) }
+            td { (payee) }
             td.approvals {
                 (approvals.len()) " of " (needed)
                 @for a in approvals { br; (a.approver) }

@@ -10,6 +10,7 @@
 //! - [`jobs`]: each job's plan; [`audit`]: the chain verified, its head, exports;
 //!   [`password`]: choosing one's own password (after a reset); [`operators`]: the
 //!   accounts, for admins.
+//! - [`shown`]: how a run's amount and payee are shown.
 //! - [`view`]: the page layout and shared fragments. Every handler fails with the
 //!   worker's one HTTP error type, [`HttpError`](crate::http::HttpError).
 //!
@@ -28,6 +29,7 @@ pub mod operators;
 pub mod password;
 pub mod runs;
 pub mod session;
+pub mod shown;
 pub mod view;
 
 use std::sync::Arc;

@@ -10,8 +10,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use maud::html;
 use serde::Deserialize;
 
-use super::inbox::{decide_forms, run_id};
+use super::inbox::decide_forms;
 use super::session::Signed;
+use super::shown::run_id;
 use super::{ConsoleState, HttpError, view};
 use crate::cli::runs::RunsCommand;
 use crate::runs::{Amount, Run, RunState, payee_shown};
@@ -152,7 +153,7 @@ pub async fn list(
                     td { a href={ "/runs/" (r.id.as_str()) } { (r.id.as_str()) } }
                     td { (r.job_id) }
                     td { (r.state) }
-                    td { (super::inbox::amount_both(r)) }
+                    td { (super::shown::amount_both(r)) }
                     td { (payee_shown(r)) }
                     td { (r.transfer_id.as_deref().unwrap_or("-")) }
                 }
