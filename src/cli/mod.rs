@@ -119,6 +119,17 @@ pub enum Command {
         /// At most this many scheduled occurrences.
         #[arg(long, default_value_t = 6)]
         occurrences: usize,
+        /// Leave the store, its config, the master key and the sandbox's state in this
+        /// (new or empty) folder, and print how to serve the console over it.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+        /// Also print the logs on the terminal (they always go to the demo folder's
+        /// `demo.log`).
+        #[arg(short, long)]
+        verbose: bool,
+        /// The folder `main` opened for the demo and logs into.
+        #[arg(skip)]
+        folder: Option<PathBuf>,
     },
     /// Every active halt.
     Halts {
@@ -246,9 +257,17 @@ async fn dispatch(
             command: command @ (audit::AuditCommand::Keygen | audit::AuditCommand::PublicKey),
         } => return Ok(audit_checkpoints::offline(command, out)?),
         // The demo makes its own sandbox, store and key.
-        Command::Demo { jobs, occurrences } => {
+        Command::Demo {
+            jobs,
+            occurrences,
+            keep,
+            folder,
+            ..
+        } => {
             let mut opts = crate::demo::DemoOptions::new(&cli.config, jobs);
             opts.max_occurrences = occurrences;
+            opts.keep = keep;
+            opts.folder = folder;
             // The demo runs for minutes and takes no shutdown token: a signal ends it
             // here (what it printed so far says how far it got).
             let demo = tokio::select! {
