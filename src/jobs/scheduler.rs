@@ -20,12 +20,13 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
 
+use super::in_force::SetVersion;
 use super::schedule::Fire;
 use super::spec::{Job, PayoutError};
 use crate::audit::NewAuditEntry;
 use crate::grants::{Usability, usability};
 use crate::runs::{Amount, Run, RunId};
-use crate::store::{Store, StoreError};
+use crate::store::{OccurrenceWrite, Store, StoreError};
 
 /// How a scheduler behaves.
 #[derive(Clone, Debug)]
@@ -67,6 +68,9 @@ pub struct TickReport {
     pub held: Vec<HeldJob>,
     /// Jobs whose runs could not be built: (job id, reason).
     pub failed: Vec<(String, String)>,
+    /// This scheduler's job set is not the one in force: the tick created nothing and
+    /// moved no cursor from the moment it found out.
+    pub not_in_force: bool,
 }
 
 /// Why an occurrence's runs were not created.
@@ -76,6 +80,15 @@ pub enum OccurrenceError {
     Payout(#[from] PayoutError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This process's job set is not the one in force: nothing was created.
+    #[error(
+        "this worker's job set {ours} is not the one in force ({}): it creates no runs until its job files agree",
+        in_force.as_deref().unwrap_or("none recorded")
+    )]
+    NotInForce {
+        ours: String,
+        in_force: Option<String>,
+    },
 }
 
 /// Creates the runs of one occurrence of `job` (one per payee for a batch), each with
@@ -92,18 +105,56 @@ pub async fn create_occurrence(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<(RunId, bool)>, OccurrenceError> {
+    create_occurrence_in(store, None, job, occurrence_key, amount, actor, now).await
+}
+
+/// As [`create_occurrence`], for a process running the job set `set`: nothing is
+/// created unless `set` is the one in force (checked in the creating transaction). All
+/// of an occurrence's runs are created in one transaction, and an occurrence that
+/// already has runs from another version of the job gets none from this one: its
+/// existing runs are answered as already existing.
+pub async fn create_occurrence_in(
+    store: &Store,
+    set: Option<&SetVersion>,
+    job: &Job,
+    occurrence_key: &str,
+    amount: Option<Decimal>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<(RunId, bool)>, OccurrenceError> {
     let runs = job.runs(occurrence_key, amount, now)?;
-    let mut out = Vec::with_capacity(runs.len());
-    for run in runs {
-        let created = store
-            .create_run(&run, created_entry(job, &run, actor))
-            .await?;
-        if created {
-            tracing::info!(job = %job.id(), run = %run.id, occurrence = %run.occurrence_key, state = %run.state, "run created");
+    let shown: Vec<(String, String)> = runs
+        .iter()
+        .map(|r| (r.occurrence_key.clone(), r.state.to_string()))
+        .collect();
+    let entries = runs
+        .into_iter()
+        .map(|run| {
+            let entry = created_entry(job, &run, actor);
+            (run, entry)
+        })
+        .collect();
+    let written = store
+        .create_occurrence_runs(set.map(SetVersion::as_str), occurrence_key, entries)
+        .await?;
+    match written {
+        OccurrenceWrite::Written(out) => {
+            for ((id, created), (key, state)) in out.iter().zip(&shown) {
+                if *created {
+                    tracing::info!(job = %job.id(), run = %id, occurrence = %key, %state, "run created");
+                }
+            }
+            Ok(out)
         }
-        out.push((run.id, created));
+        OccurrenceWrite::OtherVersion { version, runs } => {
+            tracing::warn!(job = %job.id(), occurrence = occurrence_key, created_by = %version, ours = %job.version(), "occurrence already created from another version of the job; it keeps that spec");
+            Ok(runs.into_iter().map(|id| (id, false)).collect())
+        }
+        OccurrenceWrite::NotInForce { in_force } => Err(OccurrenceError::NotInForce {
+            ours: set.map(ToString::to_string).unwrap_or_default(),
+            in_force,
+        }),
     }
-    Ok(out)
 }
 
 fn created_entry(job: &Job, run: &Run, actor: &str) -> NewAuditEntry {
@@ -170,6 +221,9 @@ pub struct Scheduler {
     store: Store,
     jobs: Vec<Job>,
     config: SchedulerConfig,
+    /// The job set these jobs belong to: when set, nothing is created and no cursor
+    /// moves unless it is the set in force.
+    set: Option<SetVersion>,
 }
 
 impl Scheduler {
@@ -195,7 +249,14 @@ impl Scheduler {
             store,
             jobs,
             config,
+            set: None,
         })
+    }
+
+    /// Creates runs only while `set` is the job set in force (see [`super::in_force`]).
+    pub fn gated_by(mut self, set: SetVersion) -> Self {
+        self.set = Some(set);
+        self
     }
 
     /// The scheduled jobs.
@@ -207,6 +268,12 @@ impl Scheduler {
     /// so far is idempotent, so the next tick simply carries on.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickReport, StoreError> {
         let mut report = TickReport::default();
+        if let Some(set) = &self.set {
+            if !super::in_force::is_in_force(&self.store, set).await? {
+                report.not_in_force = true;
+                return Ok(report);
+            }
+        }
         let mut grants: BTreeMap<&str, Usability> = BTreeMap::new();
         for job in &self.jobs {
             let Some(schedule) = job.spec().schedule() else {
@@ -247,8 +314,9 @@ impl Scheduler {
             );
             let mut failed = false;
             for fire in &decision.run {
-                match create_occurrence(
+                match create_occurrence_in(
                     &self.store,
+                    self.set.as_ref(),
                     job,
                     &fire.occurrence_key(),
                     None,
@@ -267,6 +335,11 @@ impl Scheduler {
                         }
                     }
                     Err(OccurrenceError::Store(e)) => return Err(e),
+                    // The set changed under this tick: stop before any cursor moves.
+                    Err(OccurrenceError::NotInForce { .. }) => {
+                        report.not_in_force = true;
+                        return Ok(report);
+                    }
                     Err(OccurrenceError::Payout(e)) => {
                         // Cannot happen for a parsed scheduled job; keep the cursor so
                         // that nothing is silently lost, and say so.
@@ -284,7 +357,13 @@ impl Scheduler {
                 .then(|| skipped_entry(job, &decision.skipped, &self.config.actor));
             let moved = self
                 .store
-                .advance_schedule_cursor(job.id().as_str(), cursor, now, audit)
+                .advance_schedule_cursor(
+                    self.set.as_ref().map(SetVersion::as_str),
+                    job.id().as_str(),
+                    cursor,
+                    now,
+                    audit,
+                )
                 .await?;
             if moved && !decision.skipped.is_empty() {
                 tracing::warn!(job = %job.id(), count = decision.skipped.len(), policy = schedule.catch_up.as_str(), "missed occurrences skipped");
