@@ -54,6 +54,8 @@ mod proptests;
 mod queue;
 mod reconcile;
 mod reconcile_cli;
+mod reload;
+mod reload_sets;
 mod runs_cli;
 mod sandbox_api;
 mod sandbox_oauth;

@@ -1,0 +1,1 @@
+//! A running worker picks up job-file edits without a restart.
