@@ -67,7 +67,9 @@ impl ScheduleLoop {
             if scheduler.as_ref().map(|(v, _)| v) != Some(&set.version) {
                 match self.scheduler_for(&set).await {
                     Ok(s) => scheduler = Some((set.version.clone(), s)),
-                    Err(e) => tracing::warn!(error = %e, "cannot start the scheduler on the new job set; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start the scheduler on the new job set; retrying")
+                    }
                 }
             }
             if let Some((version, s)) = &scheduler {
@@ -78,7 +80,10 @@ impl ScheduleLoop {
                             say_in_force(version, !behind);
                         }
                         if !report.created.is_empty() {
-                            tracing::info!(created = report.created.len(), "scheduler created runs");
+                            tracing::info!(
+                                created = report.created.len(),
+                                "scheduler created runs"
+                            );
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "scheduler tick failed; retrying"),

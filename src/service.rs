@@ -207,7 +207,11 @@ pub async fn run_reloading(
         actor: actor.clone(),
         poll: sweep_poll,
     };
-    tasks.spawn(crate::live::run_sweeps(sweeps, live.clone(), shutdown.clone()));
+    tasks.spawn(crate::live::run_sweeps(
+        sweeps,
+        live.clone(),
+        shutdown.clone(),
+    ));
     // Alerts from the audit log and stuck transfers; the seal check again, so that a
     // grant rekeyed under a version this process lacks turns readiness off.
     let seal_status = seals.status();

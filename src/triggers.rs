@@ -73,7 +73,11 @@ impl TriggerKeys {
 
     /// These keys, plus `old`'s keys for `kept` (trigger jobs a reload removed), so that
     /// a correctly signed trigger for a removed job can be told that it was removed.
-    pub fn keeping<'a>(mut self, old: &TriggerKeys, kept: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn keeping<'a>(
+        mut self,
+        old: &TriggerKeys,
+        kept: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         for job in kept {
             if let Some(key) = old.by_job.get(job) {
                 self.by_job

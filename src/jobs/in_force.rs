@@ -110,7 +110,10 @@ pub async fn propose(
     now: DateTime<Utc>,
 ) -> Result<Proposal, StoreError> {
     let current = store.job_set_in_force().await?;
-    if current.as_ref().is_some_and(|c| c.version == version.as_str()) {
+    if current
+        .as_ref()
+        .is_some_and(|c| c.version == version.as_str())
+    {
         return Ok(Proposal::AlreadyInForce);
     }
     let ours = versions(jobs);

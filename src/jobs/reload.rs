@@ -207,14 +207,14 @@ impl Reloader {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _watcher = watch_folder(&self.dir, tx);
-        let mut hangup =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGHUP; job files reload on file changes only");
-                    None
-                }
-            };
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; job files reload on file changes only");
+                None
+            }
+        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -88,19 +88,42 @@ async fn two_processes_with_different_files_never_build_one_occurrence_from_two_
     assert!(!ra.not_in_force && ra.created.len() == 2, "{ra:?}");
     let first = occurrences(&ts.store).await;
     let (first_key, (versions, count)) = first.iter().next().unwrap();
-    assert_eq!((versions, *count), (&BTreeSet::from([ja.version().to_string()]), 2));
+    assert_eq!(
+        (versions, *count),
+        (&BTreeSet::from([ja.version().to_string()]), 2)
+    );
 
     // Act 2: B's set in force. The occurrence A created is not completed from B's spec
     // (no run for c); its runs are answered as existing. A now creates nothing.
     let proposed = propose(&other, &[jb.clone()], &vb, "worker:b", clock.now()).await;
     assert_eq!(proposed.unwrap(), Proposal::Recorded);
-    let again = create_occurrence_in(&other, Some(&vb), &jb, first_key, None, "worker:b", clock.now())
-        .await
-        .unwrap();
+    let again = create_occurrence_in(
+        &other,
+        Some(&vb),
+        &jb,
+        first_key,
+        None,
+        "worker:b",
+        clock.now(),
+    )
+    .await
+    .unwrap();
     assert_eq!(again.len(), 2);
     assert!(again.iter().all(|(_, created)| !created), "{again:?}");
-    let stale = create_occurrence_in(&ts.store, Some(&va), &ja, "2026-03-02T09:30:00Z", None, "worker:a", clock.now()).await;
-    assert!(matches!(stale, Err(OccurrenceError::NotInForce { .. })), "{stale:?}");
+    let stale = create_occurrence_in(
+        &ts.store,
+        Some(&va),
+        &ja,
+        "2026-03-02T09:30:00Z",
+        None,
+        "worker:a",
+        clock.now(),
+    )
+    .await;
+    assert!(
+        matches!(stale, Err(OccurrenceError::NotInForce { .. })),
+        "{stale:?}"
+    );
     clock.advance(Duration::seconds(60));
     let ra = a.tick(clock.now()).await.unwrap();
     assert!(ra.not_in_force && ra.created.is_empty(), "{ra:?}");
@@ -132,7 +155,11 @@ async fn two_processes_with_different_files_never_build_one_occurrence_from_two_
     assert!(all.len() >= 3, "{all:?}");
     let mut seen = BTreeSet::new();
     for (key, (versions, count)) in &all {
-        assert_eq!(versions.len(), 1, "occurrence {key} built from two specs: {versions:?}");
+        assert_eq!(
+            versions.len(),
+            1,
+            "occurrence {key} built from two specs: {versions:?}"
+        );
         assert_eq!(*count, 2, "occurrence {key} is incomplete or mixed");
         seen.extend(versions.iter().cloned());
     }
