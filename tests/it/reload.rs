@@ -27,7 +27,7 @@ use crate::pipeline_grants::connect_for_payouts;
 
 /// The every-minute job `payroll`, paying each payee key `amount` USDT.
 fn payroll(amount: &str, payees: &[&str]) -> String {
-    let mut text = format!(
+    let mut text = String::from(
         r#"id = "payroll"
 grant = "acme"
 owner = "finance-lead"
@@ -40,7 +40,7 @@ min_rate = "1000"
 [schedule]
 cron = "* * * * *"
 timezone = "UTC"
-"#
+"#,
     );
     for (i, key) in payees.iter().enumerate() {
         text.push_str(&format!(

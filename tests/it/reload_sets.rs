@@ -79,7 +79,14 @@ async fn two_processes_with_different_files_never_build_one_occurrence_from_two_
 
     // Act 1: A's set in force. A creates the occurrence; B, on other files, creates
     // nothing and leaves the cursor alone.
-    let proposed = propose(&ts.store, &[ja.clone()], &va, "worker:a", clock.now()).await;
+    let proposed = propose(
+        &ts.store,
+        std::slice::from_ref(&ja),
+        &va,
+        "worker:a",
+        clock.now(),
+    )
+    .await;
     assert_eq!(proposed.unwrap(), Proposal::Recorded);
     clock.advance(Duration::seconds(60));
     let rb = b.tick(clock.now()).await.unwrap();
@@ -95,7 +102,14 @@ async fn two_processes_with_different_files_never_build_one_occurrence_from_two_
 
     // Act 2: B's set in force. The occurrence A created is not completed from B's spec
     // (no run for c); its runs are answered as existing. A now creates nothing.
-    let proposed = propose(&other, &[jb.clone()], &vb, "worker:b", clock.now()).await;
+    let proposed = propose(
+        &other,
+        std::slice::from_ref(&jb),
+        &vb,
+        "worker:b",
+        clock.now(),
+    )
+    .await;
     assert_eq!(proposed.unwrap(), Proposal::Recorded);
     let again = create_occurrence_in(
         &other,
@@ -178,7 +192,7 @@ async fn concurrent_proposals_from_one_state_record_one_set(ts: TestStore) {
         SetVersion::of(std::slice::from_ref(&jb)),
     );
     let other = ts.reopen().await;
-    propose(&ts.store, &[ja.clone()], &va, "worker:a", now)
+    propose(&ts.store, std::slice::from_ref(&ja), &va, "worker:a", now)
         .await
         .unwrap();
 
