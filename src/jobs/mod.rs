@@ -7,6 +7,7 @@
 //! - [`schedule`]: cron + IANA zone + the DST policy, and catch-up after downtime.
 //! - [`scheduler`]: the tick that creates one run per occurrence, ever (invariant 2).
 //! - [`feasible`]: jobs certain to fail: an amount that breaks a limit at every rate.
+//! - [`occurrence`]: one occurrence made into its runs in one transaction.
 //! - [`in_force`]: the job set in force, which many processes on one store agree on.
 //! - [`reload`]: job-file edits picked up without a restart (file watch, `SIGHUP`).
 //! - [`plan`]: what `treasury jobs plan` shows: next occurrences, amounts, approval.
@@ -20,6 +21,7 @@ pub mod diff;
 pub mod dir;
 pub mod feasible;
 pub mod in_force;
+pub mod occurrence;
 pub mod parse;
 pub mod plan;
 pub mod reload;

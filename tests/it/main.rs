@@ -55,6 +55,7 @@ mod queue;
 mod reconcile;
 mod reconcile_cli;
 mod reload;
+mod reload_harness;
 mod reload_sets;
 mod runs_cli;
 mod sandbox_api;
