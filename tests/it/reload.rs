@@ -2,7 +2,8 @@
 //! store backends: a changed amount is paid from the next occurrence while the run
 //! already created keeps its sealed spec; a broken edit is refused whole, audited and
 //! alerted with its error, and the old set keeps creating runs; a removed trigger job
-//! answers 410. Two workers with different files on one store create runs from the set
+//! answers 410; `SIGHUP` reloads what the file watch cannot see (a trigger secret set
+//! after the edit). Two workers with different files on one store create runs from the set
 //! in force only. Every wait is for a positive signal: an audit entry or a run.
 
 use std::time::Duration;
@@ -116,30 +117,7 @@ async fn a_trigger_job_removed_from_the_files_answers_gone(ts: TestStore) {
     std::fs::write(jobs.path().join("payroll.toml"), payroll("10", &["ada"])).unwrap();
     std::fs::write(jobs.path().join("on-demand.toml"), ON_DEMAND).unwrap();
     let worker = Worker::start(&w, jobs.path()).await;
-    let fire = |event: &'static str| {
-        let (base, clock) = (worker.base.clone(), w.clock.clone());
-        async move {
-            let ts = clock.now().timestamp().to_string();
-            let body = r#"{"amount": "12.5"}"#;
-            let sig = treasury::triggers::sign_trigger(
-                TRIGGER_SECRET.as_bytes(),
-                &ts,
-                event,
-                body.as_bytes(),
-            );
-            reqwest::Client::new()
-                .post(format!("{base}/triggers/on-demand"))
-                .header("x-treasury-timestamp", &ts)
-                .header("x-treasury-event-id", event)
-                .header("x-treasury-signature", sig)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let fire = |event: &'static str| fire_on_demand(&worker.base, &w, event);
     assert_eq!(fire("evt-1").await, 201);
 
     // Act: the trigger job's file is deleted.
@@ -213,8 +191,77 @@ async fn two_workers_with_different_files_create_runs_from_the_set_in_force_only
     b.stop().await;
 }
 
+/// A correctly signed trigger for `on-demand`: the answer's status.
+async fn fire_on_demand(base: &str, w: &World, event: &str) -> u16 {
+    let ts = w.clock.now().timestamp().to_string();
+    let body = r#"{"amount": "12.5"}"#;
+    let sig =
+        treasury::triggers::sign_trigger(TRIGGER_SECRET.as_bytes(), &ts, event, body.as_bytes());
+    reqwest::Client::new()
+        .post(format!("{base}/triggers/on-demand"))
+        .header("x-treasury-timestamp", &ts)
+        .header("x-treasury-event-id", event)
+        .header("x-treasury-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn sighup_reloads_what_the_file_watch_cannot_see(ts: TestStore) {
+    // Arrange: this process handles SIGHUP from the start (tokio keeps the handler), so
+    // the signal below can never end the test process. A worker runs `payroll`.
+    let _handled = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
+    // SAFETY: nextest gives this test a process of its own; nothing else reads it.
+    unsafe { std::env::remove_var(TRIGGER_ENV) };
+    let w = world(ts).await;
+    let jobs = tempfile::tempdir().unwrap();
+    std::fs::write(jobs.path().join("payroll.toml"), payroll("10", &["ada"])).unwrap();
+    let worker = Worker::start(&w, jobs.path()).await;
+
+    // Act 1: a trigger job is added before its secret is set: the set is refused.
+    std::fs::write(jobs.path().join("on-demand.toml"), ON_DEMAND).unwrap();
+    let refused = audit_entry(&w, "jobs.reload.refused", |e| {
+        e.action == "jobs.reload.refused"
+    })
+    .await;
+    let errors = refused.payload["errors"].to_string();
+    assert!(
+        errors.contains("on-demand") && errors.contains(TRIGGER_ENV),
+        "{errors}"
+    );
+
+    // Act 2: the secret is set (no file changes, so the watch sees nothing) and the
+    // operator sends SIGHUP.
+    // SAFETY: as above.
+    unsafe { std::env::set_var(TRIGGER_ENV, TRIGGER_SECRET) };
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+
+    // Assert: the set with the trigger job is taken (its first job.version), and the
+    // trigger creates its run.
+    let added = audit_entry(&w, "job.version of on-demand", |e| {
+        e.action == "job.version" && e.job_id.as_deref() == Some("on-demand")
+    })
+    .await;
+    assert!(added.payload["previous"].is_null(), "{:?}", added.payload);
+    let status = eventually("the trigger to be served by the new set", || async {
+        let status = fire_on_demand(&worker.base, &w, "evt-1").await;
+        (status == 201).then_some(status)
+    })
+    .await;
+    assert_eq!(status, 201);
+    worker.stop().await;
+}
+
 on_both_backends!(
     a_running_worker_picks_up_a_changed_amount_and_refuses_a_broken_edit,
     a_trigger_job_removed_from_the_files_answers_gone,
     two_workers_with_different_files_create_runs_from_the_set_in_force_only,
+    sighup_reloads_what_the_file_watch_cannot_see,
 );
