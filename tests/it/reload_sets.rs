@@ -141,6 +141,19 @@ async fn two_processes_with_different_files_never_build_one_occurrence_from_two_
     clock.advance(Duration::seconds(60));
     let ra = a.tick(clock.now()).await.unwrap();
     assert!(ra.not_in_force && ra.created.is_empty(), "{ra:?}");
+    // Nor may A move the shared cursor: it would decide time by a schedule not in force.
+    let cursor = ts.store.schedule_cursor(JOB, clock.now()).await.unwrap();
+    let later = clock.now() + Duration::minutes(10);
+    let moved = ts
+        .store
+        .advance_schedule_cursor(Some(va.as_str()), JOB, cursor, later, None)
+        .await
+        .unwrap();
+    assert!(!moved);
+    assert_eq!(
+        ts.store.schedule_cursor(JOB, clock.now()).await.unwrap(),
+        cursor
+    );
     let rb = b.tick(clock.now()).await.unwrap();
     assert_eq!(rb.created.len(), 2, "{rb:?}");
 
