@@ -404,7 +404,9 @@ async fn dispatch(
             )
             .await
             .map_err(CliError)?;
-            crate::service::run(parts, shutdown).await.map_err(CliError)
+            crate::service::run_reloading(parts, Some(jobs), shutdown)
+                .await
+                .map_err(CliError)
         }
         Command::Halts { json } => guards::list(&ctx.store, json, out).await,
         Command::Jobs { .. } | Command::Demo { .. } => unreachable!("dispatched above"),
@@ -424,22 +426,10 @@ async fn owners_are_accounts(ctx: &Context, jobs: &std::path::Path) -> Result<()
         &ctx.store,
         crate::jobs::load(jobs, &ctx.settings).map_err(CliError::from)?,
     );
-    let mut missing = Vec::new();
-    for job in &set {
-        let skeleton = crate::operators::skeleton(job.spec().owner());
-        if store
-            .operator_by_skeleton(&skeleton)
-            .await
-            .map_err(CliError::from)?
-            .is_none()
-        {
-            missing.push(format!(
-                "job {} names owner {:?}",
-                job.id(),
-                job.spec().owner()
-            ));
-        }
-    }
+    // The same check a reload makes before it accepts a set.
+    let missing = crate::jobs::reload::owners_not_accounts(store, &set)
+        .await
+        .map_err(CliError::from)?;
     if missing.is_empty() {
         return Ok(());
     }
