@@ -1,5 +1,5 @@
 //! Alerts: a grant that disconnects, a transfer stuck past a configured age, a run that
-//! fails, and a halt. Each emits a structured log event, a metric, and, when a
+//! fails, a halt, and edited job files that were refused. Each emits a structured log event, a metric, and, when a
 //! notification URL is configured, a signed POST.
 //!
 //! The watcher tails the audit log rather than being called from every place that can
@@ -36,6 +36,8 @@ pub enum AlertKind {
     Halt,
     /// A run's row no longer matches its seal: it was changed outside the worker.
     SealBroken,
+    /// Edited job files were refused whole; the old set keeps running.
+    JobsRefused,
 }
 
 impl AlertKind {
@@ -48,6 +50,7 @@ impl AlertKind {
             AlertKind::RunFailed => "run_failed",
             AlertKind::Halt => "halt",
             AlertKind::SealBroken => "seal_broken",
+            AlertKind::JobsRefused => "jobs_refused",
         }
     }
 }
@@ -101,6 +104,16 @@ pub fn alert_for(entry: &AuditEntry) -> Option<Alert> {
                 .unwrap_or("all")
                 .to_string(),
             format!("halted by {}", entry.actor),
+        ),
+        "jobs.reload.refused" => (
+            AlertKind::JobsRefused,
+            entry
+                .payload
+                .get("dir")
+                .and_then(|d| d.as_str())
+                .unwrap_or("jobs")
+                .to_string(),
+            format!("job files refused: {reason}"),
         ),
         _ => return None,
     };

@@ -78,7 +78,9 @@ impl AuditEntry {
             run_id: new.run_id,
             job_id: new.job_id,
             grant_id: new.grant_id,
-            payload: canonical_value(&new.payload),
+            // Stored as given: every encoding of it (hash, MAC, the stored text) goes
+            // through `Canonical`, which sorts keys whatever the map's order.
+            payload: new.payload,
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };
@@ -124,7 +126,30 @@ struct HashedFields<'a> {
 }
 
 /// A JSON value serialised with object keys sorted at every level, without a copy.
-struct Canonical<'a>(&'a Value);
+pub(crate) struct Canonical<'a>(pub(crate) &'a Value);
+
+/// A JSON object serialised as [`Canonical`] does, leaving out its top-level key
+/// `without` (a value that is not an object is serialised whole).
+pub(crate) struct CanonicalWithout<'a> {
+    pub(crate) value: &'a Value,
+    pub(crate) without: &'a str,
+}
+
+impl Serialize for CanonicalWithout<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(map) = self.value else {
+            return Canonical(self.value).serialize(s);
+        };
+        let mut keys: Vec<&String> = map.keys().filter(|k| *k != self.without).collect();
+        keys.sort();
+        let mut m = s.serialize_map(Some(keys.len()))?;
+        for k in keys {
+            m.serialize_entry(k, &Canonical(&map[k]))?;
+        }
+        m.end()
+    }
+}
 
 impl Serialize for Canonical<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -170,23 +195,7 @@ fn hex(bytes: &[u8]) -> String {
 /// JSON with object keys sorted at every level and no insignificant whitespace, so
 /// that the hash does not depend on how a map happened to be built.
 pub fn canonical_json(value: &Value) -> String {
-    serde_json::to_string(&canonical_value(value)).unwrap_or_default()
-}
-
-fn canonical_value(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let mut out = serde_json::Map::new();
-            for k in keys {
-                out.insert(k.clone(), canonical_value(&map[k]));
-            }
-            Value::Object(out)
-        }
-        Value::Array(items) => Value::Array(items.iter().map(canonical_value).collect()),
-        other => other.clone(),
-    }
+    serde_json::to_string(&Canonical(value)).unwrap_or_default()
 }
 
 /// The first place a chain goes wrong.

@@ -17,6 +17,8 @@
 //!   own functions, as the CLI's do.
 //! - [`jobs`]: job files parsed at the edge, schedules (cron + zone + DST), and the
 //!   scheduler tick that creates one run per occurrence. Never moves money itself.
+//! - [`live`]: the scheduler loop and sweep watches of a running worker, following the
+//!   live job set (reloaded without a restart, created only while in force).
 //! - [`cli`]: the operator CLI (clap). Prints no token.
 //! - [`clock`]: the injectable source of "now" shared by the worker and the sandbox.
 //! - [`money`]: currencies, precision and exact amounts. No IO.
@@ -50,6 +52,7 @@ pub mod grants;
 pub mod guards;
 pub mod http;
 pub mod jobs;
+pub mod live;
 pub mod metrics;
 pub mod money;
 pub mod operators;

@@ -32,8 +32,7 @@ impl RunId {
         h.update([0u8]);
         h.update(occurrence_key.as_bytes());
         let digest = h.finalize();
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        Self(format!("run_{hex}"))
+        Self(format!("run_{}", hex::encode(&digest[..12])))
     }
 
     /// Accepts an id as printed by `treasury runs list`.

@@ -71,6 +71,23 @@ impl TriggerKeys {
         }
     }
 
+    /// These keys, plus `old`'s keys for `kept` (trigger jobs a reload removed), so that
+    /// a correctly signed trigger for a removed job can be told that it was removed.
+    pub fn keeping<'a>(
+        mut self,
+        old: &TriggerKeys,
+        kept: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        for job in kept {
+            if let Some(key) = old.by_job.get(job) {
+                self.by_job
+                    .entry(job.to_string())
+                    .or_insert_with(|| key.clone());
+            }
+        }
+        self
+    }
+
     /// The key to verify a trigger for `job` with, and whether it is the job's own.
     /// An unknown job, or one not fired by triggers, gets the random key.
     pub fn key_for(&self, job: &str) -> (&Secret, bool) {

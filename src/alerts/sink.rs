@@ -109,6 +109,8 @@ impl AlertSink {
             AlertKind::Halt => k.halt,
             // A row changed behind the worker's back is never a matter of taste.
             AlertKind::SealBroken => true,
+            // A refused edit means the reviewed change is not running: always say so.
+            AlertKind::JobsRefused => true,
         }
     }
 

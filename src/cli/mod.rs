@@ -120,6 +120,17 @@ pub enum Command {
         /// At most this many scheduled occurrences.
         #[arg(long, default_value_t = 6)]
         occurrences: usize,
+        /// Leave the store, its config, the master key and the sandbox's state in this
+        /// (new or empty) folder, and print how to serve the console over it.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+        /// Also print the logs on the terminal (they always go to the demo folder's
+        /// `demo.log`).
+        #[arg(short, long)]
+        verbose: bool,
+        /// The folder `main` opened for the demo and logs into.
+        #[arg(skip)]
+        folder: Option<PathBuf>,
     },
     /// Every active halt.
     Halts {
@@ -247,9 +258,17 @@ async fn dispatch(
             command: command @ (audit::AuditCommand::Keygen | audit::AuditCommand::PublicKey),
         } => return Ok(audit_checkpoints::offline(command, out)?),
         // The demo makes its own sandbox, store and key.
-        Command::Demo { jobs, occurrences } => {
+        Command::Demo {
+            jobs,
+            occurrences,
+            keep,
+            folder,
+            ..
+        } => {
             let mut opts = crate::demo::DemoOptions::new(&cli.config, jobs);
             opts.max_occurrences = occurrences;
+            opts.keep = keep;
+            opts.folder = folder;
             // The demo runs for minutes and takes no shutdown token: a signal ends it
             // here (what it printed so far says how far it got).
             let demo = tokio::select! {
@@ -386,7 +405,9 @@ async fn dispatch(
             )
             .await
             .map_err(CliError)?;
-            crate::service::run(parts, shutdown).await.map_err(CliError)
+            crate::service::run_reloading(parts, Some(jobs), shutdown)
+                .await
+                .map_err(CliError)
         }
         Command::Halts { json } => guards::list(&ctx.store, json, out).await,
         Command::Jobs { .. } | Command::Demo { .. } => unreachable!("dispatched above"),
@@ -406,22 +427,10 @@ async fn owners_are_accounts(ctx: &Context, jobs: &std::path::Path) -> Result<()
         &ctx.store,
         crate::jobs::load(jobs, &ctx.settings).map_err(CliError::from)?,
     );
-    let mut missing = Vec::new();
-    for job in &set {
-        let skeleton = crate::operators::skeleton(job.spec().owner());
-        if store
-            .operator_by_skeleton(&skeleton)
-            .await
-            .map_err(CliError::from)?
-            .is_none()
-        {
-            missing.push(format!(
-                "job {} names owner {:?}",
-                job.id(),
-                job.spec().owner()
-            ));
-        }
-    }
+    // The same check a reload makes before it accepts a set.
+    let missing = crate::jobs::reload::owners_not_accounts(store, &set)
+        .await
+        .map_err(CliError::from)?;
     if missing.is_empty() {
         return Ok(());
     }

@@ -98,7 +98,7 @@ async fn known_scope(state: &ConsoleState, form: &ScopeForm) -> Result<HaltScope
     let scope = form.scope()?;
     let known = KnownNames::gather(
         &state.store,
-        state.jobs.iter().map(|j| j.id().to_string()),
+        state.jobs().iter().map(|j| j.id().to_string()),
         state.grant_aliases.iter().cloned(),
     )
     .await?;

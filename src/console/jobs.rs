@@ -15,7 +15,8 @@ pub async fn page(
     State(state): State<ConsoleState>,
     signed: Signed,
 ) -> Result<Html<String>, HttpError> {
-    let jobs = state.jobs.as_slice();
+    let jobs = state.jobs();
+    let jobs = jobs.as_slice();
     let holders = Holders::read(&state.store, jobs).await?;
     let plan = plan_with(jobs, state.clock.now(), 3, &holders);
     let mut text = Vec::new();

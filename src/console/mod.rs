@@ -74,8 +74,10 @@ pub struct ConsoleState {
     pub clock: Clock,
     pub rules: SessionRules,
     /// The jobs this server loaded: their plans, and the ids a halt may name (besides
-    /// those the store's runs know).
-    pub jobs: Arc<Vec<Job>>,
+    /// those the store's runs know). [`ConsoleState::jobs`] reads them.
+    jobs: Arc<Vec<Job>>,
+    /// The worker's live job set, swapped on a reload: when set, its jobs are the ones.
+    live: Option<crate::jobs::in_force::LiveSet>,
     /// The grant aliases the config declares.
     pub grant_aliases: Arc<Vec<String>>,
     pub limiter: Arc<SignInLimiter>,
@@ -90,6 +92,7 @@ impl ConsoleState {
             clock,
             rules,
             jobs: Arc::default(),
+            live: None,
             grant_aliases: Arc::default(),
             limiter: Arc::new(SignInLimiter::default()),
             custodian: None,
@@ -107,6 +110,20 @@ impl ConsoleState {
         self.jobs = jobs;
         self.grant_aliases = Arc::new(grant_aliases);
         self
+    }
+
+    /// The jobs follow the worker's live set (a reload adds or removes some).
+    pub fn following(mut self, live: crate::jobs::in_force::LiveSet) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The jobs in force in this process now.
+    pub fn jobs(&self) -> Arc<Vec<Job>> {
+        match &self.live {
+            Some(live) => live.borrow().jobs.clone(),
+            None => self.jobs.clone(),
+        }
     }
 }
 

@@ -12,6 +12,10 @@
 //! job that does not exist (or is not fired by triggers) all get 401, with the same
 //! body for the same fault, after the same HMAC work, and create no run. No answer
 //! names a secret's variable.
+//!
+//! Under `treasury run` the jobs are the live set in force (swapped on a reload): a
+//! correctly signed trigger for a job the job files no longer hold gets 410 Gone, and a
+//! worker whose set is not the one in force answers 503 and creates nothing.
 
 use std::sync::Arc;
 
@@ -25,7 +29,8 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::jobs::Job;
-use crate::jobs::scheduler::{OccurrenceError, create_occurrence};
+use crate::jobs::in_force::{JobSet, LiveSet, SetVersion};
+use crate::jobs::scheduler::{OccurrenceError, create_occurrence_in};
 use crate::money::parse_amount;
 use crate::store::Store;
 use crate::triggers::{TriggerKeys, TriggerRejection, check_event_id, verify_trigger};
@@ -39,6 +44,25 @@ pub struct TriggerState {
     pub keys: Arc<TriggerKeys>,
     /// The actor of the runs' `run.created` entries.
     pub actor: String,
+    /// The job set in force in this process, swapped on a reload (`treasury run`): when
+    /// set, its jobs and keys replace `jobs` and `keys`, and runs are created only while
+    /// it is the set in force.
+    pub live: Option<LiveSet>,
+}
+
+/// A signed request's job (`None`: removed by a reload), its event id, and the
+/// version of the set the job was taken from.
+type Authenticated = (Option<Job>, String, Option<SetVersion>);
+
+/// The jobs and keys a request is judged by: the live set's, or the fixed ones.
+fn current(s: &TriggerState) -> (Arc<Vec<Job>>, Arc<TriggerKeys>, Option<Arc<JobSet>>) {
+    match &s.live {
+        Some(live) => {
+            let set = live.borrow().clone();
+            (set.jobs.clone(), set.keys.clone(), Some(set))
+        }
+        None => (s.jobs.clone(), s.keys.clone(), None),
+    }
 }
 
 pub fn trigger_router(state: TriggerState) -> Router {
@@ -52,15 +76,17 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 /// Verifies the request against the job's key (or the random key for a job that is
-/// not one of ours), then answers the job only if both hold.
-fn authenticate<'j>(
-    s: &'j TriggerState,
+/// not one of ours), then answers the job only if both hold. `Ok(None)`: correctly
+/// signed for a trigger job that a reload removed.
+fn authenticate(
+    s: &TriggerState,
     job_id: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(&'j Job, String), TriggerRejection> {
+) -> Result<Authenticated, TriggerRejection> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (key, known) = s.keys.key_for(job_id);
+    let (jobs, keys, set) = current(s);
+    let (key, known) = keys.key_for(job_id);
     let event_id = header("x-treasury-event-id");
     verify_trigger(
         key.expose().as_bytes(),
@@ -70,13 +96,17 @@ fn authenticate<'j>(
         body,
         s.clock.now(),
     )?;
-    let job = s
-        .jobs
+    let event_id = event_id.unwrap_or_default().to_string();
+    let version = set.as_ref().map(|set| set.version.clone());
+    if known && set.is_some_and(|set| set.removed.contains(job_id)) {
+        return Ok((None, event_id, version));
+    }
+    let job = jobs
         .iter()
         .find(|j| j.id().as_str() == job_id && j.spec().http_trigger().is_some())
         .filter(|_| known)
         .ok_or(TriggerRejection::BadSignature)?;
-    Ok((job, event_id.unwrap_or_default().to_string()))
+    Ok((Some(job.clone()), event_id, version))
 }
 
 async fn fire(
@@ -85,11 +115,11 @@ async fn fire(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (job, event_id) = match authenticate(&s, &job_id, &headers, &body) {
+    let (job, event_id, set) = match authenticate(&s, &job_id, &headers, &body) {
         Ok(found) => found,
         Err(refused) => {
             metrics::counter!("treasury_triggers_total", "result" => "refused").increment(1);
-            let known = s.keys.key_for(&job_id).1;
+            let known = current(&s).1.key_for(&job_id).1;
             tracing::warn!(job = ?job_id, known_job = known, reason = %refused, "trigger refused");
             return reply(
                 StatusCode::UNAUTHORIZED,
@@ -97,6 +127,13 @@ async fn fire(
             );
         }
     };
+    let Some(job) = job else {
+        return reply(
+            StatusCode::GONE,
+            json!({ "error": format!("job {job_id} was removed from the job files; it creates no new runs") }),
+        );
+    };
+    let job = &job;
     let event_id = event_id.as_str();
     if let Err(e) = check_event_id(event_id) {
         return reply(StatusCode::BAD_REQUEST, json!({ "error": e }));
@@ -105,8 +142,9 @@ async fn fire(
         Ok(a) => a,
         Err(e) => return reply(StatusCode::BAD_REQUEST, json!({ "error": e })),
     };
-    match create_occurrence(
+    match create_occurrence_in(
         &s.store,
+        set.as_ref(),
         job,
         event_id,
         Some(amount),
@@ -134,6 +172,10 @@ async fn fire(
         Err(OccurrenceError::Payout(e)) => {
             reply(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() }))
         }
+        Err(e @ OccurrenceError::NotInForce { .. }) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": e.to_string() }),
+        ),
         Err(OccurrenceError::Store(e)) => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({ "error": format!("store unavailable: {e}") }),

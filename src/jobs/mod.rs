@@ -7,6 +7,9 @@
 //! - [`schedule`]: cron + IANA zone + the DST policy, and catch-up after downtime.
 //! - [`scheduler`]: the tick that creates one run per occurrence, ever (invariant 2).
 //! - [`feasible`]: jobs certain to fail: an amount that breaks a limit at every rate.
+//! - [`occurrence`]: one occurrence made into its runs in one transaction.
+//! - [`in_force`]: the job set in force, which many processes on one store agree on.
+//! - [`reload`]: job-file edits picked up without a restart (file watch, `SIGHUP`).
 //! - [`plan`]: what `treasury jobs plan` shows: next occurrences, amounts, approval.
 //!
 //! [`validate`] is `treasury jobs validate`: config and every job file, all errors at once.
@@ -17,8 +20,11 @@ pub mod catch_up;
 pub mod diff;
 pub mod dir;
 pub mod feasible;
+pub mod in_force;
+pub mod occurrence;
 pub mod parse;
 pub mod plan;
+pub mod reload;
 pub mod report;
 pub mod rolled;
 pub mod schedule;
@@ -36,7 +42,7 @@ pub use parse::{Diagnostic, parse_job, version_of};
 pub use schedule::{CatchUp, CronSchedule, DstAdjustment, Fire};
 pub use scheduler::{
     HeldJob, OccurrenceError, Scheduler, SchedulerConfig, TickReport, create_occurrence,
-    record_versions,
+    create_occurrence_in, record_versions,
 };
 pub use spec::{
     Approval, HttpTrigger, Job, JobId, JobSpec, Payee, Payout, PayoutError, PlannedPayout,

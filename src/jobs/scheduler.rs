@@ -17,14 +17,16 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use rust_decimal::Decimal;
 use serde_json::json;
 
+pub use super::occurrence::{OccurrenceError, create_occurrence, create_occurrence_in};
+
+use super::in_force::SetVersion;
 use super::schedule::Fire;
-use super::spec::{Job, PayoutError};
+use super::spec::Job;
 use crate::audit::NewAuditEntry;
 use crate::grants::{Usability, usability};
-use crate::runs::{Amount, Run, RunId};
+use crate::runs::RunId;
 use crate::store::{Store, StoreError};
 
 /// How a scheduler behaves.
@@ -67,66 +69,9 @@ pub struct TickReport {
     pub held: Vec<HeldJob>,
     /// Jobs whose runs could not be built: (job id, reason).
     pub failed: Vec<(String, String)>,
-}
-
-/// Why an occurrence's runs were not created.
-#[derive(Debug, thiserror::Error)]
-pub enum OccurrenceError {
-    #[error(transparent)]
-    Payout(#[from] PayoutError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Creates the runs of one occurrence of `job` (one per payee for a batch), each with
-/// its `run.created` audit entry. `amount`: `None` for schedules, the request's amount
-/// for triggers, `available - keep` for sweeps. Returns each run's id and whether this
-/// call created it (`false`: it already existed; a replay creates nothing).
-///
-/// This is what triggers and sweeps call with their event id or watch tick.
-pub async fn create_occurrence(
-    store: &Store,
-    job: &Job,
-    occurrence_key: &str,
-    amount: Option<Decimal>,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<Vec<(RunId, bool)>, OccurrenceError> {
-    let runs = job.runs(occurrence_key, amount, now)?;
-    let mut out = Vec::with_capacity(runs.len());
-    for run in runs {
-        let created = store
-            .create_run(&run, created_entry(job, &run, actor))
-            .await?;
-        if created {
-            tracing::info!(job = %job.id(), run = %run.id, occurrence = %run.occurrence_key, state = %run.state, "run created");
-        }
-        out.push((run.id, created));
-    }
-    Ok(out)
-}
-
-fn created_entry(job: &Job, run: &Run, actor: &str) -> NewAuditEntry {
-    let (side, amount, currency) = match &run.spec.amount {
-        Amount::Source { amount } => ("source", amount, &run.spec.source_currency),
-        Amount::Target { amount } => ("target", amount, &run.spec.target_currency),
-    };
-    NewAuditEntry::new(
-        actor,
-        "run.created",
-        json!({
-            "occurrence_key": run.occurrence_key,
-            "job_version": run.job_version,
-            "trigger": job.spec().trigger().kind(),
-            "state": run.state.as_str(),
-            "amount": amount.to_string(),
-            "side": side,
-            "currency": currency.as_str(),
-            "grant": run.spec.grant,
-        }),
-    )
-    .run(run.id.as_str())
-    .job(job.id().as_str())
+    /// This scheduler's job set is not the one in force: the tick created nothing and
+    /// moved no cursor from the moment it found out.
+    pub not_in_force: bool,
 }
 
 /// Records every job's file version, auditing each change as `job.version` once,
@@ -170,6 +115,9 @@ pub struct Scheduler {
     store: Store,
     jobs: Vec<Job>,
     config: SchedulerConfig,
+    /// The job set these jobs belong to: when set, nothing is created and no cursor
+    /// moves unless it is the set in force.
+    set: Option<SetVersion>,
 }
 
 impl Scheduler {
@@ -195,7 +143,14 @@ impl Scheduler {
             store,
             jobs,
             config,
+            set: None,
         })
+    }
+
+    /// Creates runs only while `set` is the job set in force (see [`super::in_force`]).
+    pub fn gated_by(mut self, set: SetVersion) -> Self {
+        self.set = Some(set);
+        self
     }
 
     /// The scheduled jobs.
@@ -207,6 +162,12 @@ impl Scheduler {
     /// so far is idempotent, so the next tick simply carries on.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickReport, StoreError> {
         let mut report = TickReport::default();
+        if let Some(set) = &self.set {
+            if !super::in_force::is_in_force(&self.store, set).await? {
+                report.not_in_force = true;
+                return Ok(report);
+            }
+        }
         let mut grants: BTreeMap<&str, Usability> = BTreeMap::new();
         for job in &self.jobs {
             let Some(schedule) = job.spec().schedule() else {
@@ -247,8 +208,9 @@ impl Scheduler {
             );
             let mut failed = false;
             for fire in &decision.run {
-                match create_occurrence(
+                match create_occurrence_in(
                     &self.store,
+                    self.set.as_ref(),
                     job,
                     &fire.occurrence_key(),
                     None,
@@ -267,6 +229,11 @@ impl Scheduler {
                         }
                     }
                     Err(OccurrenceError::Store(e)) => return Err(e),
+                    // The set changed under this tick: stop before any cursor moves.
+                    Err(OccurrenceError::NotInForce { .. }) => {
+                        report.not_in_force = true;
+                        return Ok(report);
+                    }
                     Err(OccurrenceError::Payout(e)) => {
                         // Cannot happen for a parsed scheduled job; keep the cursor so
                         // that nothing is silently lost, and say so.
@@ -284,7 +251,13 @@ impl Scheduler {
                 .then(|| skipped_entry(job, &decision.skipped, &self.config.actor));
             let moved = self
                 .store
-                .advance_schedule_cursor(job.id().as_str(), cursor, now, audit)
+                .advance_schedule_cursor(
+                    self.set.as_ref().map(SetVersion::as_str),
+                    job.id().as_str(),
+                    cursor,
+                    now,
+                    audit,
+                )
                 .await?;
             if moved && !decision.skipped.is_empty() {
                 tracing::warn!(job = %job.id(), count = decision.skipped.len(), policy = schedule.catch_up.as_str(), "missed occurrences skipped");

@@ -167,7 +167,7 @@ impl Pipeline {
     }
 
     /// Quotes this retry cycle has asked for (each reference is asked once).
-    fn quotes_used(&self, run: &Run) -> u32 {
+    pub(super) fn quotes_used(&self, run: &Run) -> u32 {
         run.quote_attempt.saturating_sub(run.quote_attempt_base)
     }
 

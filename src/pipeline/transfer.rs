@@ -168,26 +168,51 @@ impl Pipeline {
         match bound.amount(approved, available) {
             Ok(fits) if quote.source_amount <= fits => Ok(None),
             Ok(fits) => {
-                let reason = format!(
-                    "quote {} would move {} {cur}, but only {fits} {cur} may go now ({available} available, keep {}); re-quoting",
+                let moved = format!(
+                    "quote {} would move {} {cur}, but only {fits} {cur} may go now ({available} available, keep {})",
                     quote.id,
                     quote.source_amount,
                     bound.keep,
                     cur = run.spec.source_currency
                 );
+                if self.quotes_used(run) > run.spec.max_requotes {
+                    // A busy wallet is no fault: the sweep ends skipped, and the next
+                    // one weighs the balance afresh, instead of failing for a human.
+                    let why = format!(
+                        "the balance kept falling under the locked quote ({} quotes); the last: {moved}",
+                        self.quotes_used(run)
+                    );
+                    return self
+                        .abandon_and_skip(lease, run, quote, why)
+                        .await
+                        .map(Some);
+                }
+                let reason = format!("{moved}; re-quoting");
                 self.requote(lease, run, quote, reason).await.map(Some)
             }
-            Err(why) => {
-                let e = self.entry(
-                    run,
-                    "run.quote.abandoned",
-                    json!({ "quote_id": quote.id, "reason": why }),
-                );
-                run.quote = None;
-                self.save(lease, run, vec![e]).await?;
-                self.skip_sweep(lease, run, why).await.map(Some)
-            }
+            Err(why) => self
+                .abandon_and_skip(lease, run, quote, why)
+                .await
+                .map(Some),
         }
+    }
+
+    /// The locked quote will never be used, and the sweep ends skipped.
+    async fn abandon_and_skip(
+        &self,
+        lease: &mut RunLease,
+        run: &mut Run,
+        quote: &LockedQuote,
+        why: String,
+    ) -> Step {
+        let e = self.entry(
+            run,
+            "run.quote.abandoned",
+            json!({ "quote_id": quote.id, "reason": why }),
+        );
+        run.quote = None;
+        self.save(lease, run, vec![e]).await?;
+        self.skip_sweep(lease, run, why).await
     }
 
     /// The quote will not be used: it is abandoned, uses up one re-quote, and the run

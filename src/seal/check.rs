@@ -13,7 +13,7 @@ use crate::runs::{Amount, Run};
 
 use super::RECIPIENT_RESOLVED;
 use super::key::{MacError, SealKeys};
-use super::spec::{RunSeal, rule_hash, spec_hash};
+use super::spec::RunSeal;
 
 /// Proof that a run's row matched its seal when the step began. Only [`check_run`]
 /// makes one.
@@ -115,10 +115,11 @@ pub fn check_run(
     entries: &[AuditEntry],
 ) -> Result<SealChecked, SealBreak> {
     let sealed = sealed(keys, entries)?;
-    if spec_hash(run) != sealed.spec_hash {
+    let (spec, rule) = keys.run_hashes(run, sealed.approval_required);
+    if spec != sealed.spec_hash {
         return Err(SealBreak::SpecChanged);
     }
-    if rule_hash(run, sealed.approval_required) != sealed.rule_hash {
+    if rule != sealed.rule_hash {
         return Err(SealBreak::RuleChanged);
     }
     if sealed.approval_required {
@@ -294,6 +295,26 @@ mod tests {
             check_run(&keys, &run, &entries),
             Err(SealBreak::OutOfBounds(_))
         ));
+    }
+
+    #[test]
+    fn a_spec_edited_after_a_passing_check_is_caught_on_the_next() {
+        let keys = SealKeys::from_keyring(&Keyring::generate(1));
+        let mut run = sweep_run();
+        let entries = created(&keys, &run);
+        assert!(check_run(&keys, &run, &entries).is_ok());
+        assert!(check_run(&keys, &run, &entries).is_ok(), "and again");
+        run.spec.sweep.as_mut().unwrap().keep = dec!(10);
+        assert_eq!(
+            check_run(&keys, &run, &entries).err(),
+            Some(SealBreak::SpecChanged)
+        );
+        run.spec.sweep.as_mut().unwrap().keep = dec!(1000);
+        run.job_version = "v2".into();
+        assert_eq!(
+            check_run(&keys, &run, &entries).err(),
+            Some(SealBreak::SpecChanged)
+        );
     }
 
     #[test]

@@ -14,8 +14,12 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditEntry, NewAuditEntry, canonical_json};
+use crate::audit::{AuditEntry, CanonicalWithout, NewAuditEntry};
 use crate::grants::crypto::{Keyring, derive_all};
+use crate::runs::Run;
+
+use super::memo::{Hashes, Memo};
+use super::spec::{rule_hash, spec_hash};
 
 /// The HKDF info of the seal key: a purpose of its own.
 pub const PURPOSE: &[u8] = b"treasury/audit-seal/v1";
@@ -47,6 +51,8 @@ pub enum MacError {
 pub struct SealKeys {
     keys: BTreeMap<i64, Zeroizing<[u8; 32]>>,
     origin: KeyOrigin,
+    /// Verdicts and hashes already computed, reused only for equal contents.
+    memo: Memo,
 }
 
 impl fmt::Debug for SealKeys {
@@ -62,6 +68,7 @@ impl SealKeys {
         Self {
             keys: derive_all(keys, PURPOSE).into_iter().collect(),
             origin: KeyOrigin::MasterKey,
+            memo: Memo::default(),
         }
     }
 
@@ -90,13 +97,19 @@ impl SealKeys {
         if !entry.payload.is_object() {
             entry.payload = json!({ "value": entry.payload });
         }
-        let message = message(
-            [&entry.action, &entry.actor],
-            [&entry.run_id, &entry.job_id, &entry.grant_id],
-            at.timestamp_millis(),
-            &entry.payload,
-        );
-        let tag = tag(key, &message);
+        let fields = Macd {
+            action: &entry.action,
+            actor: &entry.actor,
+            at_ms: at.timestamp_millis(),
+            grant_id: &entry.grant_id,
+            job_id: &entry.job_id,
+            payload: CanonicalWithout {
+                value: &entry.payload,
+                without: "mac",
+            },
+            run_id: &entry.run_id,
+        };
+        let tag = hex::encode(mac_over(key, &fields).finalize().into_bytes());
         if let Value::Object(map) = &mut entry.payload {
             map.insert("mac".into(), json!({ "key": version, "tag": tag }));
         }
@@ -105,6 +118,16 @@ impl SealKeys {
 
     /// Whether `entry`'s MAC proves that this worker's key wrote it as it stands.
     pub fn check(&self, entry: &AuditEntry) -> Result<(), MacError> {
+        self.memo.verdict(entry, || self.check_afresh(entry))
+    }
+
+    /// `run`'s (spec hash, rule hash), the rule as it applies when `required`.
+    pub fn run_hashes(&self, run: &Run, required: bool) -> Hashes {
+        self.memo
+            .hashes(run, required, || (spec_hash(run), rule_hash(run, required)))
+    }
+
+    fn check_afresh(&self, entry: &AuditEntry) -> Result<(), MacError> {
         let mac = entry.payload.get("mac").ok_or(MacError::Missing)?;
         let version = mac
             .get("key")
@@ -118,58 +141,57 @@ impl SealKeys {
             .keys
             .get(&version)
             .ok_or(MacError::UnknownVersion(version))?;
-        let mut payload = entry.payload.clone();
-        if let Value::Object(map) = &mut payload {
-            map.remove("mac");
+        let fields = Macd {
+            action: &entry.action,
+            actor: &entry.actor,
+            at_ms: entry.at.timestamp_millis(),
+            grant_id: &entry.grant_id,
+            job_id: &entry.job_id,
+            payload: CanonicalWithout {
+                value: &entry.payload,
+                without: "mac",
+            },
+            run_id: &entry.run_id,
+        };
+        let tag = hex::decode(tag_hex).map_err(|_| MacError::Invalid)?;
+        mac_over(key, &fields)
+            .verify_slice(&tag)
+            .map_err(|_| MacError::Invalid)
+    }
+}
+
+/// What an entry's MAC covers, declared in sorted key order: serialised, it is the
+/// canonical JSON of `{action, actor, at_ms, grant_id, job_id, payload, run_id}`, the
+/// payload without its `mac`.
+#[derive(serde::Serialize)]
+struct Macd<'a> {
+    action: &'a str,
+    actor: &'a str,
+    at_ms: i64,
+    grant_id: &'a Option<String>,
+    job_id: &'a Option<String>,
+    payload: CanonicalWithout<'a>,
+    run_id: &'a Option<String>,
+}
+
+/// HMAC-SHA256 under `key` of `fields`' canonical JSON, streamed in without a copy.
+fn mac_over(key: &[u8; 32], fields: &Macd<'_>) -> Hmac<Sha256> {
+    struct Feed(Hmac<Sha256>);
+    impl std::io::Write for Feed {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
         }
-        let message = message(
-            [&entry.action, &entry.actor],
-            [&entry.run_id, &entry.job_id, &entry.grant_id],
-            entry.at.timestamp_millis(),
-            &payload,
-        );
-        let tag = unhex(tag_hex).ok_or(MacError::Invalid)?;
-        let mut mac = hmac(key);
-        mac.update(message.as_bytes());
-        mac.verify_slice(&tag).map_err(|_| MacError::Invalid)
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-}
-
-fn message(names: [&String; 2], ids: [&Option<String>; 3], at_ms: i64, payload: &Value) -> String {
-    canonical_json(&json!({
-        "action": names[0],
-        "actor": names[1],
-        "run_id": ids[0],
-        "job_id": ids[1],
-        "grant_id": ids[2],
-        "at_ms": at_ms,
-        "payload": payload,
-    }))
-}
-
-fn hmac(key: &[u8; 32]) -> Hmac<Sha256> {
     // HMAC takes keys of any length: a 32-byte key cannot be refused.
-    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
-}
-
-fn tag(key: &[u8; 32], message: &str) -> String {
-    let mut mac = hmac(key);
-    mac.update(message.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
+    let mut feed =
+        Feed(<Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!()));
+    // Serialising strings, numbers and JSON values into a MAC cannot fail.
+    let _ = serde_json::to_writer(&mut feed, fields);
+    feed.0
 }
 
 #[cfg(test)]
@@ -204,6 +226,47 @@ mod tests {
         let mut bare = entry;
         bare.payload.as_object_mut().unwrap().remove("mac");
         assert_eq!(keys.check(&bare), Err(MacError::Missing));
+    }
+
+    #[test]
+    fn the_mac_is_over_the_canonical_json_of_the_entry_as_it_always_was() {
+        // Seals already in stores must keep verifying: the MAC is HMAC-SHA256 of the
+        // canonical JSON of these fields, the payload without its `mac`.
+        let ring = Keyring::generate(1);
+        let keys = SealKeys::from_keyring(&ring);
+        let entry = chained(
+            &keys,
+            json!({ "approver": "ada", "z": [1, {"b": 2, "a": null}] }),
+        );
+        let mut payload = entry.payload.clone();
+        payload.as_object_mut().unwrap().remove("mac");
+        let message = crate::audit::canonical_json(&json!({
+            "action": entry.action, "actor": entry.actor, "run_id": entry.run_id,
+            "job_id": entry.job_id, "grant_id": entry.grant_id,
+            "at_ms": entry.at.timestamp_millis(), "payload": payload,
+        }));
+        let key = &keys.keys[&1];
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()).unwrap();
+        mac.update(message.as_bytes());
+        let expected = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(entry.payload["mac"]["tag"], json!(expected));
+    }
+
+    #[test]
+    fn a_remembered_verdict_is_never_reused_for_an_edited_entry() {
+        let keys = SealKeys::from_keyring(&Keyring::generate(1));
+        let entry = chained(&keys, json!({ "approver": "ada" }));
+        for _ in 0..2 {
+            assert_eq!(keys.check(&entry), Ok(()), "checked, then remembered");
+        }
+        // The same sequence number, rewritten in the store after it was checked.
+        let mut edited = entry.clone();
+        edited.payload["approver"] = json!("mallory");
+        assert_eq!(keys.check(&edited), Err(MacError::Invalid));
+        let mut later = entry.clone();
+        later.at += chrono::Duration::milliseconds(1);
+        assert_eq!(keys.check(&later), Err(MacError::Invalid));
+        assert_eq!(keys.check(&entry), Ok(()), "the genuine one still verifies");
     }
 
     #[test]

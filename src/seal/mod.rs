@@ -21,6 +21,7 @@
 mod check;
 mod halts;
 mod key;
+mod memo;
 mod spec;
 mod verify;
 

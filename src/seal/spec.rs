@@ -95,8 +95,5 @@ pub fn seal_created(run: &Run, mut entry: NewAuditEntry) -> NewAuditEntry {
 }
 
 fn sha256(value: &Value) -> String {
-    Sha256::digest(canonical_json(value).as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(canonical_json(value).as_bytes()))
 }

@@ -24,6 +24,8 @@ pub(super) struct HttpParts<'a> {
     pub custodian: Custodian,
     pub baanx: Option<Arc<BaanxTokens>>,
     pub jobs: Arc<Vec<Job>>,
+    /// The live job set: triggers and the console follow its reloads.
+    pub live: Option<crate::jobs::in_force::LiveSet>,
     pub trigger_keys: Arc<TriggerKeys>,
     pub webhook_secret: Option<Secret>,
     pub seals: SealStatus,
@@ -41,13 +43,17 @@ pub(super) fn router(p: HttpParts<'_>) -> Router {
         custodian,
         baanx,
         jobs,
+        live,
         trigger_keys,
         webhook_secret,
         seals,
         worker_id,
     } = p;
-    let console =
+    let mut console =
         console_state(settings, &store, &clock, jobs.clone()).with_custodian(custodian.clone());
+    if let Some(live) = &live {
+        console = console.following(live.clone());
+    }
     let mut router = crate::http::ops::ops_router(crate::http::ops::OpsState {
         store: store.clone(),
         clock: clock.clone(),
@@ -62,6 +68,7 @@ pub(super) fn router(p: HttpParts<'_>) -> Router {
             jobs: jobs.clone(),
             keys: trigger_keys,
             actor: format!("worker:{worker_id}"),
+            live,
         },
     ));
     // The connect routes authenticate operator accounts by their personal tokens.

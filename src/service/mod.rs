@@ -21,13 +21,13 @@ use crate::config::{Secret, Settings};
 use crate::grants::{BaanxTokens, BushaOAuth, Custodian, CustodyConfig, Keyring, SealMonitor};
 use crate::guards::{Guards, GuardsConfig};
 use crate::jobs::Job;
-use crate::jobs::scheduler::{Scheduler, SchedulerConfig, create_occurrence};
+use crate::jobs::in_force::JobSet;
+use crate::jobs::reload::Reloader;
+use crate::jobs::scheduler::SchedulerConfig;
 use crate::pipeline::{Pipeline, PipelineConfig, TokenSource};
 use crate::provider::busha::{BushaClient, BushaConfig};
 use crate::queue::{Queue, QueueConfig};
-use crate::runs::RunState;
-use crate::store::{RunFilter, Store};
-use crate::triggers::{SweepRule, SweepWatch};
+use crate::store::Store;
 use crate::worker::{Worker, WorkerConfig};
 
 /// Everything the service runs on, built by the caller (`treasury run` from settings
@@ -66,10 +66,12 @@ pub fn queue_path_for(store_url: &str) -> PathBuf {
 }
 
 /// The service bound to its listener, ready to run (zero2prod's `Application`):
+/// The service bound to its listener, ready to run (zero2prod's `Application`):
 /// tests bind port 0 and read [`Application::address`], so no port is raced for.
 pub struct Application {
     parts: Parts,
     listener: tokio::net::TcpListener,
+    jobs_dir: Option<PathBuf>,
 }
 
 impl Application {
@@ -78,7 +80,18 @@ impl Application {
     /// queue consumers start.
     pub fn build(parts: Parts, listener: tokio::net::TcpListener) -> Result<Self, String> {
         crate::triggers::TriggerKeys::from_env(&parts.jobs)?;
-        Ok(Self { parts, listener })
+        Ok(Self {
+            parts,
+            listener,
+            jobs_dir: None,
+        })
+    }
+
+    /// With `jobs_dir` (where `parts.jobs` were loaded from), the job files are read
+    /// again on every change and on `SIGHUP` ([`crate::jobs::reload`]).
+    pub fn reloading(mut self, jobs_dir: Option<PathBuf>) -> Self {
+        self.jobs_dir = jobs_dir;
+        self
     }
 
     /// Where the HTTP server listens.
@@ -88,13 +101,23 @@ impl Application {
 
     /// Runs until `shutdown` is cancelled (see [`run`]).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), String> {
-        run_on(self.parts, self.listener, shutdown).await
+        run_on(self.parts, self.listener, self.jobs_dir, shutdown).await
     }
 }
 
 /// Binds `[http] listen` and runs until `shutdown` is cancelled, then stops scheduling
 /// and lets in-flight executions finish or park (within the worker's shutdown bound).
 pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String> {
+    run_reloading(parts, None, shutdown).await
+}
+
+/// As [`run`], and with `jobs_dir` (where `parts.jobs` were loaded from) the job files
+/// are read again on every change and on `SIGHUP` ([`crate::jobs::reload`]).
+pub async fn run_reloading(
+    parts: Parts,
+    jobs_dir: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     // Before anything listens: every trigger job has a usable secret, or nothing starts.
     crate::triggers::TriggerKeys::from_env(&parts.jobs)?;
     let listen = parts.settings.http.listen;
@@ -102,6 +125,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     Application::build(parts, listener)?
+        .reloading(jobs_dir)
         .run_until_stopped(shutdown)
         .await
 }
@@ -110,6 +134,7 @@ pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<(), String
 async fn run_on(
     parts: Parts,
     listener: tokio::net::TcpListener,
+    jobs_dir: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let worker_id = format!("{}-{}", hostname(), std::process::id());
@@ -128,7 +153,7 @@ async fn run_on(
         sweep_poll,
     } = parts;
     // Before anything listens: every trigger job has a usable secret, or nothing starts.
-    let trigger_keys = Arc::new(crate::triggers::TriggerKeys::from_env(&jobs)?);
+    let trigger_keys = crate::triggers::TriggerKeys::from_env(&jobs)?;
     let sink = AlertSink::with(SinkOptions {
         target: alert_target,
         kinds: settings.alerts.kinds,
@@ -176,18 +201,14 @@ async fn run_on(
     let queue = Queue::open(queue)
         .await
         .map_err(|e| format!("cannot open the queue ({queue_shown}): {e}"))?;
-    let jobs = Arc::new(jobs);
-    let scheduler = Scheduler::start(
-        store.clone(),
-        jobs.as_ref().clone(),
-        SchedulerConfig {
-            actor: format!("worker:{worker_id}"),
-            ..SchedulerConfig::default()
-        },
-        clock.now(),
-    )
-    .await
-    .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+    // The job set: recorded, proposed as the one in force, and swapped on a reload.
+    let actor = format!("worker:{worker_id}");
+    let set = JobSet::new(jobs, trigger_keys);
+    crate::live::start_set(&store, &set, &actor, clock.now())
+        .await
+        .map_err(|e| format!("cannot record the job set: {e}"))?;
+    let jobs = set.jobs.clone();
+    let (live_set, live) = tokio::sync::watch::channel(Arc::new(set));
     tracing::info!(jobs = jobs.len(), queue = %queue_shown, pacing = if busha.pacer().is_shared() { "shared (redis)" } else { "local" }, "worker starting");
 
     let tasks = TaskTracker::new();
@@ -202,19 +223,32 @@ async fn run_on(
     let worker = Worker::new(pipeline, queue, clock.clone(), worker_cfg).start(shutdown.clone());
 
     // The scheduler: every tick creates the runs that are due (idempotently).
-    {
-        let (shutdown, clock) = (shutdown.clone(), clock.clone());
-        tasks.spawn(async move {
-            while !shutdown.is_cancelled() {
-                match scheduler.tick(clock.now()).await {
-                    Ok(report) if !report.created.is_empty() => tracing::info!(created = report.created.len(), "scheduler created runs"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "scheduler tick failed; retrying"),
-                }
-                tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(tick) => {} }
-            }
-            tracing::info!("scheduler stopped");
-        });
+    let scheduler = crate::live::ScheduleLoop {
+        store: store.clone(),
+        live: live.clone(),
+        config: SchedulerConfig {
+            actor: actor.clone(),
+            ..SchedulerConfig::default()
+        },
+        clock: clock.clone(),
+        tick,
+    };
+    tasks.spawn(scheduler.run(shutdown.clone()));
+    // Without a folder to reload from, the set stays as loaded: its sender lives as
+    // long as this function, so the readers never see it closed.
+    let mut _fixed_set = None;
+    if let Some(dir) = jobs_dir {
+        let reloader = Reloader::new(
+            store.clone(),
+            settings.clone(),
+            dir,
+            clock.clone(),
+            actor.clone(),
+            live_set,
+        );
+        tasks.spawn(reloader.run(shutdown.clone()));
+    } else {
+        _fixed_set = Some(live_set);
     }
     if let Some(cp) = checkpointer {
         let every = settings.audit.checkpoint_every;
@@ -224,19 +258,20 @@ async fn run_on(
             shutdown.clone(),
         ));
     }
-    // One balance watch per sweep job.
-    for job in jobs.iter().filter(|j| j.spec().sweep().is_some()) {
-        let watch = SweepLoop {
-            job: job.clone(),
-            store: store.clone(),
-            busha: busha.clone(),
-            tokens: tokens.clone(),
-            clock: clock.clone(),
-            actor: format!("worker:{worker_id}"),
-            poll: sweep_poll,
-        };
-        tasks.spawn(watch.run(shutdown.clone()));
-    }
+    // One balance watch per sweep job of the live set.
+    let sweeps = crate::live::SweepParts {
+        store: store.clone(),
+        busha: busha.clone(),
+        tokens: tokens.clone(),
+        clock: clock.clone(),
+        actor: actor.clone(),
+        poll: sweep_poll,
+    };
+    tasks.spawn(crate::live::run_sweeps(
+        sweeps,
+        live.clone(),
+        shutdown.clone(),
+    ));
     // Alerts from the audit log and stuck transfers; the seal check again, so that a
     // grant rekeyed under a version this process lacks turns readiness off.
     let seal_status = seals.status();
@@ -259,7 +294,8 @@ async fn run_on(
         custodian: custodian.clone(),
         baanx,
         jobs: jobs.clone(),
-        trigger_keys,
+        trigger_keys: live.borrow().keys.clone(),
+        live: Some(live.clone()),
         webhook_secret,
         seals: seal_status,
         worker_id: worker_id.clone(),
@@ -352,87 +388,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into())
-}
-
-/// The balance watch of one sweep job: polls `available`, and when the watch fires,
-/// creates the sweep's run keyed by the watch tick.
-struct SweepLoop {
-    job: Job,
-    store: Store,
-    busha: BushaClient,
-    tokens: Arc<dyn TokenSource>,
-    clock: Clock,
-    actor: String,
-    poll: Option<Duration>,
-}
-
-impl SweepLoop {
-    async fn run(self, shutdown: CancellationToken) {
-        let Some(spec) = self.job.spec().sweep().cloned() else {
-            return;
-        };
-        let rule = SweepRule {
-            threshold: spec.threshold,
-            keep: spec.keep,
-            debounce: spec.debounce,
-            min_interval: spec.min_interval,
-        };
-        let job_id = self.job.id().as_str().to_string();
-        let last = self.runs().await.iter().map(|r| r.created_at).max();
-        let mut watch = SweepWatch::resume(last);
-        let interval = self
-            .poll
-            .unwrap_or_else(|| spec.interval.to_std().unwrap_or(Duration::from_secs(60)));
-        while !shutdown.is_cancelled() {
-            if let Err(e) = self.poll(&mut watch, &rule, &spec.balance).await {
-                tracing::warn!(job = %job_id, error = %e, "sweep watch could not poll");
-            }
-            tokio::select! { _ = shutdown.cancelled() => break, _ = tokio::time::sleep(interval) => {} }
-        }
-    }
-
-    async fn runs(&self) -> Vec<crate::runs::Run> {
-        self.store
-            .list_runs(&RunFilter {
-                job_id: Some(self.job.id().as_str().to_string()),
-                ..RunFilter::default()
-            })
-            .await
-            .unwrap_or_default()
-    }
-
-    async fn poll(
-        &self,
-        watch: &mut SweepWatch,
-        rule: &SweepRule,
-        currency: &crate::money::Currency,
-    ) -> Result<(), String> {
-        let token = self
-            .tokens
-            .access_token(self.job.spec().grant())
-            .await
-            .map_err(|e| e.to_string())?;
-        let balance = self
-            .busha
-            .get_balance(&token, currency.as_str())
-            .await
-            .map_err(|e| e.to_string())?;
-        let in_flight = self
-            .runs()
-            .await
-            .iter()
-            .any(|r| !r.state.is_final() && r.state != RunState::AwaitingApproval);
-        let now = self.clock.now();
-        if let Some(amount) = watch.observe(rule, balance.value.available.amount, now, in_flight) {
-            let key = format!("sweep@{}", now.format("%Y-%m-%dT%H:%M:%SZ"));
-            let runs =
-                create_occurrence(&self.store, &self.job, &key, Some(amount), &self.actor, now)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tracing::info!(job = %self.job.id().as_str(), %amount, runs = runs.len(), "sweep fired");
-        }
-        Ok(())
-    }
 }
 
 /// Baanx's token endpoint when `[baanx]` is configured and its secret key is set;

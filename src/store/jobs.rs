@@ -136,15 +136,24 @@ impl Store {
 
     /// Moves the cursor from `from` to `to`, if no one moved it meanwhile, with `audit`
     /// (skipped occurrences) in the same transaction. `false`: another scheduler
-    /// decided this stretch; nothing was written.
+    /// decided this stretch, or `set` (when given) is no longer the job set in force;
+    /// nothing was written. A scheduler on another set must not move a cursor: it
+    /// would decide a stretch of time by a schedule that is not in force.
     pub async fn advance_schedule_cursor(
         &self,
+        set: Option<&str>,
         job_id: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         audit: Option<NewAuditEntry>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
+        if let Some(ours) = set {
+            let in_force = super::job_set::in_force_on(self.backend, &mut tx).await?;
+            if in_force.as_deref() != Some(ours) {
+                return Ok(false);
+            }
+        }
         let moved = sqlx::query(
             "UPDATE job_schedules SET cursor_at = $1, updated_at = $1 \
              WHERE job_id = $2 AND cursor_at = $3 AND cursor_at < $1",

@@ -16,6 +16,8 @@ mod checkpoints;
 mod dispatch;
 mod grants;
 mod guards;
+mod job_set;
+pub use job_set::{JobSetRow, OccurrenceWrite};
 mod jobs;
 pub use jobs::StoredJobVersion;
 mod known;

@@ -54,32 +54,7 @@ impl Store {
         let run = run.clone();
         self.write(Box::new(move |conn, head| {
             let (run, spec, audit) = (run.clone(), spec.clone(), audit.clone());
-            Box::pin(async move {
-                let inserted = sqlx::query(
-                    "INSERT INTO runs (id, job_id, occurrence_key, job_version, grant_alias, spec, state, reason, \
-                     quote_attempt, attempts, next_attempt_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, $10) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(run.id.as_str())
-                .bind(&run.job_id)
-                .bind(&run.occurrence_key)
-                .bind(&run.job_version)
-                .bind(&run.spec.grant)
-                .bind(spec)
-                .bind(run.state.as_str())
-                .bind(&run.reason)
-                .bind(millis(run.next_attempt_at))
-                .bind(millis(run.created_at))
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-                    == 1;
-                if inserted {
-                    append_audit_on(backend, conn, head, run.created_at, audit).await?;
-                }
-                Ok(inserted)
-            })
+            Box::pin(async move { insert_run_on(backend, conn, head, &run, spec, audit).await })
         }))
         .await
     }
@@ -350,7 +325,43 @@ impl Store {
     }
 }
 
-fn spec_json(run: &Run) -> Result<String, StoreError> {
+/// Inserts `run` (already sealed into `audit`) on `conn` unless its occurrence already
+/// has one; appends `audit` when it was inserted. Returns whether it was.
+pub(super) async fn insert_run_on(
+    backend: super::Backend,
+    conn: &mut sqlx::AnyConnection,
+    head: &mut super::writer::AuditHead,
+    run: &Run,
+    spec: String,
+    audit: NewAuditEntry,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO runs (id, job_id, occurrence_key, job_version, grant_alias, spec, state, reason, \
+         quote_attempt, attempts, next_attempt_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $10, $10) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(run.id.as_str())
+    .bind(&run.job_id)
+    .bind(&run.occurrence_key)
+    .bind(&run.job_version)
+    .bind(&run.spec.grant)
+    .bind(spec)
+    .bind(run.state.as_str())
+    .bind(&run.reason)
+    .bind(millis(run.next_attempt_at))
+    .bind(millis(run.created_at))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        append_audit_on(backend, conn, head, run.created_at, audit).await?;
+    }
+    Ok(inserted)
+}
+
+pub(super) fn spec_json(run: &Run) -> Result<String, StoreError> {
     serde_json::to_string(&run.spec).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use sqlx::{AnyConnection, AnyPool, Connection, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::StoreError;
@@ -214,16 +214,18 @@ async fn transaction(
     conn: &mut AnyConnection,
     ops: &mut [Box<dyn Pending>],
 ) -> Result<(), StoreError> {
-    conn.execute("BEGIN IMMEDIATE").await?;
+    // Prepared once and reused, like every other statement (a plain `execute(&str)`
+    // would parse each of them again at every commit).
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let mut head = AuditHead::default();
     for op in ops.iter_mut() {
         if let Err(e) = op.apply(conn, &mut head).await {
-            let _ = conn.execute("ROLLBACK").await;
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             return Err(e);
         }
     }
-    if let Err(e) = conn.execute("COMMIT").await {
-        let _ = conn.execute("ROLLBACK").await;
+    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         return Err(e.into());
     }
     Ok(())

@@ -169,6 +169,36 @@ async fn a_locked_sweep_quote_that_no_longer_fits_is_abandoned(t: TestStore) {
     );
 }
 
+async fn a_sweep_the_balance_keeps_falling_under_ends_skipped_not_failed(t: TestStore) {
+    let w = World::with(fast(), Some(&t)).await;
+    w.sb.set_balance(&w.user.id, "USDT", dec!(3000));
+    let id = w
+        .create("sweep", no_requotes(sweep(dec!(1000), None)))
+        .await;
+    let p = stop_before_transfer(&w);
+    assert!(
+        p.execute(&id).await.is_err(),
+        "stopped with the quote locked"
+    );
+
+    // A busy wallet: other payouts spend while the sweep holds its quote, and no
+    // re-quote is left.
+    w.sb.set_balance(&w.user.id, "USDT", dec!(2900));
+    w.clock
+        .advance(p.takeover_after() + chrono::Duration::seconds(1));
+    assert_eq!(
+        drive_through_crashes(&w, &p, &id).await,
+        RunState::Cancelled
+    );
+
+    let reason = w.run(&id).await.reason.unwrap();
+    assert!(reason.starts_with("sweep skipped"), "{reason}");
+    assert!(reason.contains("kept falling"), "{reason}");
+    assert!(reason.contains("only 900 USDT may go now"), "{reason}");
+    assert_eq!(w.transfers(), 0, "the abandoned quote is never used");
+    assert_eq!(w.sb.balance(&w.user.id, "USDT"), Some(dec!(2900)));
+}
+
 #[tokio::test]
 async fn a_sweep_below_its_minimum_is_skipped_with_the_reason() {
     let w = World::new().await;
@@ -188,4 +218,5 @@ crate::on_both_backends!(
     refused_quotes_use_up_requotes_and_the_reason_names_the_refusal,
     a_sweep_quotes_at_most_what_leaves_keep,
     a_locked_sweep_quote_that_no_longer_fits_is_abandoned,
+    a_sweep_the_balance_keeps_falling_under_ends_skipped_not_failed,
 );

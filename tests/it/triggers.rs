@@ -36,6 +36,7 @@ async fn serve(t: &TestStore) -> String {
         jobs: Arc::new(example_jobs()),
         keys: Arc::new(keys),
         actor: "worker:test".into(),
+        live: None,
     };
     tokio::spawn(async move { axum::serve(listener, trigger_router(state)).await });
     base

@@ -25,6 +25,9 @@ use crate::service::Parts;
 use crate::store::{RunFilter, Store};
 use tokio_util::sync::CancellationToken;
 
+pub mod folder;
+use folder::{DemoFolder, Keepsake};
+
 /// The demo customer's Busha user.
 pub const DEMO_USER: &str = "demo-customer";
 /// The demo customer's opening USDT balance: enough for the scheduled payouts and the
@@ -45,8 +48,10 @@ pub struct DemoEnv {
     pub oauth: Arc<BushaOAuth>,
     pub custodian: Custodian,
     pub busha: BushaClient,
-    /// The temporary directory the store and queue live in (deleted on drop).
-    pub dir: tempfile::TempDir,
+    /// The folder the store, queue and log live in.
+    pub dir: std::path::PathBuf,
+    /// The demo's approver accounts.
+    pub approvers: Vec<crate::operators::Account>,
 }
 
 /// A bank account the sandbox's name enquiry knows: (bank code, number, name).
@@ -57,6 +62,8 @@ pub type KnownAccount = (String, String, String);
 pub async fn setup(
     mut settings: Settings,
     accounts: &[KnownAccount],
+    dir: &std::path::Path,
+    master_key: &str,
     out: &mut (dyn Write + Send),
 ) -> Result<DemoEnv, String> {
     let clock = Clock::system();
@@ -90,25 +97,17 @@ pub async fn setup(
         sandbox.url()
     );
 
-    let dir =
-        tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("treasury.db").display()
-    );
+    let db = dir.join(folder::STORE_FILE);
+    let url = format!("sqlite://{}?mode=rwc", db.display());
     let store = Store::connect(&url).await.map_err(|e| e.to_string())?;
     settings.store.url = url;
     settings.busha.issuer_url = sandbox.url();
     settings.busha.api_url = sandbox.url();
     settings.busha.client_id = DEMO_CLIENT.into();
     settings.busha.redirect_uri = redirect.clone();
-    let _ = writeln!(
-        out,
-        "store      temporary SQLite store {}",
-        dir.path().join("treasury.db").display()
-    );
+    let _ = writeln!(out, "store      SQLite store {}", db.display());
 
-    let keys = Arc::new(Keyring::generate(1));
+    let keys = Arc::new(Keyring::parse(master_key).map_err(|e| e.to_string())?);
     let store = store.with_seal_keys(Arc::new(crate::seal::SealKeys::from_keyring(&keys)));
     let oauth = Arc::new(
         BushaOAuth::discover(
@@ -190,7 +189,8 @@ pub async fn setup(
         oauth,
         custodian,
         busha,
-        dir,
+        dir: dir.to_path_buf(),
+        approvers: Vec::new(),
     })
 }
 
@@ -246,6 +246,11 @@ pub struct DemoOptions {
     pub max_occurrences: usize,
     /// How long, in real time, any one phase may take before the demo gives up.
     pub phase_timeout: Duration,
+    /// `--keep`: the folder to leave the store, config and sandbox state in.
+    pub keep: Option<std::path::PathBuf>,
+    /// The folder already opened for the demo (by `main`, which logs into it); `None`
+    /// opens one here (`keep`'s, or a temporary one).
+    pub folder: Option<std::path::PathBuf>,
 }
 
 impl DemoOptions {
@@ -255,6 +260,8 @@ impl DemoOptions {
             jobs: jobs.into(),
             max_occurrences: 6,
             phase_timeout: Duration::from_secs(180),
+            keep: None,
+            folder: None,
         }
     }
 }
@@ -290,7 +297,18 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
     let settings = Settings::load(&opts.config).map_err(|e| e.to_string())?;
     let jobs = crate::jobs::load(&opts.jobs, &settings).map_err(|e| e.to_string())?;
     let (accounts, saved) = demo_recipients(&jobs);
-    let mut env = setup(settings, &accounts, out).await?;
+    let opened;
+    let dir = match &opts.folder {
+        Some(dir) => dir.as_path(),
+        None => {
+            opened = DemoFolder::open(opts.keep.as_deref())?;
+            opened.path()
+        }
+    };
+    let listen = settings.http.listen;
+    let master_key = folder::fresh_master_key();
+    let mut env = setup(settings, &accounts, dir, &master_key, out).await?;
+    let passwords = create_demo_accounts(&mut env).await?;
     for r in saved {
         let id = r.id.clone();
         if !env.sandbox.add_saved_recipient(&env.user.id, r) {
@@ -301,7 +319,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         .map_err(|e| format!("cannot find a free port: {e}"))?;
     env.settings.http.listen = listener.local_addr().map_err(|e| e.to_string())?;
     drop(listener);
-    let queue = crate::queue::QueueConfig::sqlite(env.dir.path().join("treasury-queue.db"));
+    let queue = crate::queue::QueueConfig::sqlite(env.dir.join("treasury-queue.db"));
     let parts = Parts {
         settings: env.settings.clone(),
         store: env.store.clone(),
@@ -373,6 +391,17 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
             "the demo did not settle every run ({transfers} transfers for {settled} settled runs): {}",
             bad.join("; ")
         ));
+    }
+    if opts.keep.is_some() {
+        let config_text = std::fs::read_to_string(&opts.config).map_err(|e| e.to_string())?;
+        let kept = Keepsake {
+            dir,
+            master_key: &master_key,
+            config_text: &config_text,
+            http_listen: listen,
+        };
+        kept.write(&env.sandbox, &env.user.id)?;
+        kept.print(&passwords, out).map_err(|e| e.to_string())?;
     }
     writeln!(out, "{line}").map_err(|e| e.to_string())?;
     env.sandbox.shutdown().await;
@@ -661,10 +690,10 @@ fn progress_line(r: &Run) -> String {
     }
 }
 
-/// Approves a waiting run as the CLI would (`treasury runs approve <id>`), by two
-/// demo approver accounts it creates (with random passwords nobody sees).
+/// Approves a waiting run as the CLI would (`treasury runs approve <id>`), by the two
+/// demo approver accounts.
 async fn approve(env: &DemoEnv, r: &Run, out: &mut (dyn Write + Send)) -> Result<(), String> {
-    for account in demo_accounts(env).await? {
+    for account in &env.approvers {
         let current = env.store.get_run(&r.id).await.map_err(|e| e.to_string())?;
         if current.map(|c| c.state) != Some(RunState::AwaitingApproval) {
             break;
@@ -678,7 +707,7 @@ async fn approve(env: &DemoEnv, r: &Run, out: &mut (dyn Write + Send)) -> Result
                 occurrence: None,
                 yes: true,
             }),
-            Some(&crate::guards::Operator::from_account(&account)),
+            Some(&crate::guards::Operator::from_account(account)),
             out,
         )
         .await
@@ -687,16 +716,19 @@ async fn approve(env: &DemoEnv, r: &Run, out: &mut (dyn Write + Send)) -> Result
     Ok(())
 }
 
-/// The demo's two approver accounts (and the admin that adds them), created on first
-/// use with random passwords.
-async fn demo_accounts(env: &DemoEnv) -> Result<Vec<crate::operators::Account>, String> {
+/// The demo's admin and its two approver accounts, with random passwords: `--keep`
+/// prints them once, for signing in to the console afterwards.
+async fn create_demo_accounts(
+    env: &mut DemoEnv,
+) -> Result<Vec<(String, crate::config::Secret)>, String> {
     use crate::operators::Role;
-    let admin = demo_account(env, "demo-admin", Role::Admin, None).await?;
-    let mut approvers = Vec::new();
+    let mut passwords = Vec::new();
+    let admin = demo_account(env, "demo-admin", Role::Admin, None, &mut passwords).await?;
     for name in ["demo-approver-1", "demo-approver-2"] {
-        approvers.push(demo_account(env, name, Role::Approver, Some(&admin)).await?);
+        let a = demo_account(env, name, Role::Approver, Some(&admin), &mut passwords).await?;
+        env.approvers.push(a);
     }
-    Ok(approvers)
+    Ok(passwords)
 }
 
 async fn demo_account(
@@ -704,23 +736,23 @@ async fn demo_account(
     name: &str,
     role: crate::operators::Role,
     admin: Option<&crate::operators::Account>,
+    passwords: &mut Vec<(String, crate::config::Secret)>,
 ) -> Result<crate::operators::Account, String> {
     use crate::operators::{OperatorName, secrets};
     use crate::store::{ChangedBy, NewOperator};
     let name = OperatorName::new(name)?;
-    let err = |e: crate::store::StoreError| e.to_string();
-    if let Some((a, _)) = env.store.operator_with_hash(&name).await.map_err(err)? {
-        return Ok(a);
-    }
-    let password_hash = secrets::hash_password(&secrets::one_time_password())?;
-    let by = admin.map_or(ChangedBy::Bootstrap, ChangedBy::Account);
+    let password = secrets::one_time_password();
     let new = NewOperator {
-        name,
+        name: name.clone(),
         role,
-        password_hash,
+        password_hash: secrets::hash_password(&password)?,
     };
-    env.store
+    let by = admin.map_or(ChangedBy::Bootstrap, ChangedBy::Account);
+    let account = env
+        .store
         .add_operator(new, by, env.clock.now())
         .await
-        .map_err(err)
+        .map_err(|e| e.to_string())?;
+    passwords.push((name.to_string(), password));
+    Ok(account)
 }
