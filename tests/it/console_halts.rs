@@ -19,7 +19,9 @@ async fn a_halt_from_the_browser_holds_the_next_run_and_resume_lets_it_settle_an
     let w = world().await;
     let store = w.store();
     account(&store, &w.clock, "olga", Role::Operator).await;
-    let app = App::start(&w, &job(false)).await;
+    // A daily cap on the job, which the jobs page shows with what is used and left.
+    let capped = format!("{}\n[limits]\ndaily_cap = \"900\"\n", job(false));
+    let app = App::start(&w, &capped).await;
     let driver = Driver::start().await;
     let b = driver.browser().await;
     sign_in(&b, &app, "olga").await;
@@ -130,6 +132,18 @@ async fn a_halt_from_the_browser_holds_the_next_run_and_resume_lets_it_settle_an
         jobs.contains("payroll") && jobs.contains("******6789"),
         "{jobs}"
     );
+    // The settled run counts against the cap: used + left = the cap, used > 0.
+    let cap_cell = jobs
+        .lines()
+        .find(|l| l.contains(" left of 900"))
+        .unwrap_or_else(|| panic!("the caps table shows the job's cap:\n{jobs}"));
+    let number = |before: &str| -> rust_decimal::Decimal {
+        let head = &cap_cell[..cap_cell.find(before).unwrap()];
+        head.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let (used, left) = (number(" used,"), number(" left of"));
+    assert!(used > rust_decimal::Decimal::ZERO, "{cap_cell}");
+    assert_eq!(used + left, rust_decimal::Decimal::from(900), "{cap_cell}");
     b.goto(&app.url("/audit")).await.unwrap();
     let audit = body_text(&b).await;
     assert!(audit.contains("Audit chain verified"), "{audit}");
