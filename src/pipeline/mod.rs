@@ -58,12 +58,11 @@ pub use tokens::{StaticTokens, TokenError, TokenSource};
 use crate::audit::NewAuditEntry;
 use crate::clock::Clock;
 use crate::money::Currency;
-use crate::provider::AccessToken;
-use crate::provider::busha::{
-    AccountNumber, BushaClient, Channel, ErrorKind, NewQuote, NewRecipient, PageRequest, PayOut,
-    ProviderError, Quote, QuoteAmount, QuoteStatus, RecipientFilter, RecipientType,
-    ResolveBankAccount, Settlement, SortOrder, Transfer, TransferFilter,
+use crate::provider::boundary::{
+    BankAccount, FixedSide, PaymentsProvider, Quote, QuoteId, QuoteRequest, QuoteState, Recipient,
+    RecipientId, RecipientQuery, Settlement, Transfer, TransferId,
 };
+use crate::provider::{AccessToken, Called, ErrorKind, ProviderError};
 use crate::runs::{
     Amount, LockedQuote, PayoutSpec, PendingOp, QuoteAsk, RecipientSpec, Run, RunId, RunState,
     mask_account,
@@ -182,7 +181,7 @@ type Step = Result<Option<Executed>, Stop>;
 #[derive(Clone)]
 pub struct Pipeline {
     store: Store,
-    busha: BushaClient,
+    provider: Arc<dyn PaymentsProvider>,
     tokens: Arc<dyn TokenSource>,
     clock: Clock,
     cfg: PipelineConfig,
@@ -196,25 +195,25 @@ impl Pipeline {
     /// while the first one's request is still on its way.
     pub fn new(
         store: Store,
-        busha: BushaClient,
+        provider: impl PaymentsProvider + 'static,
         tokens: Arc<dyn TokenSource>,
         clock: Clock,
         mut cfg: PipelineConfig,
     ) -> Self {
-        match busha
+        match provider
             .longest_call()
             .map(|d| Duration::from_std(d).unwrap_or(Duration::MAX))
         {
             Some(longest) => cfg.lease = cfg.lease.max(longest * 2),
             None => tracing::error!(
-                "the Busha client's pacing is unbounded: a paced call can outlive the run's lease; set max_pacing_wait"
+                "the provider client's pacing is unbounded: a paced call can outlive the run's lease; set max_pacing_wait"
             ),
         }
-        let timeout = Duration::from_std(busha.call_timeout()).unwrap_or(Duration::MAX);
+        let timeout = Duration::from_std(provider.call_timeout()).unwrap_or(Duration::MAX);
         cfg.takeover_grace = cfg.takeover_grace.max(timeout);
         Self {
             store,
-            busha,
+            provider: Arc::new(provider),
             tokens,
             clock,
             cfg,
