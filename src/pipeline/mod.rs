@@ -40,6 +40,7 @@ mod checks;
 mod gate;
 mod lease;
 mod plumbing;
+mod promises;
 mod quote;
 mod recipient;
 mod recipient_given;

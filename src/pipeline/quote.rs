@@ -16,6 +16,10 @@ impl Pipeline {
         run: &mut Run,
         token: &mut AccessToken,
     ) -> Step {
+        let caps = self.provider.capabilities();
+        if let Some(reason) = super::promises::unmet(&caps, GateStep::LockQuote) {
+            return self.fail(lease, run, reason).await;
+        }
         // Reconcile: the last attempt may have created a quote we never heard about.
         if run.pending == Some(PendingOp::CreateQuote) {
             if let Some(done) = self.reconcile_quote(lease, run, token).await? {

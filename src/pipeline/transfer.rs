@@ -26,6 +26,10 @@ impl Pipeline {
             self.save(lease, run, vec![e]).await?;
             return Ok(None);
         };
+        let caps = self.provider.capabilities();
+        if let Some(reason) = super::promises::unmet(&caps, GateStep::Transfer) {
+            return self.fail(lease, run, reason).await;
+        }
         // Reconcile first, always: a transfer for our quote may already exist.
         match self.transfer_for(run, token, &quote).await? {
             Ok(Some(t)) => {
