@@ -3,7 +3,7 @@
 //!
 //! `execute(run_id)` is idempotent and resumable. It takes the run's fenced lease (a
 //! second executor returns [`Executed::Busy`]), and then, from whatever state the run is
-//! in, reconciles with Busha before acting:
+//! in, reconciles with the provider before acting:
 //! - a recipient is looked for by account number before one is created;
 //! - a quote is looked for by our `reference` before another is locked;
 //! - a transfer is looked for by `quote_id` before one is initiated.
@@ -12,6 +12,10 @@
 //! transaction with its audit entry. An executor that lost its lease writes nothing.
 //! Waiting (rate limits, backoff, tracking) is a `next_attempt_at` in the store, never a
 //! sleep: the dispatcher sends the run out again when it is due.
+//!
+//! The provider is reached only through [`crate::provider::boundary`], in domain types;
+//! each step first checks that the provider's capabilities cover it (`promises`). No
+//! provider module or wire type is named here (a test in `sealed` scans for them).
 
 /// One provider call, with crash points around it and one forced token refresh on a
 /// 401 (a 401 means Busha applied nothing, so the retry is safe). A macro rather than

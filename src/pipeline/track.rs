@@ -37,8 +37,8 @@ impl Pipeline {
                     .await;
             }
         };
-        let status = c.value.status.as_str().to_string();
-        let changed = run.transfer_status.as_deref() != Some(status.as_str());
+        let status = c.value.status.clone();
+        let changed = run.transfer_status.as_ref() != Some(&status);
         run.transfer_status = Some(status.clone());
         match c.value.settlement {
             Settlement::Succeeded => {

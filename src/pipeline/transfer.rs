@@ -326,7 +326,7 @@ impl Pipeline {
     ) -> Step {
         let before = run.clone();
         run.transfer_id = Some(t.id.to_string());
-        run.transfer_status = Some(t.status.as_str().to_string());
+        run.transfer_status = Some(t.status.clone());
         run.pending = None;
         self.advance(run, RunState::TransferSubmitted);
         let e = self.entry(

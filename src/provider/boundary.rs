@@ -153,6 +153,28 @@ impl fmt::Display for TransferStatus {
     }
 }
 
+/// A status reads as its stored code (`run.transfer_status.as_deref()` is the code).
+impl std::ops::Deref for TransferStatus {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl serde::Serialize for TransferStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TransferStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        Ok(Self::parse(&code))
+    }
+}
+
 /// Whether a transfer's status is final, as its provider defines finality.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Settlement {
