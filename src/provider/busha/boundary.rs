@@ -1,14 +1,15 @@
-//! Busha behind the provider boundary: [`PaymentsProvider`] for [`BushaClient`], with
-//! every conversion between Busha's wire types and the domain types in one place.
+//! Busha behind the provider boundary: [`PaymentsProvider`] for [`BushaClient`]. Domain
+//! requests become Busha's wire requests here; its answers are read as domain types in
+//! `to_domain`.
 
 use crate::money::Currency;
 use crate::provider::boundary::{self as domain, Answer, PaymentsProvider};
 use crate::provider::{AccessToken, SendCheck};
 
+use super::to_domain::{country_of, page_of, quote, recipient, transfer};
 use super::{
-    AccountNumber, BushaClient, Channel, NewQuote, NewRecipient, PageRequest, PayOut, PaymentObj,
-    PaymentType, QuoteAmount, QuoteStatus, RateSide, RecipientFilter, RecipientType,
-    ResolveBankAccount, Settlement, SortOrder, TransferFilter,
+    AccountNumber, BushaClient, Channel, NewQuote, NewRecipient, PageRequest, PayOut, QuoteAmount,
+    RecipientFilter, RecipientType, ResolveBankAccount, SortOrder, TransferFilter,
 };
 
 /// Busha locks binding quotes, gives every transfer an id, and echoes our reference.
@@ -250,119 +251,5 @@ impl PaymentsProvider for BushaClient {
                 .await?
                 .map(recipient))
         })
-    }
-}
-
-/// The ISO country of a payout currency's bank system.
-fn country_of(currency: &Currency) -> String {
-    match currency.as_str() {
-        "KES" => "KE",
-        "GHS" => "GH",
-        "USD" => "US",
-        "GBP" => "GB",
-        _ => "NG",
-    }
-    .to_string()
-}
-
-fn page_of<W, D>(p: super::Page<W>, f: impl Fn(W) -> D) -> domain::Page<D> {
-    domain::Page {
-        items: p.items.into_iter().map(f).collect(),
-        next_cursor: p.next_cursor,
-        skipped: p
-            .skipped
-            .into_iter()
-            .map(|s| domain::Unreadable {
-                shown: s.to_string(),
-                id: s.id,
-                quote_id: s.quote_id,
-                reference: s.reference,
-                account_number: s.account_number.map(|a| a.as_str().to_string()),
-            })
-            .collect(),
-    }
-}
-
-fn sum(a: super::Amount) -> domain::Sum {
-    domain::Sum {
-        amount: a.amount,
-        currency: a.currency,
-    }
-}
-
-fn pay_out(p: PaymentObj) -> domain::PayOut {
-    domain::PayOut {
-        bank_transfer: p.kind == PaymentType::BankTransfer,
-        kind: p.kind.as_str().to_string(),
-        recipient_id: p.recipient_id,
-    }
-}
-
-fn quote(q: super::Quote) -> domain::Quote {
-    domain::Quote {
-        id: domain::QuoteId::new(q.id),
-        reference: q.reference,
-        state: match q.status {
-            QuoteStatus::Pending => domain::QuoteState::Open,
-            QuoteStatus::Accepted => domain::QuoteState::Used,
-            other => domain::QuoteState::Closed(other.as_str().to_string()),
-        },
-        source_currency: q.source_currency,
-        target_currency: q.target_currency,
-        source_amount: q.source_amount,
-        target_amount: q.target_amount,
-        rate: domain::Rate {
-            rate: q.rate.rate,
-            side: match q.rate.side {
-                Some(RateSide::Buy) => Some(domain::RateSide::Buy),
-                Some(RateSide::Sell) => Some(domain::RateSide::Sell),
-                _ => None,
-            },
-            source_currency: q.rate.source_currency,
-            target_currency: q.rate.target_currency,
-        },
-        fees: q
-            .fees
-            .into_iter()
-            .map(|f| domain::Fee {
-                amount: sum(f.amount),
-                converted_amount: f.converted_amount.map(sum),
-            })
-            .collect(),
-        pay_out: q.pay_out.map(pay_out),
-        expires_at: q.expires_at,
-        created_at: q.created_at,
-        needs_second_factor: q.two_step.is_some(),
-    }
-}
-
-fn transfer(t: super::Transfer) -> domain::Transfer {
-    let settlement = match t.settlement() {
-        Settlement::InFlight => domain::Settlement::InFlight,
-        Settlement::Succeeded => domain::Settlement::Succeeded,
-        Settlement::Failed => domain::Settlement::Failed,
-    };
-    domain::Transfer {
-        id: domain::TransferId::new(t.id),
-        quote_id: domain::QuoteId::new(t.quote_id),
-        source_currency: t.source_currency,
-        target_currency: t.target_currency,
-        source_amount: t.source_amount,
-        target_amount: t.target_amount,
-        status: domain::TransferStatus::parse(t.status.as_str()),
-        pay_out: t.pay_out.map(pay_out),
-        settlement,
-        created_at: t.created_at,
-    }
-}
-
-fn recipient(r: super::Recipient) -> domain::Recipient {
-    domain::Recipient {
-        id: domain::RecipientId::new(r.id),
-        active: r.active,
-        currency: r.currency,
-        bank_code: r.bank_code,
-        account_number: r.account_number.map(|a| a.as_str().to_string()),
-        holder_name: r.account_name,
     }
 }

@@ -12,6 +12,7 @@
 
 mod boundary;
 mod page;
+mod to_domain;
 mod types;
 
 pub use crate::provider::Called;
