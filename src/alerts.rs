@@ -173,7 +173,8 @@ impl AlertWatcher {
                     message: format!(
                         "transfer {} has been {} since {}",
                         run.transfer_id.unwrap_or_default(),
-                        run.transfer_status.unwrap_or_else(|| "in flight".into()),
+                        run.transfer_status
+                            .map_or_else(|| "in flight".into(), |s| s.to_string()),
                         run.updated_at.to_rfc3339()
                     ),
                     at: now,

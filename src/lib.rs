@@ -22,7 +22,8 @@
 //! - [`cli`]: the operator CLI (clap). Prints no token.
 //! - [`clock`]: the injectable source of "now" shared by the worker and the sandbox.
 //! - [`money`]: currencies, precision and exact amounts. No IO.
-//! - [`provider`]: the only code that speaks HTTP to Busha (typed client, errors, pacing).
+//! - [`provider`]: the only code that speaks HTTP to Busha and Baanx: the provider boundary
+//!   in domain types, the typed clients behind it, errors, pacing. No wire type leaves it.
 //! - [`reconcile`]: read-only comparison of our runs with Busha's transfers. Writes nothing.
 //! - [`store`]: the system of record; all SQL lives here.
 //! - [`audit`]: the hash-chained audit log's domain, and the signed checkpoint format.

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::money::{Currency, Money};
+pub use crate::provider::boundary::TransferStatus;
 
 /// A run's id, derived from the job's `id` key and the occurrence key (invariant 2),
 /// so that two schedulers or a replayed trigger name the same run.
@@ -411,7 +412,8 @@ pub struct Run {
     pub quote_attempt_base: u32,
     pub quote: Option<LockedQuote>,
     pub transfer_id: Option<String>,
-    pub transfer_status: Option<String>,
+    /// Stored as its code; read back through [`TransferStatus::parse`].
+    pub transfer_status: Option<TransferStatus>,
     /// A money-moving call that may be in flight.
     pub pending: Option<PendingOp>,
     /// The quote request of the current attempt, persisted with its intent: a quote

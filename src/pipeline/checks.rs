@@ -7,7 +7,8 @@
 use rust_decimal::Decimal;
 
 use crate::money::Currency;
-use crate::provider::busha::{PaymentType, ProviderError, Quote, RateSide, Recipient, Transfer};
+use crate::provider::ProviderError;
+use crate::provider::boundary::{Quote, RateSide, Recipient, Transfer};
 use crate::runs::{Amount, LockedQuote, PayoutSpec, QuoteAsk, mask_account, names_match};
 
 /// Why a provider step did not give a usable answer: the call failed, or its answer
@@ -123,15 +124,14 @@ pub fn quote_answers(spec: &PayoutSpec, ask: &QuoteAsk, q: &Quote) -> Result<(),
         }
     }
     match &q.pay_out {
-        Some(p) if p.kind == PaymentType::BankTransfer => d.same(
+        Some(p) if p.bank_transfer => d.same(
             "pay_out recipient",
             ask.recipient_id.as_str(),
             p.recipient_id.as_deref().unwrap_or("none"),
         ),
-        Some(p) => d.0.push(format!(
-            "pay_out: asked bank_transfer, got {}",
-            p.kind.as_str()
-        )),
+        Some(p) => {
+            d.0.push(format!("pay_out: asked bank_transfer, got {}", p.kind))
+        }
         None => d.0.push("pay_out: asked bank_transfer, got none".into()),
     }
     if d.0.is_empty() {
@@ -228,7 +228,7 @@ pub fn recipient_is_account(want: &ExpectedPayee<'_>, r: &Recipient) -> Result<(
         want.bank_code,
         r.bank_code.as_deref().unwrap_or("none"),
     );
-    let got = r.account_number.as_ref().map(|a| a.as_str());
+    let got = r.account_number.as_deref();
     if got != Some(want.account_number) {
         d.0.push(format!(
             "account: asked {}, got {}",

@@ -3,7 +3,7 @@
 //!
 //! `execute(run_id)` is idempotent and resumable. It takes the run's fenced lease (a
 //! second executor returns [`Executed::Busy`]), and then, from whatever state the run is
-//! in, reconciles with Busha before acting:
+//! in, reconciles with the provider before acting:
 //! - a recipient is looked for by account number before one is created;
 //! - a quote is looked for by our `reference` before another is locked;
 //! - a transfer is looked for by `quote_id` before one is initiated.
@@ -12,6 +12,10 @@
 //! transaction with its audit entry. An executor that lost its lease writes nothing.
 //! Waiting (rate limits, backoff, tracking) is a `next_attempt_at` in the store, never a
 //! sleep: the dispatcher sends the run out again when it is due.
+//!
+//! The provider is reached only through [`crate::provider::boundary`], in domain types;
+//! each step first checks that the provider's capabilities cover it (`promises`). No
+//! provider module or wire type is named here (a test in `sealed` scans for them).
 
 /// One provider call, with crash points around it and one forced token refresh on a
 /// 401 (a 401 means Busha applied nothing, so the retry is safe). A macro rather than
@@ -40,6 +44,7 @@ mod checks;
 mod gate;
 mod lease;
 mod plumbing;
+mod promises;
 mod quote;
 mod recipient;
 mod recipient_given;
@@ -58,12 +63,11 @@ pub use tokens::{StaticTokens, TokenError, TokenSource};
 use crate::audit::NewAuditEntry;
 use crate::clock::Clock;
 use crate::money::Currency;
-use crate::provider::AccessToken;
-use crate::provider::busha::{
-    AccountNumber, BushaClient, Channel, ErrorKind, NewQuote, NewRecipient, PageRequest, PayOut,
-    ProviderError, Quote, QuoteAmount, QuoteStatus, RecipientFilter, RecipientType,
-    ResolveBankAccount, Settlement, SortOrder, Transfer, TransferFilter,
+use crate::provider::boundary::{
+    BankAccount, FixedSide, PaymentsProvider, Quote, QuoteId, QuoteRequest, QuoteState, Recipient,
+    RecipientId, RecipientQuery, Settlement, Transfer, TransferId,
 };
+use crate::provider::{AccessToken, Called, ErrorKind, ProviderError};
 use crate::runs::{
     Amount, LockedQuote, PayoutSpec, PendingOp, QuoteAsk, RecipientSpec, Run, RunId, RunState,
     mask_account,
@@ -182,7 +186,7 @@ type Step = Result<Option<Executed>, Stop>;
 #[derive(Clone)]
 pub struct Pipeline {
     store: Store,
-    busha: BushaClient,
+    provider: Arc<dyn PaymentsProvider>,
     tokens: Arc<dyn TokenSource>,
     clock: Clock,
     cfg: PipelineConfig,
@@ -196,25 +200,25 @@ impl Pipeline {
     /// while the first one's request is still on its way.
     pub fn new(
         store: Store,
-        busha: BushaClient,
+        provider: impl PaymentsProvider + 'static,
         tokens: Arc<dyn TokenSource>,
         clock: Clock,
         mut cfg: PipelineConfig,
     ) -> Self {
-        match busha
+        match provider
             .longest_call()
             .map(|d| Duration::from_std(d).unwrap_or(Duration::MAX))
         {
             Some(longest) => cfg.lease = cfg.lease.max(longest * 2),
             None => tracing::error!(
-                "the Busha client's pacing is unbounded: a paced call can outlive the run's lease; set max_pacing_wait"
+                "the provider client's pacing is unbounded: a paced call can outlive the run's lease; set max_pacing_wait"
             ),
         }
-        let timeout = Duration::from_std(busha.call_timeout()).unwrap_or(Duration::MAX);
+        let timeout = Duration::from_std(provider.call_timeout()).unwrap_or(Duration::MAX);
         cfg.takeover_grace = cfg.takeover_grace.max(timeout);
         Self {
             store,
-            busha,
+            provider: Arc::new(provider),
             tokens,
             clock,
             cfg,

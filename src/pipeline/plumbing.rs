@@ -54,7 +54,7 @@ impl Pipeline {
         self.cfg.lease + self.cfg.takeover_grace
     }
 
-    /// What the Busha client checks right before a money-moving request leaves. It
+    /// What the provider client checks right before a money-moving request leaves. It
     /// takes the proof that the run matched its seal: no money-moving call can be
     /// made without passing [`Self::gated`].
     pub(super) fn cover<'a>(
@@ -343,16 +343,4 @@ pub(super) fn fees_in(q: &Quote, source: &Currency) -> Decimal {
         })
         .sum::<Decimal>()
         .round_dp(source.precision())
-}
-
-/// The ISO country of a payout currency's bank system.
-pub(super) fn country_of(currency: &Currency) -> String {
-    match currency.as_str() {
-        "KES" => "KE",
-        "GHS" => "GH",
-        "USD" => "US",
-        "GBP" => "GB",
-        _ => "NG",
-    }
-    .to_string()
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::checks::{self, Fault};
 use super::plumbing::{describe, fees_in};
 use super::*;
-use crate::provider::busha::{Pager, PagingError};
+use crate::provider::pager::{Pager, PagingError};
 
 impl Pipeline {
     pub(super) async fn step_quote(
@@ -16,6 +16,10 @@ impl Pipeline {
         run: &mut Run,
         token: &mut AccessToken,
     ) -> Step {
+        let caps = self.provider.capabilities();
+        if let Some(reason) = super::promises::unmet(&caps, GateStep::LockQuote) {
+            return self.fail(lease, run, reason).await;
+        }
         // Reconcile: the last attempt may have created a quote we never heard about.
         if run.pending == Some(PendingOp::CreateQuote) {
             if let Some(done) = self.reconcile_quote(lease, run, token).await? {
@@ -70,20 +74,18 @@ impl Pipeline {
             json!({ "reference": ask.reference, "attempt": run.quote_attempt, "amount": ask.amount, "available": available.to_string() }),
         );
         self.save(lease, run, vec![intent]).await?;
-        let new = NewQuote {
+        let new = QuoteRequest {
             source_currency: run.spec.source_currency.clone(),
             target_currency: run.spec.target_currency.clone(),
             amount: match ask.amount {
-                Amount::Source { amount } => QuoteAmount::Source(amount),
-                Amount::Target { amount } => QuoteAmount::Target(amount),
+                Amount::Source { amount } => FixedSide::Source(amount),
+                Amount::Target { amount } => FixedSide::Target(amount),
             },
-            reference: Some(ask.reference.clone()),
-            pay_out: Some(PayOut::BankTransfer {
-                recipient_id: ask.recipient_id.clone(),
-            }),
+            reference: ask.reference.clone(),
+            recipient_id: RecipientId::new(ask.recipient_id.clone()),
         };
         let created = call!(self, run, token, "POST /v1/quotes", |t| self
-            .busha
+            .provider
             .create_quote(t, &new, &self.cover(lease, &sealed)));
         match created {
             Ok(c) => {
@@ -142,11 +144,11 @@ impl Pipeline {
             self.save(lease, run, vec![e]).await?;
             return Ok(None);
         };
-        match q.status {
+        match q.state {
             // A transfer was made from it: lock it (once it answers what we asked), and
             // the transfer step adopts that transfer.
-            QuoteStatus::Accepted => self.check_quote(lease, run, None, q, None, "adopted").await,
-            QuoteStatus::Pending => {
+            QuoteState::Used => self.check_quote(lease, run, None, q, None, "adopted").await,
+            QuoteState::Open => {
                 let reference = match self.reference_price(run, token).await? {
                     Ok(p) => p.map(|(price, _)| price),
                     Err(e) => return self.wait_or_fail(lease, run, e).await,
@@ -155,7 +157,7 @@ impl Pipeline {
                     .await
             }
             _ => {
-                let why = format!("it was {} when found", q.status.as_str());
+                let why = format!("it was {} when found", q.state.as_str());
                 if let Err(mismatch) = checks::quote_answers(&run.spec, &ask, &q) {
                     return self
                         .provider_fault(lease, run, "GET /v1/quotes", &mismatch)
@@ -196,10 +198,10 @@ impl Pipeline {
     ) -> Result<Result<Decimal, Fault>, Stop> {
         let code = run.spec.source_currency.clone();
         let got = call!(self, run, token, "GET /v1/balances/{id_or_code}", |t| self
-            .busha
-            .get_balance(t, code.as_str()));
+            .provider
+            .balance(t, &code));
         Ok(match got {
-            Ok(c) if c.value.currency == code => Ok(c.value.available.amount),
+            Ok(c) if c.value.currency == code => Ok(c.value.available),
             Ok(c) => Err(Fault::Answer {
                 endpoint: "GET /v1/balances/{id_or_code}",
                 what: checks::Mismatch(vec![format!(
@@ -249,10 +251,10 @@ impl Pipeline {
                 .provider_fault(lease, run, "POST /v1/quotes", &mismatch)
                 .await;
         }
-        if q.status == QuoteStatus::Accepted {
+        if q.state == QuoteState::Used {
             return self.quote_locked(lease, run, &q, request_id, how).await;
         }
-        if q.two_step.is_some() {
+        if q.needs_second_factor {
             return self.two_step(lease, run, &q, request_id).await;
         }
         let fees = fees_in(&q, &run.spec.source_currency);
@@ -361,7 +363,7 @@ impl Pipeline {
     ) -> Step {
         let fees = fees_in(q, &run.spec.source_currency);
         let locked = LockedQuote {
-            id: q.id.clone(),
+            id: q.id.to_string(),
             reference: q.reference.clone(),
             rate: q.rate.rate,
             source_amount: q.source_amount,
@@ -399,14 +401,10 @@ impl Pipeline {
         let pages = self.cfg.quote_search_pages;
         let mut pager = Pager::new("GET /v1/quotes", pages);
         loop {
-            let page = PageRequest {
-                cursor: pager.cursor(),
-                limit: Some(100),
-                sort: Some(SortOrder::Desc),
-            };
+            let cursor = pager.cursor();
             let got = call!(self, run, token, "GET /v1/quotes", |t| self
-                .busha
-                .list_quotes(t, &page));
+                .provider
+                .quotes_page(t, cursor.clone()));
             let page = match got {
                 Ok(c) => c.value,
                 Err(e) => return Ok(Err(e)),
@@ -456,23 +454,10 @@ impl Pipeline {
         if src == tgt {
             return Ok(Ok(Some((Decimal::ONE, true))));
         }
-        let pairs = call!(self, run, token, "GET /v1/pairs", |t| self
-            .busha
-            .list_pairs(Some(t), None, None));
-        let pairs = match pairs {
-            Ok(c) => c.value,
-            Err(e) => return Ok(Err(e)),
-        };
-        let found = pairs.iter().find_map(|p| {
-            if p.base == src && p.counter == tgt {
-                Some((p.sell_price.amount, true))
-            } else if p.base == tgt && p.counter == src {
-                Some((p.buy_price.amount, false))
-            } else {
-                None
-            }
-        });
-        Ok(Ok(found))
+        let price = call!(self, run, token, "GET /v1/pairs", |t| self
+            .provider
+            .reference_price(t, &src, &tgt));
+        Ok(price.map(|c| c.value.map(|p| (p.price, p.source_is_base))))
     }
 }
 

@@ -9,9 +9,9 @@
 use serde_json::json;
 
 use super::checks::{self, ExpectedPayee, Fault, Mismatch};
-use super::plumbing::{country_of, describe};
+use super::plumbing::describe;
 use super::*;
-use crate::provider::busha::{Pager, Recipient};
+use crate::provider::pager::Pager;
 use crate::store::{AccountKey, SeenRecipient};
 
 /// Pages of 100 searched when Busha ignored the `account_number` filter.
@@ -134,7 +134,7 @@ impl Pipeline {
         };
         match self.fetch_recipient(run, token, &id).await? {
             Ok(Some(c)) if c.value.active => {
-                if c.value.id != id {
+                if c.value.id != *id.as_str() {
                     let what = Mismatch(vec![format!("recipient: asked {id}, got {}", c.value.id)]);
                     return self
                         .provider_fault(lease, run, "GET /v1/recipients/{id}", &what)
@@ -157,8 +157,7 @@ impl Pipeline {
         run: &Run,
         token: &mut AccessToken,
         id: &str,
-    ) -> Result<Result<Option<crate::provider::busha::Called<Recipient>>, ProviderError>, Stop>
-    {
+    ) -> Result<Result<Option<Called<Recipient>>, ProviderError>, Stop> {
         let grant = run.spec.grant.clone();
         if self
             .store
@@ -168,9 +167,10 @@ impl Pipeline {
         {
             return Ok(Ok(None));
         }
+        let rid = RecipientId::new(id);
         let got = call!(self, run, token, "GET /v1/recipients/{id}", |t| self
-            .busha
-            .get_recipient(t, id));
+            .provider
+            .get_recipient(t, &rid));
         match got {
             Ok(c) => Ok(Ok(Some(c))),
             Err(e) if *e.kind() == ErrorKind::NotFound => Ok(Ok(None)),
@@ -203,31 +203,28 @@ impl Pipeline {
         payee: &BankPayee,
     ) -> Result<Result<Option<Recipient>, Fault>, Stop> {
         let currency = run.spec.target_currency.clone();
-        let mut filter = RecipientFilter {
-            currency: Some(currency.clone()),
-            account_number: Some(AccountNumber::new(payee.account_number.clone())),
-            kind: None,
-            cursor: None,
-            limit: Some(100),
+        let query = RecipientQuery {
+            currency: currency.clone(),
+            account_number: Some(payee.account_number.clone()),
         };
         let want = payee.expected(&currency);
         let mut pager = Pager::new("GET /v1/recipients", UNFILTERED_PAGES);
         loop {
-            filter.cursor = pager.cursor();
+            let cursor = pager.cursor();
             let got = call!(self, run, token, "GET /v1/recipients", |t| self
-                .busha
-                .list_recipients(t, &filter));
+                .provider
+                .recipients_page(t, &query, cursor.clone()));
             let page = match got {
                 Ok(c) => c.value,
                 Err(e) => return Ok(Err(Fault::Call(e))),
             };
             let mine = |a: Option<&str>| a == Some(payee.account_number.as_str());
             // An item we could not read may be the payee's unless its account says not.
-            if let Some(s) = page.skipped.iter().find(|s| {
-                s.account_number
-                    .as_ref()
-                    .is_none_or(|a| mine(Some(a.as_str())))
-            }) {
+            if let Some(s) = page
+                .skipped
+                .iter()
+                .find(|s| s.account_number.as_deref().is_none_or(|a| mine(Some(a))))
+            {
                 return Ok(Err(unproven(&format!(
                     "held an unreadable item that may be the payee's ({s})"
                 ))));
@@ -235,7 +232,7 @@ impl Pipeline {
             let foreign = page
                 .items
                 .iter()
-                .filter(|r| !mine(r.account_number.as_ref().map(|a| a.as_str())))
+                .filter(|r| !mine(r.account_number.as_deref()))
                 .count();
             let mut ours = page
                 .items
@@ -267,19 +264,17 @@ impl Pipeline {
     ) -> Step {
         let target = run.spec.target_currency.clone();
         let masked = mask_account(&payee.account_number);
-        let enquiry = ResolveBankAccount {
+        let account = BankAccount {
             currency: target.clone(),
-            country: country_of(&target),
-            channel: Channel::BankTransfer,
-            bank_code: Some(payee.bank_code.clone()),
-            account_number: AccountNumber::new(payee.account_number.clone()),
+            bank_code: payee.bank_code.clone(),
+            account_number: payee.account_number.clone(),
         };
         let resolved = call!(
             self,
             run,
             token,
             "POST /v1/recipients/resolve-bank-account",
-            |t| self.busha.resolve_bank_account(t, &enquiry)
+            |t| self.provider.check_bank_account(t, &account)
         );
         let resolved = match resolved {
             Ok(c) => c.value,
@@ -299,7 +294,7 @@ impl Pipeline {
             Err(e) => return self.wait_or_fail(lease, run, e).await,
         };
         if let Err(reason) =
-            checks::holder_is_named(&payee.expected(&target), Some(&resolved.account_name))
+            checks::holder_is_named(&payee.expected(&target), Some(&resolved.holder_name))
         {
             let reason = format!("name enquiry mismatch: {reason}; no recipient was created");
             return self.fail(lease, run, reason).await;
@@ -310,27 +305,11 @@ impl Pipeline {
             Err(stop) => return Ok(Some(stop)),
         };
         run.pending = Some(PendingOp::CreateRecipient);
-        let intent = self.entry(run, "run.recipient.intent", json!({ "bank_code": payee.bank_code, "account": masked, "name": resolved.account_name }));
+        let intent = self.entry(run, "run.recipient.intent", json!({ "bank_code": payee.bank_code, "account": masked, "name": resolved.holder_name }));
         self.save(lease, run, vec![intent]).await?;
-        let new = NewRecipient {
-            kind: RecipientType::from(
-                format!("{}_bank", target.as_str().to_ascii_lowercase()).as_str(),
-            ),
-            currency: Some(target.clone()),
-            country_code: Some(country_of(&target)),
-            bank_name: resolved.bank_name.clone(),
-            bank_code: Some(payee.bank_code.clone()),
-            account_number: Some(AccountNumber::new(payee.account_number.clone())),
-            account_name: Some(resolved.account_name.clone()),
-            entity_type: None,
-            phone_number: None,
-            network: None,
-            address: None,
-            memo: None,
-        };
         let created = call!(self, run, token, "POST /v1/recipients", |t| self
-            .busha
-            .create_recipient(t, &new, &self.cover(lease, &sealed)));
+            .provider
+            .create_recipient(t, &account, &resolved, &self.cover(lease, &sealed)));
         match created {
             Ok(c) => {
                 self.accept_account(lease, run, payee, c.value, "created", c.request_id)
@@ -361,7 +340,7 @@ impl Pipeline {
             };
             return self.provider_fault(lease, run, endpoint, &what).await;
         }
-        if let Err(reason) = checks::holder_is_named(&want, r.account_name.as_deref()) {
+        if let Err(reason) = checks::holder_is_named(&want, r.holder_name.as_deref()) {
             let reason = format!(
                 "name mismatch: {reason} (recipient {}, {how}); no quote was locked",
                 r.id
@@ -374,7 +353,7 @@ impl Pipeline {
                 &grant,
                 &payee.bank_code,
                 &payee.account_number,
-                &r.id,
+                r.id.as_str(),
                 self.clock.now(),
             )
             .await?;
@@ -390,26 +369,26 @@ impl Pipeline {
         how: &str,
         request_id: Option<String>,
     ) -> Step {
-        run.recipient_id = Some(r.id.clone());
-        run.recipient_name = r.account_name.clone();
+        run.recipient_id = Some(r.id.to_string());
+        run.recipient_name = r.holder_name.clone();
         run.pending = None;
         self.advance(run, RunState::RecipientResolved);
         let e = self.entry(
             run,
             "run.recipient.resolved",
-            json!({ "recipient_id": r.id, "how": how, "holder_name": r.account_name, "request_id": request_id }),
+            json!({ "recipient_id": r.id, "how": how, "holder_name": r.holder_name, "request_id": request_id }),
         );
         self.save(lease, run, vec![e]).await?;
         let seen = SeenRecipient {
-            holder_name: r.account_name.clone(),
+            holder_name: r.holder_name.clone(),
             bank_code: r.bank_code.clone(),
-            account_masked: r.account_number.as_ref().map(|a| mask_account(a.as_str())),
+            account_masked: r.account_number.as_deref().map(mask_account),
             currency: r.currency.as_ref().map(|c| c.to_string()),
             fetch_refused: false,
         };
         let grant = run.spec.grant.clone();
         self.store
-            .saw_recipient(&grant, &r.id, &seen, self.clock.now())
+            .saw_recipient(&grant, r.id.as_str(), &seen, self.clock.now())
             .await?;
         Ok(None)
     }

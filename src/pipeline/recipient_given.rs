@@ -3,7 +3,7 @@
 
 use super::checks::{self, Fault, Mismatch};
 use super::*;
-use crate::provider::busha::{Pager, Recipient};
+use crate::provider::pager::Pager;
 
 /// Pages of 100 searched for a recipient by id in the list.
 const LIST_PAGES: u32 = 20;
@@ -29,7 +29,7 @@ impl Pipeline {
             },
             Err(e) => return self.wait_or_fail(lease, run, e).await,
         };
-        if r.id != id {
+        if r.id != *id {
             let what = Mismatch(vec![format!("recipient: asked {id}, got {}", r.id)]);
             return self
                 .provider_fault(lease, run, "GET /v1/recipients/{id}", &what)
@@ -51,24 +51,21 @@ impl Pipeline {
         token: &mut AccessToken,
         id: &str,
     ) -> Result<Result<Option<Recipient>, Fault>, Stop> {
-        let mut filter = RecipientFilter {
-            currency: Some(run.spec.target_currency.clone()),
+        let query = RecipientQuery {
+            currency: run.spec.target_currency.clone(),
             account_number: None,
-            kind: None,
-            cursor: None,
-            limit: Some(100),
         };
         let mut pager = Pager::new("GET /v1/recipients", LIST_PAGES);
         let stopped = loop {
-            filter.cursor = pager.cursor();
+            let cursor = pager.cursor();
             let got = call!(self, run, token, "GET /v1/recipients", |t| self
-                .busha
-                .list_recipients(t, &filter));
+                .provider
+                .recipients_page(t, &query, cursor.clone()));
             let page = match got {
                 Ok(c) => c.value,
                 Err(e) => return Ok(Err(Fault::Call(e))),
             };
-            if let Some(r) = page.items.into_iter().find(|r| r.id == id) {
+            if let Some(r) = page.items.into_iter().find(|r| r.id == *id) {
                 return Ok(Ok(Some(r)));
             }
             if let Some(s) = page

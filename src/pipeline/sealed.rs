@@ -72,12 +72,13 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     /// Every pipeline source file, by name.
-    const SOURCES: [(&str, &str); 12] = [
+    const SOURCES: [(&str, &str); 13] = [
         ("mod.rs", include_str!("mod.rs")),
         ("checks.rs", include_str!("checks.rs")),
         ("gate.rs", include_str!("gate.rs")),
         ("lease.rs", include_str!("lease.rs")),
         ("plumbing.rs", include_str!("plumbing.rs")),
+        ("promises.rs", include_str!("promises.rs")),
         ("quote.rs", include_str!("quote.rs")),
         ("recipient.rs", include_str!("recipient.rs")),
         ("recipient_given.rs", include_str!("recipient_given.rs")),
@@ -86,6 +87,97 @@ mod tests {
         ("track.rs", include_str!("track.rs")),
         ("transfer.rs", include_str!("transfer.rs")),
     ];
+
+    /// Module paths and client types of providers' wire sides: none may be named in the
+    /// pipeline, which speaks the provider boundary only.
+    const WIRE_SIDES: [&str; 4] = [
+        "provider::busha",
+        "provider::baanx",
+        "BushaClient",
+        "BaanxClient",
+    ];
+
+    /// What of `WIRE_SIDES` a source's text names, whether in a `use`, a path, or in
+    /// a group such as `crate::provider::{boundary::{..}, busha}`.
+    fn wire_names(src: &str) -> Vec<&'static str> {
+        let flat: String = src.chars().filter(|c| !c.is_whitespace()).collect();
+        let mut named: Vec<&'static str> = WIRE_SIDES
+            .into_iter()
+            .filter(|w| flat.contains(w))
+            .collect();
+        for grouped in flat.split("provider::{").skip(1) {
+            // The group up to its own closing brace; its top-level items only.
+            let (mut depth, mut items, mut item) = (0, Vec::new(), String::new());
+            for c in grouped.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => items.push(std::mem::take(&mut item)),
+                    _ => item.push(c),
+                }
+            }
+            items.push(item);
+            for m in ["busha", "baanx"] {
+                if items
+                    .iter()
+                    .any(|i| i == m || i.starts_with(&format!("{m}::")))
+                {
+                    named.push(if m == "busha" {
+                        "provider::busha"
+                    } else {
+                        "provider::baanx"
+                    });
+                }
+            }
+        }
+        named
+    }
+
+    #[test]
+    fn no_pipeline_file_names_a_provider_wire_type() {
+        // The scan itself must see each way of naming a wire side.
+        for (src, want) in [
+            (
+                "use crate::provider::busha::{Quote, Pager};",
+                "provider::busha",
+            ),
+            ("let c: crate::provider::baanx::Client;", "provider::baanx"),
+            (
+                "use crate::provider::{AccessToken, busha};",
+                "provider::busha",
+            ),
+            (
+                "use crate::provider::{boundary::{A, B}, busha};",
+                "provider::busha",
+            ),
+            (
+                "use crate::provider::{\n    baanx::Wallet,\n};",
+                "provider::baanx",
+            ),
+            ("busha: BushaClient,", "BushaClient"),
+        ] {
+            assert!(wire_names(src).contains(&want), "{src} names {want}");
+        }
+        assert!(wire_names("use crate::provider::boundary::Quote; // Busha's quote").is_empty());
+
+        let named: Vec<(&str, Vec<&str>)> = SOURCES
+            .iter()
+            .map(|(file, src)| {
+                // Test code counts too, but for this test's own examples.
+                let src = match *file {
+                    "sealed.rs" => src.split("mod tests {").next().unwrap_or(src),
+                    _ => src,
+                };
+                (*file, wire_names(src))
+            })
+            .filter(|(_, names)| !names.is_empty())
+            .collect();
+        assert!(
+            named.is_empty(),
+            "src/pipeline/ must speak the provider boundary only: {named:?}"
+        );
+    }
 
     /// The Busha client's calls that move money (each takes a `SendCheck`).
     const MONEY_CALLS: [&str; 3] = [".create_recipient(", ".create_quote(", ".create_transfer("];

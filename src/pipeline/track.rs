@@ -12,14 +12,14 @@ impl Pipeline {
         run: &mut Run,
         token: &mut AccessToken,
     ) -> Step {
-        let Some(id) = run.transfer_id.clone() else {
+        let Some(id) = run.transfer_id.clone().map(TransferId::new) else {
             self.advance(run, RunState::QuoteLocked);
             let e = self.entry(run, "run.transfer.missing", json!({}));
             self.save(lease, run, vec![e]).await?;
             return Ok(None);
         };
         let got = call!(self, run, token, "GET /v1/transfers/{id}", |t| self
-            .busha
+            .provider
             .get_transfer(t, &id));
         let c = match got {
             Ok(c) => c,
@@ -37,10 +37,10 @@ impl Pipeline {
                     .await;
             }
         };
-        let status = c.value.status.as_str().to_string();
-        let changed = run.transfer_status.as_deref() != Some(status.as_str());
+        let status = c.value.status.clone();
+        let changed = run.transfer_status.as_ref() != Some(&status);
         run.transfer_status = Some(status.clone());
-        match c.value.settlement() {
+        match c.value.settlement {
             Settlement::Succeeded => {
                 self.advance(run, RunState::Settled);
                 run.reason = None;

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::checks::{self, Fault, Mismatch};
 use super::plumbing::describe;
 use super::*;
-use crate::provider::busha::Pager;
+use crate::provider::pager::Pager;
 use crate::store::NewHeldTransfer;
 
 /// Pages of 100 searched for our transfer when Busha ignored the `quote_id` filter.
@@ -26,6 +26,10 @@ impl Pipeline {
             self.save(lease, run, vec![e]).await?;
             return Ok(None);
         };
+        let caps = self.provider.capabilities();
+        if let Some(reason) = super::promises::unmet(&caps, GateStep::Transfer) {
+            return self.fail(lease, run, reason).await;
+        }
         // Reconcile first, always: a transfer for our quote may already exist.
         match self.transfer_for(run, token, &quote).await? {
             Ok(Some(t)) => {
@@ -65,9 +69,10 @@ impl Pipeline {
             json!({ "quote_id": quote.id, "expires_at": quote.expires_at }),
         );
         self.save(lease, run, vec![intent]).await?;
+        let quote_id = QuoteId::new(quote.id.clone());
         let created = call!(self, run, token, "POST /v1/transfers", |t| self
-            .busha
-            .create_transfer(t, &quote.id, &self.cover(lease, &sealed)));
+            .provider
+            .create_transfer(t, &quote_id, &self.cover(lease, &sealed)));
         match created {
             Ok(c) => {
                 let recipient = run.recipient_id.clone();
@@ -121,13 +126,14 @@ impl Pipeline {
             }
             Err(fault) => return self.fault(lease, run, fault).await,
         }
+        let quote_id = QuoteId::new(quote.id.clone());
         let q = call!(self, run, token, "GET /v1/quotes/{id}", |t| self
-            .busha
-            .get_quote(t, &quote.id));
+            .provider
+            .get_quote(t, &quote_id));
         let stale = match &q {
             Ok(c) => {
-                c.value.id == quote.id
-                    && (c.value.status != QuoteStatus::Pending
+                c.value.id == quote_id
+                    && (c.value.state != QuoteState::Open
                         || c.value
                             .expires_at
                             .is_none_or(|x| x - self.cfg.quote_margin <= self.clock.now()))
@@ -249,19 +255,14 @@ impl Pipeline {
         token: &mut AccessToken,
         quote: &LockedQuote,
     ) -> Result<Result<Option<Transfer>, Fault>, Stop> {
-        let mut filter = TransferFilter {
-            quote_id: Some(quote.id.clone()),
-            status: Vec::new(),
-            cursor: None,
-            limit: Some(100),
-        };
+        let quote_id = QuoteId::new(quote.id.clone());
         let mut ours: Vec<Transfer> = Vec::new();
         let mut pager = Pager::new("GET /v1/transfers", UNFILTERED_PAGES);
         loop {
-            filter.cursor = pager.cursor();
+            let cursor = pager.cursor();
             let got = call!(self, run, token, "GET /v1/transfers", |t| self
-                .busha
-                .list_transfers(t, &filter));
+                .provider
+                .transfers_page(t, &quote_id, cursor.clone()));
             let page = match got {
                 Ok(c) => c.value,
                 Err(e) => return Ok(Err(Fault::Call(e))),
@@ -276,8 +277,8 @@ impl Pipeline {
                     "held an unreadable item that may be ours ({s})"
                 ))));
             }
-            let foreign = page.items.iter().filter(|t| t.quote_id != quote.id).count();
-            ours.extend(page.items.into_iter().filter(|t| t.quote_id == quote.id));
+            let foreign = page.items.iter().filter(|t| t.quote_id != quote_id).count();
+            ours.extend(page.items.into_iter().filter(|t| t.quote_id == quote_id));
             if foreign == 0 || !ours.is_empty() {
                 return Ok(self.one_transfer(run, quote, ours));
             }
@@ -324,8 +325,8 @@ impl Pipeline {
         how: &str,
     ) -> Step {
         let before = run.clone();
-        run.transfer_id = Some(t.id.clone());
-        run.transfer_status = Some(t.status.as_str().to_string());
+        run.transfer_id = Some(t.id.to_string());
+        run.transfer_status = Some(t.status.clone());
         run.pending = None;
         self.advance(run, RunState::TransferSubmitted);
         let e = self.entry(
@@ -334,8 +335,8 @@ impl Pipeline {
             json!({ "how": how, "transfer_id": t.id, "quote_id": t.quote_id, "status": t.status.as_str(), "request_id": request_id }),
         );
         let held = NewHeldTransfer {
-            transfer_id: t.id.clone(),
-            quote_id: t.quote_id.clone(),
+            transfer_id: t.id.to_string(),
+            quote_id: t.quote_id.to_string(),
             how: how.to_string(),
         };
         match self.save_holding(lease, run, held, vec![e]).await? {

@@ -1,6 +1,9 @@
 //! Provider boundary: the only code that speaks HTTP to a payments provider.
 //!
-//! - [`busha`]: the typed Busha resource-API client, its wire types and its one error type.
+//! - [`boundary`]: the provider interface in domain types (typed ids, transfer status,
+//!   capabilities) that the pipeline speaks; each provider implements it in its own module.
+//! - [`error`]: the one error type every provider client returns, shaped for decisions.
+//! - [`busha`]: the typed Busha resource-API client and its wire types.
 //! - [`baanx`]: the typed Baanx client (token endpoint and resource API), with the same
 //!   error classes as Busha's.
 //! - [`pacing`]: client-side rate limiting per endpoint, so that we never discover a
@@ -9,8 +12,13 @@
 //! What lives here must never persist anything, decide retries, or log a secret.
 
 pub mod baanx;
+pub mod boundary;
 pub mod busha;
+pub mod error;
 pub mod pacing;
+pub mod pager;
+
+pub use error::{ErrorKind, ProviderError};
 
 use std::fmt;
 use std::time::Duration;
@@ -39,6 +47,22 @@ pub(crate) fn http_client(
             busha::ProviderError::invalid_request(setup, "cannot build the HTTP client")
                 .with_source(e.without_url())
         })
+}
+
+/// A successful call: the value and the provider's request id, to log and keep with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Called<T> {
+    pub value: T,
+    pub request_id: Option<String>,
+}
+
+impl<T> Called<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Called<U> {
+        Called {
+            value: f(self.value),
+            request_id: self.request_id,
+        }
+    }
 }
 
 /// An OAuth2 bearer access token for one customer's grant.

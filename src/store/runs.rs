@@ -9,7 +9,7 @@ use super::audit::append_audit_on;
 use super::transfers::{NewHeldTransfer, hold_transfer_on};
 use super::{Store, StoreError, from_millis, millis};
 use crate::audit::NewAuditEntry;
-use crate::runs::{LockedQuote, PendingOp, Run, RunId, RunState};
+use crate::runs::{LockedQuote, PendingOp, Run, RunId, RunState, TransferStatus};
 
 /// The right to write a run, until `until`. Every write checks `fence`.
 #[derive(Clone, Debug)]
@@ -191,7 +191,7 @@ impl Store {
                 .bind(i64::from(run.quote_attempt))
                 .bind(quote)
                 .bind(&run.transfer_id)
-                .bind(&run.transfer_status)
+                .bind(run.transfer_status.as_deref())
                 .bind(run.pending.map(PendingOp::as_str))
                 .bind(i64::from(run.attempts))
                 .bind(millis(run.next_attempt_at))
@@ -395,7 +395,10 @@ fn run_from_row_at(row: &AnyRow, at: usize) -> Result<Run, StoreError> {
             .map_err(|e| corrupt("quote_attempt", &e))?,
         quote,
         transfer_id: row.try_get(at + 10)?,
-        transfer_status: row.try_get(at + 11)?,
+        // A code this build does not know is kept as `Unrecognised`, never dropped.
+        transfer_status: row
+            .try_get::<Option<String>, _>(at + 11)?
+            .map(|code| TransferStatus::parse(&code)),
         pending: pending
             .map(|p| PendingOp::parse(&p).ok_or_else(|| corrupt("pending_op", &p)))
             .transpose()?,

@@ -10,15 +10,16 @@
 //! redirects (a redirected POST would be replayed as something else), send
 //! `X-BU-PROFILE-ID` with OAuth tokens, or log a token, a body or a full URL.
 
-mod error;
+mod boundary;
 mod page;
-mod pager;
+mod to_domain;
 mod types;
 
-pub(crate) use error::retry_after;
-pub use error::{ErrorKind, ProviderError};
+pub use crate::provider::Called;
+pub(crate) use crate::provider::error::retry_after;
+pub use crate::provider::error::{ErrorKind, ProviderError};
+pub use crate::provider::pager::{Pager, PagingError};
 pub use page::{Page, Skipped};
-pub use pager::{Pager, PagingError};
 pub use types::*;
 
 use std::sync::Arc;
@@ -66,22 +67,6 @@ impl BushaConfig {
             limits: EndpointLimits::busha(),
             max_pacing_wait: Some(Duration::from_secs(20)),
             shared_pacing: None,
-        }
-    }
-}
-
-/// A successful call: the value and Busha's `X-Request-Id`, to log and keep with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Called<T> {
-    pub value: T,
-    pub request_id: Option<String>,
-}
-
-impl<T> Called<T> {
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Called<U> {
-        Called {
-            value: f(self.value),
-            request_id: self.request_id,
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 
-use super::error::{ErrorKind, ProviderError};
+use crate::provider::error::{ErrorKind, ProviderError};
 
 /// Where one walk through a list stands. See the module docs for the loop.
 #[derive(Clone, Debug)]

@@ -1,4 +1,5 @@
-//! The one error type of the Busha client, shaped for the decisions callers make.
+//! The one error type of the provider clients (Busha's, and Baanx's classes map to it),
+//! shaped for the decisions callers make; the pipeline sees no other.
 //!
 //! The caller's question is always "what now?": fail the run, wait, retry, or reconcile
 //! before anything else. [`ErrorKind`] answers it; the rest (endpoint, HTTP status,
