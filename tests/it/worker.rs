@@ -719,8 +719,9 @@ async fn finished_queue_rows_are_purged_by_age() {
         ..w.worker_config()
     };
     let worker = w.start(queue.clone(), cfg).await;
-    eventually("the purge", Duration::from_secs(5), || async {
-        queue.stats().await.unwrap().finished == 0
+    // The rows go first, then the worker counts them: wait for both.
+    eventually("the purge, counted", Duration::from_secs(20), || async {
+        queue.stats().await.unwrap().finished == 0 && worker.status().purged >= finished
     })
     .await;
     assert_eq!(worker.status().purged, finished);
@@ -901,8 +902,9 @@ async fn redis_finished_tasks_are_purged_by_age() {
         ..w.worker_config()
     };
     let worker = w.start(queue.clone(), cfg).await;
-    eventually("the purge", Duration::from_secs(5), || async {
-        queue.stats().await.unwrap().finished == 0
+    // The rows go first, then the worker counts them: wait for both.
+    eventually("the purge, counted", Duration::from_secs(20), || async {
+        queue.stats().await.unwrap().finished == 0 && worker.status().purged >= finished
     })
     .await;
     assert_eq!(worker.status().purged, finished);
