@@ -175,6 +175,19 @@ async fn two_processes_with_different_files_never_build_one_occurrence_from_two_
         rb.unwrap();
         p.unwrap();
     }
+    // Then each set in force in turn, with no race: its holder creates the next
+    // occurrence, whatever the flips above left behind.
+    for (store, jobs, version, sched) in [
+        (&ts.store, std::slice::from_ref(&ja), &va, &a),
+        (&other, std::slice::from_ref(&jb), &vb, &b),
+    ] {
+        clock.advance(Duration::seconds(60));
+        propose(store, jobs, version, "worker:last", clock.now())
+            .await
+            .unwrap();
+        let r = sched.tick(clock.now()).await.unwrap();
+        assert!(!r.not_in_force && !r.created.is_empty(), "{r:?}");
+    }
 
     // Assert: every occurrence has runs of one version only, and all of that
     // version's payees; both versions created some.
